@@ -1,0 +1,34 @@
+"""The project's exceptions.
+
+Every mistake a user can make (a wrong shape, a missing file, a bad checkpoint)
+raises one of these with a one-line message saying what was expected and what
+came.  The command line prints that line and exits non-zero, with no traceback.
+"""
+
+
+class TinyAlexNetError(Exception):
+    """Base class: a user-facing error whose message is one complete line."""
+
+
+class ShapeError(TinyAlexNetError, ValueError):
+    """An array of the wrong rank, size, dtype or channel count reached a layer."""
+
+
+class NonFiniteError(ShapeError):
+    """NaN or infinity reached a layer (bad data, or training that diverged)."""
+
+
+class StateError(TinyAlexNetError, RuntimeError):
+    """A call made in the wrong order, e.g. backward() before forward()."""
+
+
+class BackendUnavailable(TinyAlexNetError, RuntimeError):
+    """The requested array backend (CuPy/GPU) cannot be used on this machine."""
+
+
+class DataError(TinyAlexNetError, ValueError):
+    """A data file or folder is missing, truncated, corrupt or of the wrong format."""
+
+
+class CheckpointError(TinyAlexNetError, ValueError):
+    """A checkpoint is missing, cut short, or belongs to another model."""

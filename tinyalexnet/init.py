@@ -1,0 +1,59 @@
+"""Weight initialisation: how a layer's numbers are drawn before training.
+
+Weights are drawn on the host with a NumPy ``Generator`` (so a seed gives the
+same network on the CPU and the GPU) and moved to the device afterwards.
+
+Two schemes are offered for whole models (see ``tinyalexnet.models``):
+
+* ``"paper"``: every weight from N(0, 0.01^2); biases 1 in conv2, conv4, conv5,
+  fc6 and fc7 ("this initialization accelerates the early stages of learning
+  by providing the ReLUs with positive inputs"), 0 elsewhere.
+* ``"he"``: weights from N(0, 2 / fan_in) (He et al., 2015), biases 0.  It keeps
+  the variance of activations roughly constant through ReLU layers, which lets
+  deep nets start learning without the paper's hand-tuned constants.
+"""
+import math
+
+from .backend import numpy as np
+
+# The layers the paper starts with bias 1 (section 5 of the paper).
+PAPER_BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")
+
+
+def default_rng(rng=None):
+    """A NumPy Generator: ``rng`` itself, one seeded by an int, or a fresh one."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    return np.random.default_rng(rng)
+
+
+def normal(shape, std, rng, dtype="float32"):
+    return (rng.standard_normal(shape) * std).astype(dtype)
+
+
+def he_normal(shape, fan_in, rng, dtype="float32"):
+    return normal(shape, math.sqrt(2.0 / fan_in), rng, dtype)
+
+
+def init_model(model, scheme="he", seed=0):
+    """Re-draw every weight and bias of ``model`` with ``scheme`` ("paper" or "he").
+
+    Layers are visited in order, each drawing from one Generator seeded by
+    ``seed``, so the same seed always gives the same network.
+    """
+    if scheme not in ("paper", "he"):
+        raise ValueError(f"unknown init scheme {scheme!r}: expected 'paper' or 'he'")
+    rng = default_rng(seed)
+    for name, layer in model.named_modules():
+        if "weight" not in layer.params:
+            continue
+        w = layer.params["weight"]
+        fan_in = int(w.size // w.shape[0])
+        if scheme == "paper":
+            new_w = normal(w.shape, 0.01, rng)
+            bias = 1.0 if name.split(".")[-1] in PAPER_BIAS_ONE else 0.0
+        else:
+            new_w = he_normal(w.shape, fan_in, rng)
+            bias = 0.0
+        layer.load_state_dict({"weight": new_w, "bias": np.full(layer.params["bias"].shape, bias)})
+    return model

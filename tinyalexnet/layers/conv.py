@@ -1,0 +1,113 @@
+"""Conv2d: the convolutional layer, as im2col + one matrix product per group.
+
+For output channel f, sample n and position (oh, ow)::
+
+    y[n, f, oh, ow] = b[f] + sum_{c, i, j} W[f, c, i, j] * x_pad[n, g*Cg + c, oh*s + i, ow*s + j]
+
+where g = f // (F/G) is the group of f and Cg = C/G its input channels.  With
+groups G > 1 the channels split into G independent towers: output channel f
+sees only the input channels of its own group.  The paper trained AlexNet on
+two GPUs, each holding half of the kernels of every layer; conv2, conv4 and
+conv5 took input only from the half on the same GPU.  ``groups=2`` is exactly
+that connectivity on one device (and why conv2's kernels are 5x5x48, not 5x5x96).
+
+Shapes:  x (N, C, H, W)  ->  y (N, F, OH, OW),  OH = (H + 2p - kh) // s + 1
+Weights: W (F, C/G, kh, kw), b (F,)  -- PyTorch's layout.
+
+Backward, with cols the im2col matrix of x and dy the gradient reshaped like W @ cols::
+
+    dW = dy @ cols^T        db = sum of dy over (n, oh, ow)
+    dx = col2im(W^T @ dy)
+"""
+from ..backend import get_array_module
+from ..errors import ShapeError
+from .. import init
+from .im2col import col2im, conv_output_size, im2col
+from .module import Module
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+class Conv2d(Module):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1,
+                 rng=None):
+        super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise ShapeError(f"Conv2d: in_channels ({in_channels}) and out_channels "
+                             f"({out_channels}) must both be divisible by groups ({groups})")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = _pair(kernel_size)
+        self.stride, self.padding = stride, padding
+        # The first layer of a network has nobody to hand dx to; setting this to
+        # False skips col2im and a third of the layer's backward multiply-adds.
+        self.input_grad = True
+        kh, kw = self.kernel_size
+        shape = (out_channels, in_channels // groups, kh, kw)
+        rng = init.default_rng(rng)
+        self.params["weight"] = init.he_normal(shape, shape[1] * kh * kw, rng)
+        self.params["bias"] = init.np.zeros(out_channels, dtype="float32")
+        self.grads["weight"] = init.np.zeros_like(self.params["weight"])
+        self.grads["bias"] = init.np.zeros_like(self.params["bias"])
+
+    def extra_repr(self):
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"
+        if self.stride != 1:
+            s += f", stride={self.stride}"
+        if self.padding:
+            s += f", padding={self.padding}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        return s
+
+    def output_shape(self, input_shape):
+        C, H, W = input_shape
+        if C != self.in_channels:
+            raise ShapeError(f"{self.label()}: expected {self.in_channels} input channels, "
+                             f"got input shape {tuple(input_shape)}")
+        kh, kw = self.kernel_size
+        if H + 2 * self.padding < kh or W + 2 * self.padding < kw:
+            raise ShapeError(f"{self.label()}: input {H}x{W} with padding {self.padding} is smaller "
+                             f"than the {kh}x{kw} kernel")
+        return (self.out_channels, conv_output_size(H, kh, self.stride, self.padding),
+                conv_output_size(W, kw, self.stride, self.padding))
+
+    def macs(self, input_shape):
+        F, OH, OW = self.output_shape(input_shape)
+        kh, kw = self.kernel_size
+        return F * OH * OW * (self.in_channels // self.groups) * kh * kw
+
+    def forward(self, x):
+        self._check_input(x, 4, "(N, C, H, W)", channels=self.in_channels)
+        xp = get_array_module(x)
+        N = x.shape[0]
+        F, OH, OW = self.output_shape(x.shape[1:])
+        kh, kw = self.kernel_size
+        G = self.groups
+        cols = im2col(x, kh, kw, self.stride, self.padding)        # (C*kh*kw, N*OH*OW)
+        cols = cols.reshape(G, -1, N * OH * OW)                     # (G, Cg*kh*kw, N*OH*OW)
+        w = self.params["weight"].reshape(G, F // G, -1)            # (G, F/G, Cg*kh*kw)
+        y = xp.matmul(w, cols).reshape(F, N, OH, OW)                # all outputs, channel-major
+        out = xp.empty((N, F, OH, OW), dtype=y.dtype)
+        xp.add(y.transpose(1, 0, 2, 3), self.params["bias"].reshape(1, F, 1, 1), out=out)
+        # Keep x, not cols: cols is kh*kw times larger; backward rebuilds it.
+        self._save(out.shape, x)
+        return out
+
+    def backward(self, dout):
+        x = self._saved(dout)
+        xp = get_array_module(dout)
+        N, F, OH, OW = dout.shape
+        kh, kw = self.kernel_size
+        G = self.groups
+        dy = dout.transpose(1, 0, 2, 3).reshape(G, F // G, N * OH * OW)
+        cols = im2col(x, kh, kw, self.stride, self.padding).reshape(G, -1, N * OH * OW)
+        w = self.params["weight"].reshape(G, F // G, -1)
+        self.grads["bias"][...] = dout.sum(axis=(0, 2, 3))
+        self.grads["weight"][...] = xp.matmul(dy, cols.transpose(0, 2, 1)).reshape(
+            self.grads["weight"].shape)
+        if not self.input_grad:
+            return None
+        dcols = xp.matmul(w.transpose(0, 2, 1), dy)                 # (G, Cg*kh*kw, N*OH*OW)
+        return col2im(dcols, x.shape, kh, kw, self.stride, self.padding)

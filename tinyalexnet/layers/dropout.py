@@ -1,0 +1,56 @@
+"""Dropout: at training time, zero each activation with probability p.
+
+The paper sets p = 0.5 in fc6 and fc7: "the neurons which are dropped out do
+not contribute to the forward pass and do not participate in back-propagation.
+So every time an input is presented, the neural network samples a different
+architecture, but all these architectures share weights."
+
+At test time the paper multiplies the outputs by 0.5.  We use the equivalent
+"inverted" form: survivors are scaled by 1 / (1 - p) during training, so that
+evaluation is the identity and no layer needs to know the training p later::
+
+    train:  y = x * m / (1 - p),   m[i] ~ Bernoulli(1 - p)     backward: dx = dout * m / (1 - p)
+    eval:   y = x                                               backward: dx = dout
+
+Shapes: any -> same.  Masks come from ``tinyalexnet.rng``: mask number t of a
+layer is a pure function of (seed, t), so runs are reproducible and resumable,
+and the CPU and GPU draw identical masks.
+"""
+from ..errors import ShapeError
+from .. import rng
+from .module import Module
+from ..backend import get_array_module
+
+
+class Dropout(Module):
+    def __init__(self, p=0.5, seed=0):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ShapeError(f"Dropout: p must be in [0, 1), got {p}")
+        self.p, self.seed = p, seed
+        self.calls = 0  # how many masks this layer has drawn
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+    def get_extra_state(self):
+        return {"seed": self.seed, "calls": self.calls}
+
+    def set_extra_state(self, state):
+        self.seed, self.calls = int(state["seed"]), int(state["calls"])
+
+    def forward(self, x):
+        self._check_input(x)
+        if not self.training or self.p == 0.0:
+            self._save(x.shape, None)
+            return x
+        xp = get_array_module(x)
+        u = rng.uniform(xp, x.shape, self.seed, self.calls, dtype=x.dtype)
+        self.calls += 1
+        mask = (u >= self.p).astype(x.dtype) * (1.0 / (1.0 - self.p))
+        self._save(x.shape, mask)
+        return x * mask
+
+    def backward(self, dout):
+        mask = self._saved(dout)
+        return dout if mask is None else dout * mask

@@ -1,0 +1,71 @@
+"""SoftmaxCrossEntropy: the paper's 1000-way softmax with multinomial logistic loss.
+
+For logits z (N, K) and integer labels y (N,)::
+
+    p[n, k] = exp(z[n, k]) / sum_j exp(z[n, j])
+    L = -(1/N) * sum_n log p[n, y[n]]
+
+Computed stably: subtracting each row's maximum from z changes no probability
+but keeps exp() from overflowing, and log p = z - max - log(sum exp(z - max)).
+
+Backward (the reason softmax and cross-entropy are fused into one layer)::
+
+    dL/dz = (p - onehot(y)) / N
+"""
+from ..backend import get_array_module, is_array
+from ..errors import ShapeError, StateError
+from .module import Module
+
+
+class SoftmaxCrossEntropy(Module):
+    def forward(self, logits, labels):
+        """Mean cross-entropy over the batch, as a 0-d array on the logits' device."""
+        self._check_input(logits, 2, "(N, num_classes)")
+        xp = get_array_module(logits)
+        self._check_labels(logits, labels)
+        labels = xp.asarray(labels)
+        N = logits.shape[0]
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_sum = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+        log_probs = shifted - log_sum
+        self._save((), log_probs, labels)
+        return -log_probs[xp.arange(N), labels].mean()
+
+    def _check_labels(self, logits, labels):
+        N, K = logits.shape
+        if not is_array(labels):
+            raise ShapeError(f"{self.label()}: labels must be an integer array of shape ({N},), "
+                             f"got {type(labels).__name__}")
+        if labels.dtype.kind not in "iu":
+            raise ShapeError(f"{self.label()}: labels must be integers, got dtype {labels.dtype}")
+        if tuple(labels.shape) != (N,):
+            raise ShapeError(f"{self.label()}: expected labels of shape ({N},) to match logits "
+                             f"{tuple(logits.shape)}, got {tuple(labels.shape)}")
+        # On the GPU this reads two numbers back (a sync); the trainer passes
+        # labels still on the host, where it is free.
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= K:
+            raise ShapeError(f"{self.label()}: labels must lie in [0, {K - 1}] for {K} classes, "
+                             f"got values from {low} to {high}")
+
+    @property
+    def probs(self):
+        """Softmax probabilities of the last forward, shape (N, K)."""
+        if self._cache is None:
+            raise StateError(f"{self.label()}: probs asked for before forward()")
+        log_probs = self._cache[1]
+        return get_array_module(log_probs).exp(log_probs)
+
+    def backward(self, dout=1.0):
+        """dL/dlogits, scaled by ``dout`` (the upstream gradient of the loss, 1 by default)."""
+        if not (isinstance(dout, (int, float)) or (is_array(dout) and dout.ndim == 0)):
+            raise ShapeError(f"{self.label()}: backward expects a scalar dout, got {type(dout).__name__}")
+        if self._cache is None:
+            raise StateError(f"{self.label()}: backward() called before forward()")
+        log_probs, labels = self._cache[1:]
+        xp = get_array_module(log_probs)
+        N = log_probs.shape[0]
+        dlogits = xp.exp(log_probs)
+        dlogits[xp.arange(N), labels] -= 1.0
+        dlogits *= dout / N
+        return dlogits

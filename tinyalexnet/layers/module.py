@@ -1,0 +1,204 @@
+"""Module: what every layer has in common.
+
+A layer is a small object with two methods::
+
+    out = layer.forward(x)        # remembers what backward will need
+    dx  = layer.backward(dout)    # dL/dx from dL/dout; fills layer.grads
+
+Parameters live in ``layer.params`` and their gradients, of the same shapes,
+in ``layer.grads`` (both dicts keyed by ``"weight"`` / ``"bias"``).  Unlike
+PyTorch, backward *overwrites* the grads instead of adding to them, so there is
+no ``zero_grad()`` to forget.
+
+The rest is bookkeeping shared by all layers: names and ``state_dict()`` as in
+PyTorch, train/eval mode, moving to the GPU and back, changing dtype, and the
+input checks that turn a wrong shape into a one-line message naming the layer.
+"""
+from collections import OrderedDict
+
+from .. import backend
+from ..errors import NonFiniteError, ShapeError, StateError
+
+
+class Module:
+    """Base class of all layers and of Sequential."""
+
+    def __init__(self):
+        self.params = OrderedDict()
+        self.grads = OrderedDict()
+        self.training = True
+        self.name = None          # set by Sequential: "conv1", "fc6", ...
+        self.check_finite = True  # reject NaN/inf inputs (costs a GPU sync; see Sequential)
+        self._cache = None        # what forward saved for backward
+
+    # ------------------------------------------------------------------ the two passes
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, dout):
+        raise NotImplementedError
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # ------------------------------------------------------------------ shapes
+    def output_shape(self, input_shape):
+        """Shape of one sample's output for one sample's input shape (no batch axis)."""
+        return tuple(input_shape)
+
+    def macs(self, input_shape):
+        """Multiply-adds of the forward pass for one sample."""
+        return 0
+
+    # ------------------------------------------------------------------ modes
+    def train(self, mode=True):
+        self.training = mode
+        for _, child in self.children():
+            child.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    # ------------------------------------------------------------------ parameters
+    def children(self):
+        """(name, module) pairs of direct sub-modules; layers have none."""
+        return iter(())
+
+    def named_modules(self, prefix=""):
+        """Yield ``(name, module)`` for this module and every module inside it."""
+        yield prefix, self
+        for name, child in self.children():
+            yield from child.named_modules(prefix + "." + name if prefix else name)
+
+    def get_extra_state(self):
+        """State that is not a parameter but must survive a checkpoint (dropout's counter)."""
+        return None
+
+    def set_extra_state(self, state):
+        pass
+
+    def set_check_finite(self, flag):
+        """Turn the NaN/inf input check on or off here and in every sub-module."""
+        for _, m in self.named_modules():
+            m.check_finite = flag
+        return self
+
+    def named_parameters(self, prefix=""):
+        """Yield ``(name, param, grad)`` for every parameter, e.g. ``("conv1.weight", W, dW)``."""
+        for key, p in self.params.items():
+            yield prefix + key, p, self.grads[key]
+        for name, child in self.children():
+            yield from child.named_parameters(prefix + name + ".")
+
+    def num_parameters(self):
+        return sum(int(p.size) for _, p, _ in self.named_parameters())
+
+    def state_dict(self):
+        """Ordered ``{name: array}`` of all parameters (the arrays themselves, not copies)."""
+        return OrderedDict((name, p) for name, p, _ in self.named_parameters())
+
+    def load_state_dict(self, state, strict=True):
+        """Copy arrays into the parameters, in place, checking names and shapes.
+
+        Values may be NumPy or CuPy arrays of any float dtype; each is converted
+        to the backend and dtype of the parameter it fills.
+        """
+        own = self.state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if strict and (missing or unexpected):
+            raise ShapeError(f"{self.label()}: state_dict does not match the model: "
+                             f"missing {missing or 'nothing'}, unexpected {unexpected or 'nothing'}")
+        for key, p in own.items():
+            if key not in state:
+                continue
+            value = state[key]
+            if tuple(value.shape) != tuple(p.shape):
+                raise ShapeError(f"{self.label()}: parameter {key!r} has shape {tuple(p.shape)} "
+                                 f"in the model but {tuple(value.shape)} in the state_dict")
+            p[...] = backend.to_backend(value, backend.backend_of(p)).astype(p.dtype, copy=False)
+        return self
+
+    # ------------------------------------------------------------------ devices and dtypes
+    def to(self, backend_name=None, dtype=None):
+        """Move parameters to ``"numpy"`` or ``"cupy"`` and/or cast them to ``dtype``."""
+        for key in list(self.params):
+            for store in (self.params, self.grads):
+                a = store[key]
+                if backend_name is not None:
+                    a = backend.to_backend(a, backend_name)
+                if dtype is not None:
+                    a = a.astype(dtype, copy=False)
+                store[key] = a
+        self._cache = None
+        self._to_extra(backend_name, dtype)
+        for _, child in self.children():
+            child.to(backend_name, dtype)
+        return self
+
+    def _to_extra(self, backend_name, dtype):
+        """Hook for layers that keep arrays other than params (none do by default)."""
+
+    def to_gpu(self):
+        return self.to("cupy")
+
+    def to_cpu(self):
+        return self.to("numpy")
+
+    @property
+    def xp(self):
+        """The array module the parameters live on (numpy for parameter-free layers)."""
+        for _, p, _ in self.named_parameters():
+            return backend.get_array_module(p)
+        return backend.numpy
+
+    # ------------------------------------------------------------------ messages and checks
+    def label(self):
+        """``"Conv2d 'conv1'"``: how error messages name this layer."""
+        kind = type(self).__name__
+        return f"{kind} {self.name!r}" if self.name else kind
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    def _check_input(self, x, ndim=None, layout="(N, ...)", channels=None):
+        """Raise a ShapeError naming this layer unless ``x`` is a float array of rank ``ndim``.
+
+        ``layout`` spells the expected axes for the message, e.g. "(N, C, H, W)";
+        ``ndim=None`` accepts any rank of at least 1.
+        """
+        if not backend.is_array(x):
+            raise ShapeError(f"{self.label()}: expected an array {layout}, got {type(x).__name__}")
+        if (ndim is not None and x.ndim != ndim) or x.ndim == 0:
+            raise ShapeError(f"{self.label()}: expected a {ndim}-d array {layout}, "
+                             f"got shape {tuple(x.shape)}")
+        if x.dtype.kind != "f":
+            raise ShapeError(f"{self.label()}: expected a floating-point array, got dtype {x.dtype}")
+        if channels is not None and x.shape[1] != channels:
+            raise ShapeError(f"{self.label()}: expected {channels} channels on axis 1 of {layout}, "
+                             f"got shape {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise ShapeError(f"{self.label()}: got an empty batch, shape {tuple(x.shape)}")
+        if self.check_finite:
+            xp = backend.get_array_module(x)
+            if not bool(xp.isfinite(x).all()):
+                raise NonFiniteError(f"{self.label()}: input contains NaN or infinity "
+                                     f"(shape {tuple(x.shape)})")
+
+    def _save(self, out_shape, *arrays):
+        """Keep what backward needs, and the output's shape to check ``dout`` against."""
+        self._cache = (tuple(out_shape),) + arrays
+
+    def _saved(self, dout):
+        """What forward saved, after checking that ``dout`` has the output's shape."""
+        if self._cache is None:
+            raise StateError(f"{self.label()}: backward() called before forward()")
+        out_shape, *arrays = self._cache
+        if not backend.is_array(dout) or tuple(dout.shape) != out_shape:
+            got = tuple(dout.shape) if backend.is_array(dout) else type(dout).__name__
+            raise ShapeError(f"{self.label()}: backward expected dout of shape {out_shape}, got {got}")
+        return arrays[0] if len(arrays) == 1 else arrays

@@ -1,0 +1,25 @@
+"""ReLU: the rectified linear unit, f(x) = max(0, x).
+
+The paper's Figure 1: a four-layer CNN with ReLUs reached 25% training error on
+CIFAR-10 six times faster than the same net with tanh.  A ReLU does not
+saturate for positive inputs, so its gradient does not vanish there.
+
+Shapes: any -> same.   Backward: dx = dout where x > 0, else 0.
+(At x = 0 exactly the derivative is undefined; like every framework we use 0.)
+"""
+from ..backend import get_array_module
+from .module import Module
+
+
+class ReLU(Module):
+    def forward(self, x):
+        self._check_input(x)
+        xp = get_array_module(x)
+        positive = x > 0
+        self._save(x.shape, positive)   # a bool mask: a quarter of the bytes of x
+        return xp.where(positive, x, 0).astype(x.dtype, copy=False)
+
+    def backward(self, dout):
+        positive = self._saved(dout)
+        xp = get_array_module(dout)
+        return xp.where(positive, dout, 0).astype(dout.dtype, copy=False)

@@ -1,0 +1,40 @@
+"""Adam (Kingma & Ba, 2015): momentum plus a per-parameter step size.
+
+Seed 003 trained its AlexNets with Adam, lr 0.001.  For gradient g at step t::
+
+    m <- b1 m + (1 - b1) g            (running mean of g)
+    v <- b2 v + (1 - b2) g^2          (running mean of g^2)
+    w <- w - lr * m_hat / (sqrt(v_hat) + eps),   m_hat = m / (1 - b1^t),  v_hat = v / (1 - b2^t)
+
+``weight_decay`` adds wd * w to g first (L2, as ``torch.optim.Adam`` does).
+"""
+from ..backend import get_array_module
+from .optimizer import Optimizer
+
+
+class Adam(Optimizer):
+    slots = ("m", "v")
+
+    def __init__(self, model, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(model, lr)
+        self.beta1, self.beta2 = betas
+        self.eps, self.weight_decay = eps, weight_decay
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
+                "weight_decay": self.weight_decay}
+
+    def update(self, name, p, g):
+        xp = get_array_module(p)
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        m = self._slot("m", name, p)
+        v = self._slot("v", name, p)
+        m *= self.beta1
+        m += (1 - self.beta1) * g
+        v *= self.beta2
+        v += (1 - self.beta2) * (g * g)
+        t = self.steps
+        m_hat = m / (1 - self.beta1 ** t)   # early steps: undo the pull of m, v towards 0
+        v_hat = v / (1 - self.beta2 ** t)
+        p -= self.lr * m_hat / (xp.sqrt(v_hat) + self.eps)

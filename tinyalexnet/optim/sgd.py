@@ -1,0 +1,32 @@
+"""SGD with momentum and weight decay, exactly as the paper writes it (section 5)::
+
+    v <- momentum * v - weight_decay * lr * w - lr * dL/dw
+    w <- w + v
+
+with momentum 0.9, weight decay 0.0005 and batch 128 in the paper.  "This small
+amount of weight decay ... reduces the model's training error", the paper notes:
+it is part of the optimisation, not only a regulariser.
+
+PyTorch's ``torch.optim.SGD`` folds the learning rate in differently
+(v <- m v + g + wd w;  w <- w - lr v); the two agree while lr is constant.
+"""
+from .optimizer import Optimizer
+
+
+class SGD(Optimizer):
+    slots = ("velocity",)
+
+    def __init__(self, model, lr=0.01, momentum=0.9, weight_decay=0.0005):
+        super().__init__(model, lr)
+        self.momentum, self.weight_decay = momentum, weight_decay
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay}
+
+    def update(self, name, p, g):
+        v = self._slot("velocity", name, p)
+        v *= self.momentum
+        if self.weight_decay:
+            v -= (self.weight_decay * self.lr) * p
+        v -= self.lr * g
+        p += v
