@@ -174,8 +174,8 @@ class Module:
         if not backend.is_array(x):
             raise ShapeError(f"{self.label()}: expected an array {layout}, got {type(x).__name__}")
         if (ndim is not None and x.ndim != ndim) or x.ndim == 0:
-            raise ShapeError(f"{self.label()}: expected a {ndim}-d array {layout}, "
-                             f"got shape {tuple(x.shape)}")
+            rank = f"a {ndim}-d array" if ndim else "an array with a batch axis"
+            raise ShapeError(f"{self.label()}: expected {rank} {layout}, got shape {tuple(x.shape)}")
         if x.dtype.kind != "f":
             raise ShapeError(f"{self.label()}: expected a floating-point array, got dtype {x.dtype}")
         if channels is not None and x.shape[1] != channels:

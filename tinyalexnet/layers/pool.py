@@ -55,8 +55,10 @@ class MaxPool2d(Module):
                 continue
             candidate = x[window]
             better = candidate > out
-            xp.copyto(out, candidate, where=better)
-            xp.copyto(argmax, index, where=better)
+            xp.maximum(out, candidate, out=out)
+            # argmax = index where better, else unchanged.  Offsets come in increasing
+            # order, so index exceeds every earlier winner and a maximum does it.
+            xp.maximum(argmax, better * xp.uint8(index), out=argmax)
         self._save(out.shape, x.shape, argmax)
         return out
 
@@ -66,5 +68,5 @@ class MaxPool2d(Module):
         dx = xp.zeros(x_shape, dtype=dout.dtype)
         OH, OW = dout.shape[2:]
         for index, window in self._windows(OH, OW):
-            dx[window] += xp.where(argmax == index, dout, 0)
+            dx[window] += dout * (argmax == index)
         return dx
