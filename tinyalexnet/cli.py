@@ -1,0 +1,319 @@
+"""The command line: ``python -m tinyalexnet COMMAND ...``.
+
+    train      train a model (no arguments: the small model on the embedded data, CPU)
+    evaluate   top-1/top-5 error of a checkpoint on a test set, confusion matrix
+    predict    the top-5 classes of image files
+    info       a model's layer table: shapes, parameters, multiply-adds
+
+Each command is a pair of functions, ``add_<command>_arguments(parser)`` and
+``run_<command>(args) -> exit code``, listed in ``COMMANDS``.
+
+Mistakes a user can make (a missing data set, a bad option value, a damaged
+checkpoint, a file that is not an image) print one line, ``error: ...``, and
+exit with code 2.  Ctrl-C during training saves and exits with 130.  Anything
+else is a bug and keeps its traceback.
+"""
+import argparse
+import json
+import os
+import sys
+
+from . import __version__, backend, checkpoint
+from .errors import TinyAlexNetError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130   # the shell's code for a program stopped by Ctrl-C (128 + SIGINT)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line on stderr (no usage dump), exit code 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USER_ERROR, f"error: {message} (see '{self.prog} --help')\n")
+
+
+# ----------------------------------------------------------------------------- train
+
+TRAIN_HELP = "train a model (no arguments: the small model on the embedded Fashion-MNIST subset)"
+# What may change when a run is resumed; everything else comes from its checkpoint.
+RESUMABLE = ("epochs", "backend", "data_dir", "download")
+
+
+def add_train_arguments(p):
+    from .train import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig
+    from .models import MODELS
+    d = TrainConfig()
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", help=f"fashion-mnist-subset (embedded, the default), "
+                   "fashion-mnist, mnist, cifar10 or folder")
+    g.add_argument("--data-dir", help="where the data set's files are (or go with --download)")
+    g.add_argument("--download", action="store_true", default=None,
+                   help="download the data set if it is not found")
+    g.add_argument("--limit", type=int, help="use at most N images of each split (quick runs)")
+    g.add_argument("--val-fraction", type=float,
+                   help=f"part of the training set held out for validation (default "
+                        f"{d.val_fraction}; 0: validate on the test set)")
+    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random crops and horizontal reflections")
+    g.add_argument("--lighting", action=argparse.BooleanOptionalAction, default=None,
+                   help="PCA colour noise (colour data sets)")
+    g = p.add_argument_group("model and optimisation")
+    g.add_argument("--recipe", choices=list(RECIPES),
+                   help="preset settings: default (Adam, 4 epochs), paper (SGD 0.01, momentum "
+                        "0.9, weight decay 5e-4, batch 128, lr /10 on plateau, augmentation), "
+                        "seed003 (Adam 1e-3, batch 64, 15 epochs); other options override it")
+    g.add_argument("--model", choices=list(MODELS), help=f"network (default {d.model})")
+    g.add_argument("--init", choices=["paper", "he"], help="weight initialisation")
+    g.add_argument("--epochs", type=int, help="number of epochs (resume: train up to this many)")
+    g.add_argument("--batch-size", type=int, help="images per step")
+    g.add_argument("--optimizer", choices=list(OPTIMIZERS))
+    g.add_argument("--lr", type=float, help="learning rate")
+    g.add_argument("--momentum", type=float, help="SGD momentum")
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--schedule", choices=list(SCHEDULES),
+                   help="learning rate: none, step (/10 every --step-size epochs) or plateau "
+                        "(/10 when the validation error stops improving, the paper's rule)")
+    g.add_argument("--step-size", type=int)
+    g.add_argument("--seed", type=int, help="fixes weights, data order, augmentation, dropout")
+    g = p.add_argument_group("run")
+    g.add_argument("--backend", choices=list(backend.BACKENDS),
+                   help="numpy (CPU, the default) or cupy (CUDA GPU)")
+    g.add_argument("--out", help="folder for checkpoints, history and plots "
+                                 "(default runs/<model>-<dataset>-<n>)")
+    g.add_argument("--resume", nargs="?", const="", metavar="RUN",
+                   help="continue the run in folder RUN (or checkpoint file; default --out)")
+    g.add_argument("--log-every", type=int,
+                   help="steps between reads of the running loss on a GPU (default 50)")
+    g.add_argument("--ten-crop", action="store_true",
+                   help="score the final test with ten crops per image")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars (default: only on a terminal)")
+
+
+def _given(args, names):
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+
+
+def run_train(args):
+    from .train import Trainer, TrainConfig, default_out_dir, make_config
+    import dataclasses
+    fields = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "recipe"]
+    options = _given(args, fields)
+    if args.resume is not None:
+        run = args.resume or args.out
+        if not run:
+            raise TinyAlexNetError("--resume needs the run to continue: --resume RUN_FOLDER")
+        refused = sorted(set(options) - set(RESUMABLE)) + (["recipe"] if args.recipe else [])
+        if refused:
+            raise TinyAlexNetError(
+                f"--{refused[0].replace('_', '-')} cannot change when resuming: the run keeps "
+                f"the settings in its checkpoint (only --epochs, --backend and --data-dir can)")
+        trainer = Trainer.resume(run, overrides=options, progress=args.progress)
+        if trainer.epoch >= trainer.config.epochs:
+            print(f"{trainer.out_dir}: all {trainer.config.epochs} epochs are done; "
+                  f"pass --epochs N to train longer")
+        else:
+            print(f"resuming {trainer.out_dir} at epoch {trainer.epoch + 1}, after step "
+                  f"{trainer.step} of {trainer.steps_per_epoch}")
+    else:
+        config = make_config(args.recipe, **options)
+        out = args.out or default_out_dir(config.model, config.dataset)
+        trainer = Trainer(config, out, progress=args.progress)
+    trainer.fit()
+    return _report_test(trainer, args.ten_crop)
+
+
+def _report_test(trainer, ten_crop):
+    from . import plots
+    result = trainer.evaluate(trainer.test_set, ten_crop=ten_crop)
+    confusion = result.pop("confusion")
+    result.update(ten_crop=ten_crop, epochs=trainer.epoch, classes=trainer.classes,
+                  confusion=confusion.tolist())
+    with open(trainer.path("test.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    plots.plot_confusion_matrix(confusion, trainer.classes, trainer.path("confusion_matrix.png"))
+    print(f"test accuracy {100 * result['accuracy']:.2f}% (top-1 error "
+          f"{100 * result['top1_error']:.2f}%, top-5 error {100 * result['top5_error']:.2f}%) on "
+          f"{result['count']:,} test images after {trainer.epoch} epochs"
+          + (" with ten crops" if ten_crop else ""))
+    print(f"checkpoint: {trainer.path('last.npz')} (best validation: {trainer.path('best.npz')})")
+    print(f"plots: {trainer.path('history.png')}, {trainer.path('confusion_matrix.png')}; "
+          f"history: {trainer.path('history.csv')}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+EVALUATE_HELP = "top-1/top-5 error of a checkpoint on a data set, and a confusion matrix"
+
+
+def add_evaluate_arguments(p):
+    p.add_argument("checkpoint", help="a .npz checkpoint (or a run folder: its last.npz)")
+    p.add_argument("--dataset", help="data set (default: the one the model was trained on)")
+    p.add_argument("--data-dir", help="where the data set's files are")
+    p.add_argument("--download", action="store_true", help="download the data set if missing")
+    p.add_argument("--split", choices=["test", "train"], default="test")
+    p.add_argument("--limit", type=int, help="use at most N images")
+    p.add_argument("--ten-crop", action="store_true",
+                   help="average the softmax over ten crops per image (the paper's test)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--backend", choices=list(backend.BACKENDS), default="numpy")
+    p.add_argument("--plot", help="confusion matrix PNG (default: next to the checkpoint)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+
+
+def run_evaluate(args):
+    from . import plots
+    from .datasets import load_dataset
+    from .train import evaluate, limit_dataset
+    if args.batch_size < 1:
+        raise TinyAlexNetError(f"invalid --batch-size {args.batch_size}: expected a positive integer")
+    ck = checkpoint.load(args.checkpoint)
+    model, pipeline = _model_and_pipeline(ck, args.backend)
+    config = ck.get("config") or {}
+    name = args.dataset or config.get("dataset")
+    if name is None:
+        raise TinyAlexNetError(f"{ck.path}: does not say which data set it was trained on; "
+                               "give --dataset")
+    data_dir = args.data_dir if args.data_dir or args.dataset else config.get("data_dir")
+    dataset = load_dataset(name, args.split, data_dir=data_dir, download=args.download)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise TinyAlexNetError(f"invalid --limit {args.limit}: expected a positive integer")
+        dataset = limit_dataset(dataset, args.limit, seed=0)
+    if len(dataset.classes) != ck["num_classes"] or dataset.channels != ck["in_channels"]:
+        raise TinyAlexNetError(f"{name}: {len(dataset.classes)} classes of {dataset.channels}-"
+                               f"channel images, but {ck.describe()} expects {ck['num_classes']} "
+                               f"classes of {ck['in_channels']}-channel images")
+    result = evaluate(model, dataset, pipeline, args.batch_size, ten_crop=args.ten_crop,
+                      progress=args.progress)
+    classes = ck.get("classes") or list(dataset.classes)
+    stem = os.path.splitext(os.path.basename(ck.path))[0]
+    plot = args.plot or os.path.join(os.path.dirname(ck.path) or ".",
+                                     f"{stem}-{name}-{args.split}-confusion.png")
+    plots.plot_confusion_matrix(result["confusion"], classes, plot)
+    print(f"{ck.path}: {ck.describe()} on {name} ({args.split}, {result['count']:,} images"
+          + (", ten crops" if args.ten_crop else "") + ")")
+    print(f"top-1 error {100 * result['top1_error']:.2f}% (accuracy "
+          f"{100 * result['accuracy']:.2f}%), top-5 error {100 * result['top5_error']:.2f}%, "
+          f"loss {result['loss']:.4f}")
+    m = result["confusion"]
+    width = max(len(c) for c in classes)
+    for k, c in enumerate(classes):
+        total = int(m[k].sum())
+        acc = f"{100 * m[k, k] / total:6.2f}%" if total else "     -"
+        print(f"  {c:<{width}}  {acc}  of {total}")
+    print(f"confusion matrix: {plot}")
+    return 0
+
+
+def _model_and_pipeline(ck, backend_name):
+    from .transforms import Pipeline
+    if ck.get("pipeline") is None:
+        raise TinyAlexNetError(f"{ck.path}: holds no input pipeline settings, so its images "
+                               "cannot be prepared as in training")
+    model = checkpoint.build_model(ck, backend_name)
+    return model, Pipeline.from_config(ck["pipeline"])
+
+
+# ----------------------------------------------------------------------------- predict
+
+PREDICT_HELP = "the most likely classes of image files, with probabilities"
+
+
+def add_predict_arguments(p):
+    p.add_argument("checkpoint", help="a .npz checkpoint (or a run folder: its last.npz)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG/PNG files")
+    p.add_argument("--top", type=int, default=5, help="how many classes to show (default 5)")
+    p.add_argument("--backend", choices=list(backend.BACKENDS), default="numpy")
+
+
+def run_predict(args):
+    from .train import log_softmax
+    if args.top < 1:
+        raise TinyAlexNetError(f"invalid --top {args.top}: expected a positive integer")
+    for path in args.images:
+        if not os.path.isfile(path):
+            raise TinyAlexNetError(f"{path}: no such image file")
+    ck = checkpoint.load(args.checkpoint)
+    model, pipeline = _model_and_pipeline(ck, args.backend)
+    classes = ck.get("classes") or [str(k) for k in range(ck["num_classes"])]
+    images = pipeline.load_files(args.images)
+    xp = model.xp
+    probs = backend.as_numpy(xp.exp(log_softmax(model.forward(pipeline(images, train=False,
+                                                                        xp=xp)))))
+    top = min(args.top, len(classes))
+    width = max(len(c) for c in classes)
+    for path, p in zip(args.images, probs):
+        print(path)
+        for rank, k in enumerate(p.argsort()[::-1][:top], 1):
+            print(f"  {rank}. {classes[k]:<{width}}  {100 * p[k]:6.2f}%")
+    return 0
+
+
+# ----------------------------------------------------------------------------- info
+
+INFO_HELP = "a model's layers: output shapes, parameters and multiply-adds per image"
+
+
+def add_info_arguments(p):
+    from .models import MODELS
+    p.add_argument("model", choices=list(MODELS), help="small, alexnet32 or alexnet")
+    p.add_argument("--num-classes", type=int, help="output classes (default: 1000 for alexnet, "
+                                                   "10 otherwise)")
+    p.add_argument("--in-channels", type=int, default=3, help="1 for grey images (default 3)")
+
+
+def run_info(args):
+    from .models import get_model
+    classes = args.num_classes or (1000 if args.model == "alexnet" else 10)
+    if classes < 1 or args.in_channels < 1:
+        raise TinyAlexNetError(f"invalid --num-classes {classes} / --in-channels "
+                               f"{args.in_channels}: expected positive integers")
+    model = get_model(args.model, num_classes=classes, in_channels=args.in_channels)
+    print(f"{args.model}: {classes} classes, input {'x'.join(map(str, model.input_shape))}")
+    print(model.summary(model.input_shape))
+    return 0
+
+
+# ----------------------------------------------------------------------------- main
+
+COMMANDS = {
+    "train": (TRAIN_HELP, add_train_arguments, run_train),
+    "evaluate": (EVALUATE_HELP, add_evaluate_arguments, run_evaluate),
+    "predict": (PREDICT_HELP, add_predict_arguments, run_predict),
+    "info": (INFO_HELP, add_info_arguments, run_info),
+}
+
+
+def build_parser():
+    parser = ArgumentParser(prog="python -m tinyalexnet",
+                            description="AlexNet from scratch: train, evaluate, predict, inspect.")
+    parser.add_argument("--version", action="version", version=f"tinyalexnet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help_text, add_arguments, run) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(p)
+        p.set_defaults(run=run)
+    return parser
+
+
+def main(argv=None):
+    """Run one command; returns the exit code (0 ok, 2 user error, 130 Ctrl-C)."""
+    from .train import Interrupted, _out_of_memory_errors
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except Interrupted as stop:
+        print(str(stop), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except TinyAlexNetError as err:
+        print("error: " + " ".join(str(err).split("\n")), file=sys.stderr)
+        return EXIT_USER_ERROR
+    except _out_of_memory_errors() as err:
+        print(f"error: out of GPU memory ({str(err).splitlines()[0]}); try a smaller "
+              "--batch-size", file=sys.stderr)
+        return EXIT_USER_ERROR
