@@ -418,6 +418,9 @@ class Trainer:
         self._meter = None      # the running sums of the epoch in progress
         self._extra_before = None  # dropout counters before the step in progress
         self._critical = False  # inside an update that must not be cut in half
+        # How often the running numbers are read back: every step is free on
+        # NumPy; on a GPU each read waits for the queue to drain.
+        self.read_every = 1 if self.xp is np else config.log_every
         os.makedirs(self.out_dir, exist_ok=True)
 
     # ---------------------------------------------------------------- building
@@ -519,14 +522,18 @@ class Trainer:
                                self.optimizer)
 
     def write_history(self):
-        """history.json, history.csv and history.png in ``out_dir``."""
-        from . import plots
+        """history.json and history.csv in ``out_dir`` (after every epoch)."""
         _write_atomic(self.path("history.json"), json.dumps(self.history, indent=1))
         lines = [",".join(HISTORY_FIELDS)]
         for h in self.history:
             lines.append(",".join(_csv_value(h[k]) for k in HISTORY_FIELDS))
         _write_atomic(self.path("history.csv"), "\n".join(lines) + "\n")
-        plots.plot_history(self.history, self.path("history.png"))
+
+    def plot_history(self):
+        """history.png in ``out_dir``: the curves so far (at the end of ``fit``)."""
+        from . import plots
+        if self.history:
+            plots.plot_history(self.history, self.path("history.png"))
 
     # ---------------------------------------------------------------- training
     def fit(self):
@@ -542,23 +549,32 @@ class Trainer:
                  f"validation images {'x'.join(map(str, self.model.input_shape))}, "
                  f"{c.optimizer} lr {self.optimizer.lr:g}, batch {c.batch_size}, {c.backend} "
                  f"backend -> {self.out_dir}")
-        with _CtrlC() as ctrl_c:
+        # Overflow warnings from NumPy would only precede the divergence message.
+        with _CtrlC() as ctrl_c, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             self._ctrl_c = ctrl_c
+            stop = None
             try:
                 while self.epoch < c.epochs:
                     meter = self._train_epoch()
                     self._end_epoch(meter)
             except KeyboardInterrupt:
-                raise self._interrupted() from None
+                stop = self._interrupted()
             except NonFiniteError as err:
-                raise self._diverged(err) from None
+                stop = self._diverged(err)
             except _out_of_memory_errors() as err:
-                raise TinyAlexNetError(
+                stop = TinyAlexNetError(
                     f"out of GPU memory at epoch {self.epoch + 1}, step {self.step + 1} with "
                     f"batch size {c.batch_size} ({str(err).splitlines()[0]}); try a smaller "
-                    f"--batch-size, e.g. {max(1, c.batch_size // 2)}") from None
+                    f"--batch-size, e.g. {max(1, c.batch_size // 2)}")
             finally:
                 self._ctrl_c = None
+        if stop is not None:
+            try:
+                self.plot_history()      # the curves of the epochs that were done
+            except Exception as err:     # must not hide why training stopped
+                self.log(f"(history.png not drawn: {err})")
+            raise stop
+        self.plot_history()
         return self.history
 
     def _train_epoch(self):
@@ -572,7 +588,6 @@ class Trainer:
         self._started = time.perf_counter()
         self._counted_from = meter.count
         self._meter = meter
-        read_every = 1 if xp is np else c.log_every
         bar = tqdm(total=self.steps_per_epoch, initial=self.step, unit="batch", leave=False,
                    desc=f"epoch {self.epoch + 1}/{c.epochs}", disable=_tqdm_disable(self.progress))
         try:
@@ -580,7 +595,7 @@ class Trainer:
                                                  shuffle=True, start=self.step):
                 self._train_step(step, indices, meter)
                 bar.update(1)
-                if (step + 1) % read_every == 0:
+                if (step + 1) % self.read_every == 0:
                     self._show(bar, meter)
                 if self.on_step is not None:
                     self.on_step(self)
