@@ -148,6 +148,12 @@ def load(path):
         path = os.path.join(path, "last.npz")
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04":    # every .npz is a zip archive (np.load would try pickle)
+        what = ("the file is empty: cut short or corrupt" if not head
+                else "not an .npz archive: another kind of file, or corrupt")
+        raise CheckpointError(f"{path}: not a readable checkpoint ({what})")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}

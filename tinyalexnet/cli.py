@@ -266,7 +266,9 @@ def add_info_arguments(p):
 
 def run_info(args):
     from .models import get_model
-    classes = args.num_classes or (1000 if args.model == "alexnet" else 10)
+    classes = args.num_classes
+    if classes is None:
+        classes = 1000 if args.model == "alexnet" else 10
     if classes < 1 or args.in_channels < 1:
         raise TinyAlexNetError(f"invalid --num-classes {classes} / --in-channels "
                                f"{args.in_channels}: expected positive integers")

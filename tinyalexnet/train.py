@@ -361,6 +361,10 @@ def _tqdm_disable(progress):
 
 # --------------------------------------------------------------------- the trainer
 
+def _print(*args):
+    print(*args, flush=True)     # lines reach a log file or a pipe as they happen
+
+
 HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_top1_error",
                   "val_top5_error", "lr", "time", "images_per_s")
 
@@ -379,7 +383,7 @@ class Trainer:
         print(trainer.evaluate(trainer.test_set)["accuracy"])
     """
 
-    def __init__(self, config, out_dir, datasets=None, pipeline=None, progress=None, log=print,
+    def __init__(self, config, out_dir, datasets=None, pipeline=None, progress=None, log=_print,
                  on_step=None, on_epoch=None, _resuming=False):
         check_config(config)
         self.config, self.out_dir = config, os.fspath(out_dir)
