@@ -38,7 +38,8 @@ class Linear(Module):
         return self.in_features * self.out_features
 
     def forward(self, x):
-        self._check_input(x, 2, "(N, in_features)", channels=self.in_features)
+        self._check_input(x, 2, "(N, in_features)", channels=self.in_features,
+                          what="input features")
         self._save((x.shape[0], self.out_features), x)
         return x @ self.params["weight"].T + self.params["bias"]
 
