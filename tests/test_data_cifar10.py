@@ -140,7 +140,8 @@ def test_truncated_batch_file(tmp_path):
     batch.write_bytes(batch.read_bytes()[:-100])
     with pytest.raises(DataError) as err:
         load_dataset("cifar10", "test", data_dir=tmp_path)
-    assert str(batch) in str(err.value) and "6046 bytes is not a whole number of 3073-byte" in str(err.value)
+    assert str(batch) in str(err.value)
+    assert "6046 bytes is not a whole number of 3073-byte records" in str(err.value)
 
 
 def test_bad_label_byte(tmp_path):

@@ -15,8 +15,9 @@ from tinyalexnet.datasets import embedded, idx
 from tinyalexnet.errors import DataError
 
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
-needs_system = pytest.mark.skipif(not (SYSTEM_DIR / "train-images-idx3-ubyte.gz").is_file(),
-                                  reason=f"Debian's dataset-fashion-mnist is not installed ({SYSTEM_DIR})")
+needs_system = pytest.mark.skipif(
+    not (SYSTEM_DIR / "train-images-idx3-ubyte.gz").is_file(),
+    reason=f"Debian's dataset-fashion-mnist is not installed ({SYSTEM_DIR})")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -110,8 +111,9 @@ def test_embedded_subset_is_class_balanced_and_verified():
 def test_embedded_subset_matches_readme():
     """data/README.md lists the files' MD5s; they must be the committed files'."""
     readme = (REPO / "data" / "README.md").read_text()
-    rows = re.findall(r"\|\s*([\w-]+\.gz)\s*\|\s*(\d[\d,]*)\s*\|\s*([0-9a-f]{32})\s*\|\s*([0-9a-f]{32})\s*\|",
-                      readme)
+    cell = r"\s*\|\s*"
+    rows = re.findall(r"\|\s*([\w-]+\.gz)" + cell + r"(\d[\d,]*)" + cell + r"([0-9a-f]{32})" + cell
+                      + r"([0-9a-f]{32})\s*\|", readme)
     assert len(rows) == 4
     for name, count, md5, raw in rows:
         path = embedded.SUBSET_DIR / name

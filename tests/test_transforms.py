@@ -127,6 +127,21 @@ def test_ten_crop_corners_centre_and_reflections(xp):
         np.testing.assert_array_equal(y[k + 5], view[:, :, :, ::-1])
 
 
+def test_standardize_is_to_float_lighting_normalize_in_one_pass(xp):
+    rng = np.random.default_rng(6)
+    x = xp.asarray(rng.integers(0, 256, (5, 3, 4, 7)).astype(np.uint8))
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
+    eigval, eigvec = T.rgb_pca(np.cov(rng.random((3, 50))))
+    alpha = T.lighting_alpha(rng, 5)
+    steps = T.normalize(T.lighting(T.to_float(x), eigval, eigvec, alpha), mean, std)
+    fused = T.standardize(x, mean, std, T.lighting_offset(eigval, eigvec, alpha))
+    assert fused.dtype == xp.float32 and fused.flags.c_contiguous
+    np.testing.assert_allclose(as_numpy(fused), as_numpy(steps), rtol=1e-5, atol=1e-5)
+    floats = T.standardize(T.to_float(x), mean, std)                   # already on [0, 1]
+    np.testing.assert_allclose(as_numpy(floats), as_numpy(T.normalize(T.to_float(x), mean, std)),
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_rgb_pca():
     cov = np.cov(np.random.default_rng(0).random((3, 500)))
     eigval, eigvec = T.rgb_pca(cov)
@@ -170,7 +185,7 @@ def test_pipeline_grey_28_to_32_is_padding_then_normalising():
     assert pipe.policy == "pad" and pipe.canvas == (40, 40)
     x, _ = train.get_batch(np.arange(10))
     y = pipe(x, train=False)
-    assert y.shape == (10, 1, 32, 32) and y.dtype == np.float32
+    assert y.shape == (10, 1, 32, 32) and y.dtype == np.float32 and y.flags.c_contiguous
     ref = (np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2))) / 255 - pipe.mean[0]) / pipe.std[0]
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
     px = train.images / 255                              # stats of the stored training images

@@ -47,9 +47,10 @@ SUBSET = IdxSource(
 def load_subset(split="train", data_dir=None):
     """The embedded subset's ``split`` as an ArrayDataset (never downloads anything)."""
     folder = Path(data_dir) if data_dir is not None else SUBSET_DIR
-    missing = [n for n in SUBSET.files(split if split in PER_CLASS else "train")
-               if not (folder / n).is_file()]
-    if split in PER_CLASS and missing:
+    if split not in PER_CLASS:
+        raise DataError(f"{NAME}: unknown split {split!r}, expected 'train' or 'test'")
+    missing = [n for n in SUBSET.files(split) if not (folder / n).is_file()]
+    if missing:
         raise DataError(f"{folder / missing[0]}: the embedded subset is missing; it ships in the "
                         "repository's data/ folder (run from a git checkout, or set "
                         "TINYALEXNET_DATA_ROOT to a copy of data/)")
@@ -95,7 +96,8 @@ def main(argv=None):
         description="Rebuild the embedded Fashion-MNIST subset from the official IDX files.")
     parser.add_argument("--rebuild", metavar="SRC_DIR", required=True,
                         help="folder with the four official Fashion-MNIST .gz files")
-    parser.add_argument("--out", default=str(SUBSET_DIR), help="where to write (default: %(default)s)")
+    parser.add_argument("--out", default=str(SUBSET_DIR),
+                        help="where to write (default: %(default)s)")
     parser.add_argument("--train-per-class", type=int, default=PER_CLASS["train"])
     parser.add_argument("--test-per-class", type=int, default=PER_CLASS["test"])
     parser.add_argument("--seed", type=int, default=SEED)

@@ -69,7 +69,8 @@ def load_image_file(path, channels=3, size=None):
         raise DataError(f"{path}: no such image file") from None
     except IsADirectoryError:
         raise DataError(f"{path}: is a folder, expected an image file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
+            ValueError) as err:
         reason = "not an image Pillow can read" if isinstance(err, UnidentifiedImageError) else err
         raise DataError(f"{path}: cannot decode the image ({reason})") from None
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
