@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyalexnet.datasets import DATASETS, load_dataset
+from tinyalexnet.datasets import DATASETS, describe, load_dataset
 from tinyalexnet.datasets import download as dl
 from tinyalexnet.datasets import embedded, idx
 from tinyalexnet.errors import DataError
@@ -273,3 +273,6 @@ def test_load_dataset_rejects_unknown_names():
         load_dataset("imagenet")
     with pytest.raises(DataError, match="unknown split 'dev'"):
         load_dataset("fashion-mnist-subset", "dev")
+    with pytest.raises(DataError, match="no options size"):
+        load_dataset("mnist", size=36)
+    assert all(describe(name).endswith(".") for name in DATASETS)

@@ -11,9 +11,9 @@ device once, and everything after that happens there::
       -> [resize]         bilinear, to a canvas (only when sizes are far apart)
       -> [pad]            zero border: 28 -> 32, plus a margin to crop from
       -> crop             centre (test) or random with reflections (training)
-      -> to_float         [0, 255] -> [0, 1]                   \
-      -> [lighting]       PCA colour noise (training, RGB only)  > one pass: standardize
-      -> normalize        (x - mean) / std per channel          /
+      -> to_float         [0, 255] -> [0, 1]                      }  one pass
+      -> [lighting]       PCA colour noise (training, RGB only)   }  (standardize)
+      -> normalize        (x - mean) / std per channel            }
     float32 (B, C, H, W) on the device
 
 The paper's steps, and where they are here (Krizhevsky et al. 2012, section 4.1):

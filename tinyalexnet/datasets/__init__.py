@@ -28,19 +28,31 @@ SPLITS = ("train", "test")
 
 
 def _fashion_mnist(split, data_dir=None, download=False):
+    """Fashion-MNIST, 60,000 + 10,000 grey 28x28 images of clothes (download or Debian package)."""
     return load_idx(FASHION_MNIST, split, data_dir, download)
 
 
 def _mnist(split, data_dir=None, download=False):
+    """MNIST, 60,000 + 10,000 grey 28x28 handwritten digits (download)."""
     return load_idx(MNIST, split, data_dir, download)
 
 
 def _subset(split, data_dir=None, download=False):
+    """Fashion-MNIST subset, 6,000 + 1,000 images, class-balanced, in the repository (default)."""
     return load_subset(split, data_dir)            # nothing to download: it is in the repository
 
 
+def _cifar10(split, data_dir=None, download=False):
+    """CIFAR-10, 50,000 + 10,000 RGB 32x32 images, 10 classes (download, binary version)."""
+    return load_cifar10(split, data_dir, download)
+
+
 def _folder(split, data_dir=None, download=False, size=256, channels=3):
-    """``data_dir/train`` and ``data_dir/test`` (or ``val``), one sub-folder per class."""
+    """Your images: --data-dir ROOT with ROOT/train/<class>/*.jpg|png and ROOT/test/ (or val/).
+
+    ``size``: the side each image is cut to (the paper: 256; use
+    ``transforms.paper_canvas(32)`` = 36 for the 32x32 models).
+    """
     layout = ("give --data-dir a folder holding train/<class>/*.jpg|png and "
               "test/<class>/*.jpg|png (or val/ instead of test/)")
     if data_dir is None:
@@ -64,9 +76,14 @@ DATASETS = {
     "fashion-mnist-subset": _subset,
     "fashion-mnist": _fashion_mnist,
     "mnist": _mnist,
-    "cifar10": lambda split, data_dir=None, download=False: load_cifar10(split, data_dir, download),
+    "cifar10": _cifar10,
     "folder": _folder,
 }
+
+
+def describe(name):
+    """One line about the data set ``name`` (for --help and logs)."""
+    return DATASETS[name].__doc__.splitlines()[0]
 
 
 def load_dataset(name=DEFAULT_DATASET, split="train", data_dir=None, download=False, **options):
@@ -82,9 +99,12 @@ def load_dataset(name=DEFAULT_DATASET, split="train", data_dir=None, download=Fa
         raise DataError(f"unknown data set {name!r}: expected one of {', '.join(DATASETS)}")
     if split not in SPLITS:
         raise DataError(f"{name}: unknown split {split!r}, expected one of {', '.join(SPLITS)}")
+    if options and name != "folder":
+        raise DataError(f"{name}: no options {', '.join(options)} (only 'folder' takes size "
+                        "and channels)")
     return DATASETS[name](split, data_dir, download, **options)
 
 
 __all__ = ["ArrayDataset", "batch_order", "iterate_batches", "DATASETS", "DEFAULT_DATASET",
-           "load_dataset", "load_image_file", "ImageFolder", "load_cifar10", "load_idx",
+           "load_dataset", "describe", "load_image_file", "ImageFolder", "load_cifar10", "load_idx",
            "read_idx", "load_subset", "FASHION_MNIST", "MNIST"]
