@@ -58,6 +58,7 @@ subsample of at most 10,000 images (1,000 for folders, which decode files).
 import numpy
 
 from .backend import get_array_module
+from .datasets.folder import load_image_file
 from .errors import ShapeError, TinyAlexNetError
 
 LIGHTING_STD = 0.1   # the paper's sigma for the PCA colour noise
@@ -456,7 +457,6 @@ class Pipeline:
         Each file is converted to the pipeline's channels (grey or RGB) and
         scaled to cover the source size, then centre-cropped (the folder rule).
         """
-        from .datasets.folder import load_image_file
         C, h, w = self.source_shape
         images = [load_image_file(p, C, (h, w)) for p in paths]
         return numpy.stack(images) if images else numpy.zeros((0, C, h, w), numpy.uint8)
