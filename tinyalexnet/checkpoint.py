@@ -26,6 +26,7 @@ import zipfile
 from . import backend
 from .backend import numpy as np
 from .errors import CheckpointError
+from .models import MODELS, get_model
 
 FORMAT = "tinyalexnet-checkpoint"
 VERSION = 1
@@ -196,7 +197,6 @@ def describe_model(meta):
 
 def build_model(ck, backend_name="numpy"):
     """The network a checkpoint holds, rebuilt from its metadata, weights loaded, in eval mode."""
-    from .models import MODELS, get_model
     if ck.get("model") not in MODELS:
         raise CheckpointError(f"{ck.path}: unknown model {ck.get('model')!r} in the checkpoint")
     model = get_model(ck["model"], num_classes=ck["num_classes"], in_channels=ck["in_channels"])

@@ -14,12 +14,19 @@ exit with code 2.  Ctrl-C during training saves and exits with 130.  Anything
 else is a bug and keeps its traceback.
 """
 import argparse
+import dataclasses
 import json
 import os
 import sys
 
-from . import __version__, backend, checkpoint
+from . import __version__, backend, checkpoint, plots
+from .datasets import load_dataset
 from .errors import TinyAlexNetError
+from .models import MODELS, get_model
+from .train import (OPTIMIZERS, RECIPES, SCHEDULES, Interrupted, Trainer, TrainConfig,
+                    _out_of_memory_errors, dataset_options, default_out_dir, evaluate,
+                    limit_dataset, log_softmax, make_config)
+from .transforms import Pipeline
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130   # the shell's code for a program stopped by Ctrl-C (128 + SIGINT)
@@ -40,8 +47,6 @@ RESUMABLE = ("epochs", "backend", "data_dir", "download")
 
 
 def add_train_arguments(p):
-    from .train import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig
-    from .models import MODELS
     d = TrainConfig()
     g = p.add_argument_group("data")
     g.add_argument("--dataset", help=f"fashion-mnist-subset (embedded, the default), "
@@ -95,8 +100,6 @@ def _given(args, names):
 
 
 def run_train(args):
-    from .train import Trainer, TrainConfig, default_out_dir, make_config
-    import dataclasses
     fields = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "recipe"]
     options = _given(args, fields)
     if args.resume is not None:
@@ -124,7 +127,6 @@ def run_train(args):
 
 
 def _report_test(trainer, ten_crop):
-    from . import plots
     result = trainer.evaluate(trainer.test_set, ten_crop=ten_crop)
     confusion = result.pop("confusion")
     result.update(ten_crop=ten_crop, epochs=trainer.epoch, classes=trainer.classes,
@@ -163,9 +165,6 @@ def add_evaluate_arguments(p):
 
 
 def run_evaluate(args):
-    from . import plots
-    from .datasets import load_dataset
-    from .train import evaluate, limit_dataset
     if args.batch_size < 1:
         raise TinyAlexNetError(f"invalid --batch-size {args.batch_size}: expected a positive integer")
     ck = checkpoint.load(args.checkpoint)
@@ -176,7 +175,8 @@ def run_evaluate(args):
         raise TinyAlexNetError(f"{ck.path}: does not say which data set it was trained on; "
                                "give --dataset")
     data_dir = args.data_dir if args.data_dir or args.dataset else config.get("data_dir")
-    dataset = load_dataset(name, args.split, data_dir=data_dir, download=args.download)
+    dataset = load_dataset(name, args.split, data_dir=data_dir, download=args.download,
+                           **dataset_options(name, ck["input_shape"][1]))
     if args.limit is not None:
         if args.limit < 1:
             raise TinyAlexNetError(f"invalid --limit {args.limit}: expected a positive integer")
@@ -208,7 +208,6 @@ def run_evaluate(args):
 
 
 def _model_and_pipeline(ck, backend_name):
-    from .transforms import Pipeline
     if ck.get("pipeline") is None:
         raise TinyAlexNetError(f"{ck.path}: holds no input pipeline settings, so its images "
                                "cannot be prepared as in training")
@@ -229,7 +228,6 @@ def add_predict_arguments(p):
 
 
 def run_predict(args):
-    from .train import log_softmax
     if args.top < 1:
         raise TinyAlexNetError(f"invalid --top {args.top}: expected a positive integer")
     for path in args.images:
@@ -257,7 +255,6 @@ INFO_HELP = "a model's layers: output shapes, parameters and multiply-adds per i
 
 
 def add_info_arguments(p):
-    from .models import MODELS
     p.add_argument("model", choices=list(MODELS), help="small, alexnet32 or alexnet")
     p.add_argument("--num-classes", type=int, help="output classes (default: 1000 for alexnet, "
                                                    "10 otherwise)")
@@ -265,7 +262,6 @@ def add_info_arguments(p):
 
 
 def run_info(args):
-    from .models import get_model
     classes = args.num_classes
     if classes is None:
         classes = 1000 if args.model == "alexnet" else 10
@@ -302,7 +298,6 @@ def build_parser():
 
 def main(argv=None):
     """Run one command; returns the exit code (0 ok, 2 user error, 130 Ctrl-C)."""
-    from .train import Interrupted, _out_of_memory_errors
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

@@ -29,7 +29,6 @@ masks of (seed, mask counter).  A checkpoint stores the counters, so a run
 stopped at any step and resumed on the CPU ends with the same weights, bit for
 bit, as one that was never stopped.
 """
-import csv
 import dataclasses
 import json
 import math
@@ -40,13 +39,14 @@ import time
 
 from tqdm.auto import tqdm
 
-from . import backend, checkpoint
+from . import backend, checkpoint, plots
 from .backend import numpy as np
-from .datasets import iterate_batches
+from .datasets import iterate_batches, load_dataset
 from .errors import NonFiniteError, TinyAlexNetError
 from .layers import SoftmaxCrossEntropy
 from .models import MODELS, get_model
 from .optim import SGD, Adam, ReduceLROnPlateau, StepLR
+from .transforms import Pipeline, paper_canvas
 
 # --------------------------------------------------------------------- recipes
 
@@ -299,12 +299,24 @@ def limit_dataset(dataset, n, seed):
     return subset(dataset, np.sort(keep))
 
 
+# The side of each model's square input (``model.input_shape[1:]``), known
+# before the model is built: image folders are decoded straight to the size
+# the model's crops are cut from.
+INPUT_SIDE = {"small": 32, "alexnet32": 32, "alexnet": 227}
+
+
+def dataset_options(name, input_side):
+    """Loader options for a model of ``input_side``: image folders are read at the
+    paper's canvas for it (256 for 227, 36 for 32), other data sets as stored."""
+    return {"size": paper_canvas(input_side)} if name == "folder" else {}
+
+
 def load_data(config):
     """(train, validation, test) data sets for ``config``."""
-    from .datasets import load_dataset
     c = config
-    train = load_dataset(c.dataset, "train", data_dir=c.data_dir, download=c.download)
-    test = load_dataset(c.dataset, "test", data_dir=c.data_dir, download=c.download)
+    options = dataset_options(c.dataset, INPUT_SIDE[c.model])
+    train = load_dataset(c.dataset, "train", data_dir=c.data_dir, download=c.download, **options)
+    test = load_dataset(c.dataset, "test", data_dir=c.data_dir, download=c.download, **options)
     train, test = limit_dataset(train, c.limit, c.seed), limit_dataset(test, c.limit, c.seed + 1)
     if c.val_fraction > 0:
         train, val = split_validation(train, c.val_fraction, c.seed)
@@ -429,7 +441,6 @@ class Trainer:
 
     # ---------------------------------------------------------------- building
     def _build_pipeline(self):
-        from .transforms import Pipeline
         lighting = self.config.lighting and self.train_set.channels == 3
         return Pipeline.for_dataset(self.train_set, self.model.input_shape,
                                     augment=self.config.augment, lighting=lighting)
@@ -479,7 +490,6 @@ class Trainer:
             if value is not None:
                 setattr(config, key, value)
         if pipeline is None and ck.get("pipeline") is not None:
-            from .transforms import Pipeline
             pipeline = Pipeline.from_config(ck["pipeline"])
         trainer = cls(config, os.path.dirname(os.path.abspath(ck.path)), datasets=datasets,
                       pipeline=pipeline, _resuming=True, **kwargs)
@@ -535,7 +545,6 @@ class Trainer:
 
     def plot_history(self):
         """history.png in ``out_dir``: the curves so far (at the end of ``fit``)."""
-        from . import plots
         if self.history:
             plots.plot_history(self.history, self.path("history.png"))
 
