@@ -1,4 +1,4 @@
-"""Checkpoints: exact round trip, atomic writes, and one-line errors for damaged or foreign files."""
+"""Checkpoints: exact round trip, atomic writes, one-line errors for damaged or foreign files."""
 import os
 import zipfile
 

@@ -26,7 +26,7 @@ def run(args, capsys):
 
 
 def user_error(args, capsys, *expected):
-    """Assert ``args`` is refused with code 2 and one line ``error: ...`` containing ``expected``."""
+    """Assert ``args`` is refused: exit code 2, one line ``error: ...`` with each ``expected``."""
     try:
         code = main(args)
     except SystemExit as exit:          # argparse refuses before main's own handling

@@ -262,6 +262,10 @@ def test_running_meter_remembers_the_first_non_finite_step():
         m.add(np.float32(loss), logits, labels, step)
     values = m.read()
     assert values["first_bad"] == 2 and values["count"] == 10 and values["correct1"] == 5
+    long_run = RunningMeter(np)
+    for step in (0, 600, 123_457, 10_000_001):    # far into a long run, all finite
+        long_run.add(np.float32(0.5), logits, labels, step)
+    assert long_run.read()["first_bad"] is None
 
 
 def test_evaluate_agrees_with_a_direct_computation(data):

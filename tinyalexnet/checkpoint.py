@@ -111,8 +111,8 @@ class Checkpoint:
         if set(own) != set(self.weights):
             missing = sorted(set(own) - set(self.weights))
             extra = sorted(set(self.weights) - set(own))
-            raise CheckpointError(f"{self.path}: weights do not match the model "
-                                  f"(missing {missing[:3] or 'none'}, unexpected {extra[:3] or 'none'})")
+            raise CheckpointError(f"{self.path}: weights do not match the model (missing "
+                                  f"{missing[:3] or 'none'}, unexpected {extra[:3] or 'none'})")
         for name, p in own.items():
             if tuple(self.weights[name].shape) != tuple(p.shape):
                 raise CheckpointError(f"{self.path}: {name} has shape "

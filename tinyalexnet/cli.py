@@ -64,8 +64,9 @@ def add_train_arguments(p):
                    help="PCA colour noise (colour data sets)")
     g = p.add_argument_group("model and optimisation")
     g.add_argument("--recipe", choices=list(RECIPES),
-                   help="preset settings: default (Adam, 4 epochs), paper (SGD 0.01, momentum "
-                        "0.9, weight decay 5e-4, batch 128, lr /10 on plateau, augmentation), "
+                   help="preset settings: default (Adam 1e-3, batch 64, 6 epochs), paper (SGD "
+                        "0.01, momentum 0.9, weight decay 5e-4, batch 128, lr /10 on plateau, "
+                        "augmentation), "
                         "seed003 (Adam 1e-3, batch 64, 15 epochs); other options override it")
     g.add_argument("--model", choices=list(MODELS), help=f"network (default {d.model})")
     g.add_argument("--init", choices=["paper", "he"], help="weight initialisation")
@@ -166,7 +167,8 @@ def add_evaluate_arguments(p):
 
 def run_evaluate(args):
     if args.batch_size < 1:
-        raise TinyAlexNetError(f"invalid --batch-size {args.batch_size}: expected a positive integer")
+        raise TinyAlexNetError(f"invalid --batch-size {args.batch_size}: expected a positive "
+                               "integer")
     ck = checkpoint.load(args.checkpoint)
     model, pipeline = _model_and_pipeline(ck, args.backend)
     config = ck.get("config") or {}

@@ -95,7 +95,8 @@ def kernel_grid(weight, columns=None, pad=1):
 
 
 def plot_kernels(weight, path=None, title="conv1 kernels", columns=None):
-    """Show :func:`kernel_grid` of a (F, C, kh, kw) weight, e.g. ``model["conv1"].params["weight"]``."""
+    """Show :func:`kernel_grid` of a (F, C, kh, kw) weight such as
+    ``model["conv1"].params["weight"]``."""
     grid = kernel_grid(weight, columns)
     scale = 8.0 / max(grid.shape[:2])
     fig = Figure(figsize=(max(2.0, grid.shape[1] * scale), max(2.0, grid.shape[0] * scale) + 0.4))

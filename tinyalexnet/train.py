@@ -37,7 +37,7 @@ import signal
 import threading
 import time
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import backend, checkpoint, plots
 from .backend import numpy as np
@@ -53,7 +53,7 @@ from .transforms import Pipeline, paper_canvas
 RECIPES = {
     # The no-argument run: the small model on the embedded Fashion-MNIST subset,
     # a few minutes on two CPU cores.  Adam needs no learning-rate tuning.
-    "default": dict(model="small", optimizer="adam", lr=1e-3, batch_size=64, epochs=4,
+    "default": dict(model="small", optimizer="adam", lr=1e-3, batch_size=64, epochs=6,
                     schedule="none", weight_decay=0.0, augment=False, lighting=False),
     # The paper, section 5: SGD with momentum 0.9 and weight decay 0.0005, batch 128,
     # lr 0.01 divided by 10 when the validation error stops improving (three times),
@@ -80,7 +80,7 @@ class TrainConfig:
     model: str = "small"
     init: str = None             # "paper" or "he"; None: the model's own default
     backend: str = "numpy"
-    epochs: int = 4
+    epochs: int = 6
     batch_size: int = 64
     optimizer: str = "adam"
     lr: float = 1e-3
@@ -175,7 +175,7 @@ class RunningMeter:
     run that diverges can still name the step when the sums are read later.
     """
 
-    NEVER = 2 ** 62
+    NEVER = 2 ** 40      # "no bad step yet": float64 holds every integer up to 2^53 exactly
 
     def __init__(self, xp, loss_sum=0.0, correct1=0.0, correct5=0.0, count=0):
         self.xp = xp
