@@ -137,7 +137,8 @@ def _report_test(trainer, ten_crop):
     plots.plot_confusion_matrix(confusion, trainer.classes, trainer.path("confusion_matrix.png"))
     print(f"test accuracy {100 * result['accuracy']:.2f}% (top-1 error "
           f"{100 * result['top1_error']:.2f}%, top-5 error {100 * result['top5_error']:.2f}%) on "
-          f"{result['count']:,} test images after {trainer.epoch} epochs"
+          f"{result['count']:,} test images after {trainer.epoch} "
+          f"epoch{'s' if trainer.epoch != 1 else ''}"
           + (" with ten crops" if ten_crop else ""))
     print(f"checkpoint: {trainer.path('last.npz')} (best validation: {trainer.path('best.npz')})")
     print(f"plots: {trainer.path('history.png')}, {trainer.path('confusion_matrix.png')}; "
