@@ -211,3 +211,12 @@ def test_no_float64_upcast_in_a_float32_training_step(xp, backend_name, name):
         assert d is None or d.dtype == xp.float32, f"{layer_name} backward gave {d.dtype}"
     for pname, p, g in model.named_parameters():
         assert p.dtype == g.dtype == xp.float32, pname
+
+
+def test_lrn_with_numpy_float64_constants_keeps_float32(xp):
+    # Constants read from a file or computed with NumPy arrive as float64 scalars.
+    lrn = LocalResponseNorm(5, np.float64(1e-4), np.float64(0.75), np.float64(2.0))
+    x = _rand(xp, (2, 6, 3, 3), 21, dtype="float32")
+    y = lrn.forward(x)
+    assert y.dtype == xp.float32
+    assert lrn.backward(xp.ones_like(y)).dtype == xp.float32

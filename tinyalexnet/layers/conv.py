@@ -121,6 +121,7 @@ class Conv2d(Module):
         self.grads["bias"][...] = dy.sum(axis=2).reshape(F)
         self.grads["weight"][...] = xp.matmul(dy, cols.transpose(0, 2, 1)).reshape(
             self.grads["weight"].shape)
+        del cols                # a rebuilt cols can go before dcols, as large, is made
         if not self.input_grad:
             return None
         dcols = xp.matmul(w.transpose(0, 2, 1), dy)                     # (G, Cg*kh*kw, OH*OW*N)
