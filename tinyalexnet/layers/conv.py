@@ -97,12 +97,13 @@ class Conv2d(Module):
         cols = cols.reshape(G, -1, OH * OW * N)                         # (G, Cg*kh*kw, OH*OW*N)
         w = self.params["weight"].reshape(G, F // G, -1)                # (G, F/G, Cg*kh*kw)
         y = xp.matmul(w, cols)                                          # (G, F/G, OH*OW*N)
+        # cols is kh*kw times the size of x: keep it only if asked (see cache_cols).
+        self._save((N, F, OH, OW), x.shape, cols if self.cache_cols else x)
+        del cols
         # y is (F, OH, OW, N); one pass moves the batch axis to the front and adds the bias.
         out = xp.empty((N, F, OH, OW), dtype=y.dtype)
         xp.add(y.reshape(F, OH, OW, N).transpose(3, 0, 1, 2),
                self.params["bias"].reshape(1, F, 1, 1), out=out)
-        # cols is kh*kw times the size of x: keep it only if asked (see cache_cols).
-        self._save(out.shape, x.shape, cols if self.cache_cols else x)
         return out
 
     def backward(self, dout):
