@@ -81,6 +81,8 @@ def add_arguments(parser):
                         help="outputs of the last layer (default: the model's, 1000 or 10)")
     parser.add_argument("--layer-steps", type=int, default=3,
                         help="extra instrumented steps for the per-layer times; 0 skips them")
+    parser.add_argument("--cache-cols", choices=["on", "off"], default=None,
+                        help="set Conv2d.cache_cols in every conv layer (default: the layers' own)")
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the peak-memory measurement")
     parser.add_argument("--threads", type=int, default=None,
@@ -121,6 +123,39 @@ class Clock:
         return b - a
 
 
+class OtherLoad:
+    """How busy *other* programs kept the CPUs between ``start()`` and ``stop()``.
+
+    Linux only (``/proc/stat``): all CPUs' busy time minus this process's own,
+    as a fraction of the CPUs' capacity over the interval.  Two cores shared with
+    a busy neighbour make NumPy's two BLAS threads wait for each other, and a
+    step can take ten times as long; the report flags timings taken that way.
+    """
+
+    def _read(self):
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        # user, nice, system, irq, softirq, steal (a hypervisor's other guests count too)
+        busy = sum(fields[i] for i in (0, 1, 2, 5, 6, 7) if i < len(fields))
+        own = os.times()
+        return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system, time.perf_counter()
+
+    def start(self):
+        self.begin = self._read()
+        return self
+
+    def stop(self):
+        end = self._read()
+        if self.begin is None or end is None:
+            return None
+        busy, own, wall = (b - a for a, b in zip(self.begin, end))
+        cpus = os.cpu_count() or 1
+        return max(0.0, (busy - own) / (wall * cpus))
+
+
 def _timed(step, sync):
     """Seconds one call of ``step`` takes, with the device drained before and after."""
     sync()
@@ -155,6 +190,10 @@ class OursRunner:
         self.xp = backend.get_backend(args.backend)
         self.model, self.num_classes = _build_ours(args)
         self.model.to(args.backend, dtype=args.dtype)
+        if args.cache_cols is not None:
+            for _, layer in self.model.named_modules():
+                if isinstance(layer, Conv2d):
+                    layer.cache_cols = args.cache_cols == "on"
         # The NaN check reads a flag back from the device at every layer (a GPU sync);
         # the training loop leaves it to the loss, and so do we.
         self.model.set_check_finite(False)
@@ -463,6 +502,8 @@ def cpu_peak_memory(args, framework, threads):
     cmd = [sys.executable, "-m", "tinyalexnet.bench", "--memory-probe", framework,
            "--model", args.model, "--batch-size", str(args.batch_size), "--dtype", args.dtype,
            "--seed", str(args.seed)]
+    if args.cache_cols is not None:
+        cmd += ["--cache-cols", args.cache_cols]
     if args.num_classes is not None:
         cmd += ["--num-classes", str(args.num_classes)]
     if threads:
@@ -572,9 +613,12 @@ def run(args):
             r.step()
         r.sync()
     times = {r.name: [] for r in runners}
+    load = OtherLoad().start()
     for i in range(args.steps):
         for r in (runners if i % 2 == 0 else runners[::-1]):
             times[r.name].append(_timed(r.step, r.sync))
+    other_load = load.stop()
+    results["other_load"] = other_load
 
     memory = {}
     if not args.no_memory:
@@ -621,6 +665,9 @@ def run(args):
             results["ratio_peak_memory"] = mem_ratio
     if pair:
         print("ratio = tinyalexnet / PyTorch (images/s: above 1 is faster; memory: below 1 is less)")
+    if other_load is not None:
+        note = "" if other_load < 0.05 else "  -- too busy: timings unreliable, run again"
+        print(f"other programs kept the CPUs {100 * other_load:.0f}% busy while timing{note}")
 
     if args.layer_steps:
         rows = ours.layer_times(args.layer_steps)
