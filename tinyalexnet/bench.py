@@ -83,6 +83,9 @@ def add_arguments(parser):
                         help="extra instrumented steps for the per-layer times; 0 skips them")
     parser.add_argument("--cache-cols", choices=["on", "off"], default=None,
                         help="set Conv2d.cache_cols in every conv layer (default: the layers' own)")
+    parser.add_argument("--check-finite", action="store_true",
+                        help="keep every layer's NaN/inf input check on (off by default: on the "
+                             "GPU each check waits for the device)")
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the peak-memory measurement")
     parser.add_argument("--threads", type=int, default=None,
@@ -195,8 +198,8 @@ class OursRunner:
                 if isinstance(layer, Conv2d):
                     layer.cache_cols = args.cache_cols == "on"
         # The NaN check reads a flag back from the device at every layer (a GPU sync);
-        # the training loop leaves it to the loss, and so do we.
-        self.model.set_check_finite(False)
+        # the training loop on the GPU leaves it to the loss, and so do we by default.
+        self.model.set_check_finite(args.check_finite)
         self.loss = SoftmaxCrossEntropy()
         self.optimizer = SGD(self.model, lr=0.01, momentum=0.9, weight_decay=5e-4)
         x, self.y = _random_batch(args, self.model.input_shape, self.num_classes)
@@ -504,6 +507,8 @@ def cpu_peak_memory(args, framework, threads):
            "--seed", str(args.seed)]
     if args.cache_cols is not None:
         cmd += ["--cache-cols", args.cache_cols]
+    if args.check_finite:
+        cmd += ["--check-finite"]
     if args.num_classes is not None:
         cmd += ["--num-classes", str(args.num_classes)]
     if threads:
@@ -594,6 +599,12 @@ def run(args):
     print(f"tinyalexnet bench: model {args.model}, batch {args.batch_size}, {args.dtype}, "
           f"backend {args.backend}, {args.steps} timed steps after {args.warmup} warm-up")
     print(f"device: {results['device']}")
+    convs = [layer for _, layer in ours.model.named_modules() if isinstance(layer, Conv2d)]
+    cached = sum(layer.cache_cols for layer in convs)
+    results["cache_cols"] = f"{cached}/{len(convs)}"
+    results["check_finite"] = args.check_finite
+    print(f"settings: im2col cols kept for backward in {cached} of {len(convs)} conv layers "
+          f"(Conv2d.cache_cols), per-layer NaN checks {'on' if args.check_finite else 'off'}")
     if args.backend == "numpy":
         print(blas_line)
     ok = True
