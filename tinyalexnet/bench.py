@@ -23,11 +23,17 @@ What it measures, and how:
   parameters, gradients, optimizer state, batch and the step's temporaries.
 * ``--compare torch`` (PyTorch is optional, imported only here): the same
   architecture is built with ``torch.nn`` from our weights (PyTorch's layouts,
-  so they copy over as they are).  Outputs and gradients are compared in eval
-  mode, where dropout is the identity, before any timing.  Then the two
-  frameworks' steps alternate, ours, theirs, theirs, ours..., so that noise
-  from other programs falls on both, and the ratio tinyalexnet / PyTorch is
-  printed.  PyTorch gets as many threads as NumPy's BLAS.
+  so they copy over as they are; LRN's alpha becomes alpha * size).  Before any
+  timing, both run in eval mode, where dropout is the identity: the logits must
+  agree in the benchmark's dtype, and logits and every gradient in float64 (see
+  ``check_outputs`` for the tolerances and why).  Then the two frameworks'
+  steps alternate, ours, theirs, theirs, ours..., so that noise from other
+  programs falls on both, and the ratio tinyalexnet / PyTorch is printed.
+  PyTorch runs as it is usually run: as many threads as NumPy's BLAS,
+  ``ReLU(inplace=True)`` as in torchvision, ``zero_grad()`` and
+  ``torch.optim.SGD``; on the GPU with ``cudnn.benchmark`` on.
+* **other programs' load**: the report says how busy other programs kept the
+  CPUs while timing (Linux); above 5% the numbers are not to be trusted.
 
 NumPy's matrix products run in OpenBLAS, which picks its kernels for the CPU it
 detects; the environment variable ``OPENBLAS_CORETYPE`` overrides that choice.
@@ -48,6 +54,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import OrderedDict
 
 from . import backend
 from .backend import numpy as np
@@ -216,7 +223,8 @@ class OursRunner:
         self.optimizer.step()
 
     def layer_times(self, steps):
-        """{row: [forward s, backward s]}: medians over ``steps`` instrumented steps."""
+        """[(row, type, forward s, backward s)] per layer, then the loss and the update:
+        medians over ``steps`` instrumented steps."""
         clock = Clock(self.xp)
         layers = list(self.model.layers.items())
         rows = [name for name, _ in layers] + ["loss", "sgd update"]
@@ -238,7 +246,7 @@ class OursRunner:
             L = len(layers)
             for k, (name, _) in enumerate(layers):
                 samples[name][0].append(clock.seconds(marks[k], marks[k + 1]))
-                # backward of layer k ends at mark L + 1 + (L - k)
+                # backward of layer k runs between marks 2L - k and 2L - k + 1
                 samples[name][1].append(clock.seconds(marks[2 * L - k], marks[2 * L - k + 1]))
             samples["loss"][0].append(clock.seconds(marks[L], marks[L + 1]))
             samples["loss"][1].append(0.0)
@@ -390,11 +398,12 @@ def to_torch(model, torch):
             raise TinyAlexNetError(f"bench: no PyTorch equivalent known for layer {name!r} "
                                    f"({type(layer).__name__})")
         modules.append((name, m))
-    from collections import OrderedDict
     net = nn.Sequential(OrderedDict(modules))
-    # Our layouts are PyTorch's, so the arrays copy over unchanged, name for name.
-    net.load_state_dict({name: torch.from_numpy(backend.as_numpy(p).astype("float32"))
-                         for name, p in model.state_dict().items()})
+    # Our layouts are PyTorch's, so the arrays copy over unchanged, name for name
+    # (in our dtype, so that nothing is rounded on the way).
+    state = {name: torch.from_numpy(backend.as_numpy(p)) for name, p in model.state_dict().items()}
+    net.to(dtype=next(iter(state.values())).dtype)
+    net.load_state_dict(state)
     return net
 
 
@@ -681,9 +690,14 @@ def run(args):
         print(f"other programs kept the CPUs {100 * other_load:.0f}% busy while timing{note}")
 
     if args.layer_steps:
+        load = OtherLoad().start()
         rows = ours.layer_times(args.layer_steps)
+        layer_load = load.stop()
         total = sum(f + b for _, _, f, b in rows)
         print(f"\ntime per layer, tinyalexnet (median of {args.layer_steps} instrumented steps)")
+        if layer_load is not None and layer_load >= 0.05:
+            print(f"(other programs kept the CPUs {100 * layer_load:.0f}% busy meanwhile: "
+                  "these times are not to be trusted)")
         print(f"{'layer':12s}{'type':22s}{'forward ms':>12s}{'backward ms':>13s}{'share':>8s}")
         for name, kind, f, b in rows:
             print(f"{name:12s}{kind:22s}{f * 1000:12.2f}{b * 1000:13.2f}"
