@@ -18,11 +18,16 @@ Backward, with cols the im2col matrix of x and dy the gradient reshaped like W @
 
     dW = dy @ cols^T        db = sum of dy over (n, oh, ow)
     dx = col2im(W^T @ dy)
+
+The layer runs the batch-last forms of im2col/col2im (columns ordered
+(oh, ow, n); see im2col.py): same products, several times less time in the copies.
+Backward rebuilds cols from x unless ``cache_cols`` is set, which trades
+kh*kw times the input's memory for one im2col per step.
 """
 from ..backend import get_array_module
 from ..errors import ShapeError
 from .. import init
-from .im2col import col2im, conv_output_size, im2col
+from .im2col import col2im_batch_last, conv_output_size, im2col_batch_last
 from .module import Module
 
 
@@ -43,6 +48,9 @@ class Conv2d(Module):
         # The first layer of a network has nobody to hand dx to; setting this to
         # False skips col2im and a third of the layer's backward multiply-adds.
         self.input_grad = True
+        # Keep im2col's matrix from forward for backward (kh*kw times the memory of
+        # x, per layer) instead of rebuilding it from x.  See BENCHMARKS.md.
+        self.cache_cols = False
         kh, kw = self.kernel_size
         shape = (out_channels, in_channels // groups, kh, kw)
         rng = init.default_rng(rng)
@@ -85,29 +93,37 @@ class Conv2d(Module):
         F, OH, OW = self.output_shape(x.shape[1:])
         kh, kw = self.kernel_size
         G = self.groups
-        cols = im2col(x, kh, kw, self.stride, self.padding)        # (C*kh*kw, N*OH*OW)
-        cols = cols.reshape(G, -1, N * OH * OW)                     # (G, Cg*kh*kw, N*OH*OW)
-        w = self.params["weight"].reshape(G, F // G, -1)            # (G, F/G, Cg*kh*kw)
-        y = xp.matmul(w, cols).reshape(F, N, OH, OW)                # all outputs, channel-major
+        cols = im2col_batch_last(x, kh, kw, self.stride, self.padding)  # (C*kh*kw, OH*OW*N)
+        cols = cols.reshape(G, -1, OH * OW * N)                         # (G, Cg*kh*kw, OH*OW*N)
+        w = self.params["weight"].reshape(G, F // G, -1)                # (G, F/G, Cg*kh*kw)
+        y = xp.matmul(w, cols)                                          # (G, F/G, OH*OW*N)
+        # cols is kh*kw times the size of x: keep it only if asked (see cache_cols).
+        self._save((N, F, OH, OW), x.shape, cols if self.cache_cols else x)
+        del cols
+        # y is (F, OH, OW, N); one pass moves the batch axis to the front and adds the bias.
         out = xp.empty((N, F, OH, OW), dtype=y.dtype)
-        xp.add(y.transpose(1, 0, 2, 3), self.params["bias"].reshape(1, F, 1, 1), out=out)
-        # Keep x, not cols: cols is kh*kw times larger; backward rebuilds it.
-        self._save(out.shape, x)
+        xp.add(y.reshape(F, OH, OW, N).transpose(3, 0, 1, 2),
+               self.params["bias"].reshape(1, F, 1, 1), out=out)
         return out
 
     def backward(self, dout):
-        x = self._saved(dout)
+        x_shape, saved = self._saved(dout)
         xp = get_array_module(dout)
         N, F, OH, OW = dout.shape
         kh, kw = self.kernel_size
         G = self.groups
-        dy = dout.transpose(1, 0, 2, 3).reshape(G, F // G, N * OH * OW)
-        cols = im2col(x, kh, kw, self.stride, self.padding).reshape(G, -1, N * OH * OW)
+        dy = xp.ascontiguousarray(dout.transpose(1, 2, 3, 0)).reshape(G, F // G, OH * OW * N)
+        if self.cache_cols:
+            cols = saved
+        else:
+            cols = im2col_batch_last(saved, kh, kw, self.stride, self.padding)
+            cols = cols.reshape(G, -1, OH * OW * N)
         w = self.params["weight"].reshape(G, F // G, -1)
-        self.grads["bias"][...] = dout.sum(axis=(0, 2, 3))
+        self.grads["bias"][...] = dy.sum(axis=2).reshape(F)
         self.grads["weight"][...] = xp.matmul(dy, cols.transpose(0, 2, 1)).reshape(
             self.grads["weight"].shape)
+        del cols                # a rebuilt cols can go before dcols, as large, is made
         if not self.input_grad:
             return None
-        dcols = xp.matmul(w.transpose(0, 2, 1), dy)                 # (G, Cg*kh*kw, N*OH*OW)
-        return col2im(dcols, x.shape, kh, kw, self.stride, self.padding)
+        dcols = xp.matmul(w.transpose(0, 2, 1), dy)                     # (G, Cg*kh*kw, OH*OW*N)
+        return col2im_batch_last(dcols, x_shape, kh, kw, self.stride, self.padding)

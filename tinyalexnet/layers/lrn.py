@@ -22,21 +22,21 @@ Backward.  With S[c] the window sum above, the chain rule through D gives::
 
 (the window is symmetric, so "c whose window holds j" is "c in j's window").
 """
-from ..backend import get_array_module
 from ..errors import ShapeError
 from .module import Module
 
 
 def channel_window_sum(a, size):
-    """s[:, c] = sum of a[:, j] for |j - c| <= size // 2 (zero outside 0..C-1)."""
-    xp = get_array_module(a)
-    half = size // 2
-    N, C = a.shape[:2]
-    padded = xp.zeros((N, C + 2 * half) + a.shape[2:], dtype=a.dtype)
-    padded[:, half:half + C] = a
-    s = padded[:, 0:C].copy()
-    for d in range(1, size):
-        s += padded[:, d:d + C]
+    """s[:, c] = sum of a[:, j] for |j - c| <= size // 2 (zero outside 0..C-1).
+
+    Start from a itself and add the neighbours d = 1 .. size//2 channels away on
+    each side; a channel near the edge simply has fewer neighbours to add, so no
+    zero-padded copy of a is needed.
+    """
+    s = a.copy()
+    for d in range(1, size // 2 + 1):
+        s[:, d:] += a[:, :-d]     # the neighbour d channels below
+        s[:, :-d] += a[:, d:]     # the neighbour d channels above
     return s
 
 
@@ -45,15 +45,17 @@ class LocalResponseNorm(Module):
         super().__init__()
         if size < 1 or size % 2 == 0:
             raise ShapeError(f"LocalResponseNorm: size must be a positive odd number, got {size}")
-        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+        # Python floats: a NumPy float64 scalar here would upcast float32 activations.
+        self.size, self.alpha, self.beta, self.k = size, float(alpha), float(beta), float(k)
 
     def extra_repr(self):
         return f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
 
     def forward(self, x):
         self._check_input(x, 4, "(N, C, H, W)")
-        xp = get_array_module(x)
-        D = self.k + self.alpha * channel_window_sum(x * x, self.size)
+        D = channel_window_sum(x * x, self.size)
+        D *= self.alpha                   # in place: these arrays are as large as x
+        D += self.k
         scale = D ** -self.beta
         out = x * scale
         self._save(out.shape, x, D, scale)
@@ -61,6 +63,12 @@ class LocalResponseNorm(Module):
 
     def backward(self, dout):
         x, D, scale = self._saved(dout)
-        out = x * scale
-        inner = channel_window_sum(dout * out / D, self.size)
-        return dout * scale - (2.0 * self.alpha * self.beta) * x * inner
+        t = dout * x                      # dout * b / D, with b = x * scale
+        t *= scale
+        t /= D
+        inner = channel_window_sum(t, self.size)
+        inner *= x
+        inner *= 2.0 * self.alpha * self.beta
+        dx = dout * scale
+        dx -= inner
+        return dx
