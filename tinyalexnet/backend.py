@@ -101,7 +101,11 @@ def as_cupy(x):
 
 def to_backend(x, name):
     """``x`` as an array of the named backend; no copy if it is there already."""
-    return as_numpy(x) if name == "numpy" else as_cupy(x)
+    if name == "numpy":
+        return as_numpy(x)
+    if name == "cupy":
+        return as_cupy(x)
+    raise BackendUnavailable(f"unknown backend {name!r}: expected one of {', '.join(BACKENDS)}")
 
 
 def synchronize(xp):

@@ -10,6 +10,10 @@ class TinyAlexNetError(Exception):
     """Base class: a user-facing error whose message is one complete line."""
 
 
+class ConfigError(TinyAlexNetError, ValueError):
+    """An invalid setting: an unknown model or init scheme, a learning rate <= 0, ..."""
+
+
 class ShapeError(TinyAlexNetError, ValueError):
     """An array of the wrong rank, size, dtype or channel count reached a layer."""
 

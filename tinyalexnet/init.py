@@ -15,6 +15,7 @@ Two schemes are offered for whole models (see ``tinyalexnet.models``):
 import math
 
 from .backend import numpy as np
+from .errors import ConfigError
 
 # The layers the paper starts with bias 1 (section 5 of the paper).
 PAPER_BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")
@@ -42,7 +43,7 @@ def init_model(model, scheme="he", seed=0):
     ``seed``, so the same seed always gives the same network.
     """
     if scheme not in ("paper", "he"):
-        raise ValueError(f"unknown init scheme {scheme!r}: expected 'paper' or 'he'")
+        raise ConfigError(f"unknown init scheme {scheme!r}: expected 'paper' or 'he'")
     rng = default_rng(seed)
     for name, layer in model.named_modules():
         if "weight" not in layer.params:

@@ -16,7 +16,7 @@ Shapes: any -> same.  Masks come from ``tinyalexnet.rng``: mask number t of a
 layer is a pure function of (seed, t), so runs are reproducible and resumable,
 and the CPU and GPU draw identical masks.
 """
-from ..errors import ShapeError
+from ..errors import CheckpointError, ShapeError
 from .. import rng
 from .module import Module
 from ..backend import get_array_module
@@ -37,6 +37,9 @@ class Dropout(Module):
         return {"seed": self.seed, "calls": self.calls}
 
     def set_extra_state(self, state):
+        if not {"seed", "calls"} <= set(state):
+            raise CheckpointError(f"{self.label()}: extra state needs 'seed' and 'calls', "
+                                  f"got keys {sorted(state)}")
         self.seed, self.calls = int(state["seed"]), int(state["calls"])
 
     def forward(self, x):

@@ -10,6 +10,8 @@ Backward::
 
     dx = dout @ W          dW = dout^T @ x          db = sum of dout over the batch
 """
+import numbers
+
 from .. import init
 from ..errors import ShapeError
 from .module import Module
@@ -18,6 +20,9 @@ from .module import Module
 class Linear(Module):
     def __init__(self, in_features, out_features, rng=None):
         super().__init__()
+        for what, n in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(n, numbers.Integral) or n < 1:
+                raise ShapeError(f"Linear: {what} must be a positive integer, got {n!r}")
         self.in_features, self.out_features = in_features, out_features
         rng = init.default_rng(rng)
         self.params["weight"] = init.he_normal((out_features, in_features), in_features, rng)
@@ -38,7 +43,8 @@ class Linear(Module):
         return self.in_features * self.out_features
 
     def forward(self, x):
-        self._check_input(x, 2, "(N, in_features)", channels=self.in_features)
+        self._check_input(x, 2, "(N, in_features)", channels=self.in_features,
+                          what="input features")
         self._save((x.shape[0], self.out_features), x)
         return x @ self.params["weight"].T + self.params["bias"]
 

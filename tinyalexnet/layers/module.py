@@ -114,6 +114,8 @@ class Module:
             if key not in state:
                 continue
             value = state[key]
+            if not backend.is_array(value):
+                value = backend.numpy.asarray(value)
             if tuple(value.shape) != tuple(p.shape):
                 raise ShapeError(f"{self.label()}: parameter {key!r} has shape {tuple(p.shape)} "
                                  f"in the model but {tuple(value.shape)} in the state_dict")
@@ -165,11 +167,12 @@ class Module:
     def __repr__(self):
         return f"{type(self).__name__}({self.extra_repr()})"
 
-    def _check_input(self, x, ndim=None, layout="(N, ...)", channels=None):
+    def _check_input(self, x, ndim=None, layout="(N, ...)", channels=None, what="channels"):
         """Raise a ShapeError naming this layer unless ``x`` is a float array of rank ``ndim``.
 
         ``layout`` spells the expected axes for the message, e.g. "(N, C, H, W)";
-        ``ndim=None`` accepts any rank of at least 1.
+        ``ndim=None`` accepts any rank of at least 1.  ``channels``, if given, is the
+        size axis 1 must have (``what`` names it in the message: "channels", "features").
         """
         if not backend.is_array(x):
             raise ShapeError(f"{self.label()}: expected an array {layout}, got {type(x).__name__}")
@@ -179,7 +182,7 @@ class Module:
         if x.dtype.kind != "f":
             raise ShapeError(f"{self.label()}: expected a floating-point array, got dtype {x.dtype}")
         if channels is not None and x.shape[1] != channels:
-            raise ShapeError(f"{self.label()}: expected {channels} channels on axis 1 of {layout}, "
+            raise ShapeError(f"{self.label()}: expected {channels} {what} on axis 1 of {layout}, "
                              f"got shape {tuple(x.shape)}")
         if x.shape[0] == 0:
             raise ShapeError(f"{self.label()}: got an empty batch, shape {tuple(x.shape)}")

@@ -8,6 +8,7 @@ Layers are named ("conv1", "relu1", ...) so that parameters get names like
 """
 from collections import OrderedDict
 
+from ..errors import CheckpointError
 from .module import Module
 
 
@@ -75,6 +76,9 @@ class Sequential(Module):
     def set_extra_state(self, state):
         modules = dict(self.named_modules())
         for name, s in state.items():
+            if name not in modules or name == "":
+                raise CheckpointError(f"{self.label()}: extra state for layer {name!r}, but the "
+                                      f"model has no such layer (it has {', '.join(self.layers)})")
             modules[name].set_extra_state(s)
 
     def summary(self, input_shape):

@@ -2,7 +2,7 @@
 
 ``get_model(name, ...)`` builds one by the name the command line uses.
 """
-from ..errors import TinyAlexNetError
+from ..errors import ConfigError
 from .alexnet import alexnet, alexnet32, alexnet_small
 
 MODELS = {
@@ -15,7 +15,7 @@ MODELS = {
 def get_model(name, num_classes=10, in_channels=3, init=None, seed=0):
     """Build a model by name; ``init=None`` picks "paper" for alexnet and "he" otherwise."""
     if name not in MODELS:
-        raise TinyAlexNetError(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")
+        raise ConfigError(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")
     kwargs = {} if init is None else {"init": init}
     return MODELS[name](num_classes=num_classes, in_channels=in_channels, seed=seed, **kwargs)
 

@@ -9,6 +9,7 @@ Seed 003 trained its AlexNets with Adam, lr 0.001.  For gradient g at step t::
 ``weight_decay`` adds wd * w to g first (L2, as ``torch.optim.Adam`` does).
 """
 from ..backend import get_array_module
+from ..errors import ConfigError
 from .optimizer import Optimizer
 
 
@@ -17,6 +18,12 @@ class Adam(Optimizer):
 
     def __init__(self, model, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(model, lr)
+        if len(betas) != 2:
+            raise ConfigError(f"Adam: betas must be a pair (beta1, beta2), got {betas!r}")
+        self._check("beta1", betas[0], lambda v: 0 <= v < 1, "in [0, 1)")
+        self._check("beta2", betas[1], lambda v: 0 <= v < 1, "in [0, 1)")
+        self._check("eps", eps, lambda v: v > 0, "> 0")
+        self._check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
         self.beta1, self.beta2 = betas
         self.eps, self.weight_decay = eps, weight_decay
 

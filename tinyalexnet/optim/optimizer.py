@@ -5,16 +5,17 @@ up by name at every step; so ``model.to_gpu()`` after building the optimizer
 is fine, and the state (``"velocity"`` for SGD, ``"m"``/``"v"`` for Adam) is
 saved and restored by parameter name, like everything in a checkpoint.
 """
+import numbers
+
 from .. import backend
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 
 
 class Optimizer:
     slots = ()  # names of the per-parameter state arrays
 
     def __init__(self, model, lr):
-        if lr <= 0:
-            raise ValueError(f"{type(self).__name__}: learning rate must be positive, got {lr}")
+        self._check("learning rate", lr, lambda v: v > 0, "> 0")
         self.model, self.lr = model, lr
         self.state = {slot: {} for slot in self.slots}   # slot -> {param name: array}
         self.steps = 0
@@ -22,14 +23,23 @@ class Optimizer:
     def hyperparameters(self):
         return {"lr": self.lr}
 
+    def _check(self, what, value, ok, expected):
+        """Raise a one-line ConfigError unless ``ok(value)``, e.g. a momentum of 1.5."""
+        if not isinstance(value, numbers.Real) or not ok(value):
+            raise ConfigError(f"{type(self).__name__}: {what} must be {expected}, got {value!r}")
+
     def _slot(self, slot, name, p):
-        """The state array ``slot`` of parameter ``name``, created as zeros on first use."""
+        """The state array ``slot`` of parameter ``name``, created as zeros on first use.
+
+        If the model moved (``to_gpu()``, ``to(dtype=...)``) since the last step, the
+        state follows it to the parameter's backend and dtype.
+        """
         store = self.state[slot]
         a = store.get(name)
-        if a is None or backend.get_array_module(a) is not backend.get_array_module(p):
-            a = backend.get_array_module(p).zeros_like(p) if a is None \
-                else backend.to_backend(a, backend.backend_of(p))
-            store[name] = a
+        if a is None:
+            a = store[name] = backend.get_array_module(p).zeros_like(p)
+        elif backend.get_array_module(a) is not backend.get_array_module(p) or a.dtype != p.dtype:
+            a = store[name] = backend.to_backend(a, backend.backend_of(p)).astype(p.dtype)
         return a
 
     def step(self):

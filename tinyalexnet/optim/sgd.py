@@ -18,6 +18,8 @@ class SGD(Optimizer):
 
     def __init__(self, model, lr=0.01, momentum=0.9, weight_decay=0.0005):
         super().__init__(model, lr)
+        self._check("momentum", momentum, lambda v: 0 <= v < 1, "in [0, 1)")
+        self._check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
         self.momentum, self.weight_decay = momentum, weight_decay
 
     def hyperparameters(self):
