@@ -39,6 +39,7 @@ BACKEND_EXERCISES = [
     (ex.check_lrn_forward, sol.lrn_forward), (ex.check_lrn_backward, sol.lrn_backward),
     (ex.check_dropout_forward, sol.dropout_forward),
     (ex.check_dropout_backward, sol.dropout_backward), (ex.check_sgd_step, sol.sgd_step),
+    (ex.check_hflip, sol.hflip),
 ]
 
 
@@ -202,6 +203,9 @@ WRONG = [
     (ex.check_dropout_backward, lambda dout, keep, p: dout * keep),
     (ex.check_sgd_step, sgd_decay_without_lr),
     (ex.check_sgd_step, sgd_pytorch_style),
+    (ex.check_hflip, lambda x, flip: x[:, :, :, ::-1]),                 # mirrors every image
+    (ex.check_hflip, lambda x, flip: _xp(x).where(_xp(x).asarray(flip).reshape(-1, 1, 1, 1),
+                                                  x[:, :, ::-1, :], x)),   # upside down
 ]
 
 

@@ -51,18 +51,9 @@ def test_exercise_cells_are_stubs(path):
             assert f"def {name}(" in source, f"{path.name}: exercise {number} lacks def {name}"
 
 
-def _fashion_mnist_reachable():
-    """The lessons read the embedded subset, or the Debian package's files in its absence."""
-    return ((LESSONS_DIR.parent / "data" / "fashion-mnist-subset").is_dir()
-            or Path("/usr/share/datasets/fashion-mnist").is_dir())
-
-
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
 def test_lesson_runs_with_solutions(path, monkeypatch):
     nb = nbformat.read(path, as_version=4)
-    if any("fashion-mnist" in c.source for c in nb.cells) and not _fashion_mnist_reachable():
-        pytest.skip("no Fashion-MNIST files: neither data/fashion-mnist-subset nor "
-                    "/usr/share/datasets/fashion-mnist exists")
     expected = {number for _, number, _ in exercise_cells(nb)}
     solved = fill_solutions(nb)
     solved.cells.append(nbformat.v4.new_code_cell(

@@ -17,7 +17,7 @@ then prints the relative errors, PASS or FAIL, and a hint on failure.
 """
 from .checkers import (check_col2im, check_conv_backward, check_conv_forward,
                        check_conv_num_parameters, check_conv_output_size, check_dropout_backward,
-                       check_dropout_forward, check_im2col, check_linear_backward,
+                       check_dropout_forward, check_hflip, check_im2col, check_linear_backward,
                        check_linear_forward, check_lrn_backward, check_lrn_forward,
                        check_maxpool_backward, check_maxpool_forward, check_normalize_channels,
                        check_relu_backward, check_relu_forward, check_sgd_step,

@@ -21,6 +21,7 @@ from ..layers.im2col import col2im as ref_col2im, im2col as ref_im2col
 from ..layers.naive import conv2d_naive
 from ..layers.tanh import Tanh
 from ..optim import SGD
+from ..transforms import crop as ref_crop
 from .report import Exercise
 
 GRAD_BOUND = 1e-6   # learner's backward vs central differences, float64
@@ -454,4 +455,20 @@ def check_conv_num_parameters(conv_num_parameters):
             got = conv_num_parameters(cin, cout, k, g)
             ex.compare(f"{cin}->{cout} k{k} g{g}: {want:,}", _number(got), _number(want),
                        bound=0.0)
+    return ex.finish()
+
+
+# ---------------------------------------------------------------- lesson 8
+def check_hflip(hflip, backend="numpy"):
+    """Exercise 8.1: mirror the images a boolean array picks."""
+    ex = Exercise("8.1", "hflip", hint="x[:, :, :, ::-1] mirrors every image; xp.where(flip "
+                  "reshaped to (B, 1, 1, 1), mirrored, x) picks per image.")
+    xp = B.get_backend(backend)
+    x = _rand((5, 2, 4, 7), 180, backend=backend)
+    flip = np.array([True, False, True, True, False])
+    want = ref_crop(x, np.zeros(5, np.int64), np.zeros(5, np.int64), (4, 7), flip)
+    with ex.attempt():
+        ex.compare("vs transforms.crop with flips", hflip(x, xp.asarray(flip)), want, bound=0.0)
+        none = np.zeros(5, bool)
+        ex.compare("nothing flipped", hflip(x, xp.asarray(none)), x, bound=0.0)
     return ex.finish()

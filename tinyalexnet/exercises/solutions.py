@@ -201,3 +201,11 @@ def conv_output_size(size, kernel, stride=1, padding=0):
 def conv_num_parameters(in_channels, out_channels, kernel_size, groups=1):
     """Weights (out, in/groups, k, k) plus one bias per output channel."""
     return out_channels * (in_channels // groups) * kernel_size * kernel_size + out_channels
+
+
+# ---------------------------------------------------------------- lesson 8: augmentation
+def hflip(x, flip):
+    """(B, C, H, W) -> each image b mirrored left-right where flip[b] is True."""
+    xp = get_array_module(x)
+    flip = xp.asarray(flip).reshape(-1, 1, 1, 1)
+    return xp.where(flip, x[:, :, :, ::-1], x)
