@@ -35,7 +35,8 @@ BACKEND_EXERCISES = [
     (ex.check_conv_forward, sol.conv_forward), (ex.check_conv_backward, sol.conv_backward),
     (ex.check_relu_forward, sol.relu_forward), (ex.check_relu_backward, sol.relu_backward),
     (ex.check_tanh_backward, sol.tanh_backward),
-    (ex.check_maxpool_forward, sol.maxpool_forward), (ex.check_maxpool_backward, sol.maxpool_backward),
+    (ex.check_maxpool_forward, sol.maxpool_forward),
+    (ex.check_maxpool_backward, sol.maxpool_backward),
     (ex.check_lrn_forward, sol.lrn_forward), (ex.check_lrn_backward, sol.lrn_backward),
     (ex.check_dropout_forward, sol.dropout_forward),
     (ex.check_dropout_backward, sol.dropout_backward), (ex.check_sgd_step, sol.sgd_step),
@@ -51,8 +52,11 @@ def test_reference_solution_passes(checker, solution, backend_name, capsys):
     assert "PASS" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("checker, solution", [(ex.check_conv_output_size, sol.conv_output_size),
-                                               (ex.check_conv_num_parameters, sol.conv_num_parameters)],
+ARITHMETIC = [(ex.check_conv_output_size, sol.conv_output_size),
+              (ex.check_conv_num_parameters, sol.conv_num_parameters)]
+
+
+@pytest.mark.parametrize("checker, solution", ARITHMETIC,
                          ids=lambda f: f.__name__)
 def test_reference_solution_passes_arithmetic(checker, solution):
     assert checker(solution).passed
@@ -141,7 +145,8 @@ def maxpool_backward_overwrites(dout, x, kernel_size=3, stride=2):
         for j in range(k):
             window = (slice(None), slice(None), slice(i, i + s * OH, s), slice(j, j + s * OW, s))
             winner = x[window] == out
-            dx[window] = dx[window] * ~winner + dout * winner     # a second window's win replaces the first
+            # a second window won by the same pixel replaces the first one's gradient
+            dx[window] = dx[window] * ~winner + dout * winner
     return dx
 
 
@@ -152,7 +157,8 @@ def maxpool_backward_everywhere(dout, x, kernel_size=3, stride=2):
     dx = xp.zeros(x.shape, dtype=dout.dtype)
     for i in range(k):
         for j in range(k):
-            dx[:, :, i:i + s * OH:s, j:j + s * OW:s] += dout / (k * k)   # average pooling's gradient
+            # average pooling's gradient, not max pooling's
+            dx[:, :, i:i + s * OH:s, j:j + s * OW:s] += dout / (k * k)
     return dx
 
 
@@ -221,7 +227,8 @@ def test_wrong_implementation_fails(checker, wrong, capsys):
 
 def test_wrong_arithmetic_fails():
     assert not ex.check_conv_output_size(lambda size, k, s=1, p=0: (size + 2 * p - k) // s).passed
-    assert not ex.check_conv_num_parameters(lambda cin, cout, k, g=1: cout * cin * k * k + cout).passed
+    ignores_groups = lambda cin, cout, k, g=1: cout * cin * k * k + cout      # noqa: E731
+    assert not ex.check_conv_num_parameters(ignores_groups).passed
     assert not ex.check_conv_output_size(lambda size, k, s=1, p=0: None).passed
 
 

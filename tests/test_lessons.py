@@ -12,6 +12,7 @@ Execution times are printed (``pytest -s``), for the budget in the README.  The
 kernel runs with one BLAS thread (see below), which makes those times steady.
 """
 import json
+import re
 import time
 from pathlib import Path
 
@@ -20,7 +21,8 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-from tinyalexnet.exercises.notebooks import exercise_cells, fill_solutions, has_outputs  # noqa: E402
+from tinyalexnet.exercises.notebooks import (exercise_cells, fill_solutions,  # noqa: E402
+                                             has_outputs)
 
 LESSONS_DIR = Path(__file__).resolve().parent.parent / "lessons"
 LESSONS = sorted(LESSONS_DIR.glob("[0-9][0-9]_*.ipynb"))
@@ -46,7 +48,8 @@ def test_exercise_cells_are_stubs(path):
     nb = nbformat.read(path, as_version=4)
     for index, number, names in exercise_cells(nb):
         source = nb.cells[index].source
-        assert "raise NotImplementedError" in source, f"{path.name}: exercise {number} is not a stub"
+        assert "raise NotImplementedError" in source, \
+            f"{path.name}: exercise {number} is not a stub"
         for name in names:
             assert f"def {name}(" in source, f"{path.name}: exercise {number} lacks def {name}"
 
@@ -78,4 +81,36 @@ def test_lesson_runs_with_solutions(path, monkeypatch):
     failed = [r for r in results if not r["passed"]]
     assert not failed, f"{path.name}: exercises failed: {failed}"
     checked = {r["exercise"] for r in results}
-    assert expected <= checked, f"{path.name}: exercises never checked: {sorted(expected - checked)}"
+    assert expected <= checked, \
+        f"{path.name}: exercises never checked: {sorted(expected - checked)}"
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_lesson_runs_with_empty_exercises(path, monkeypatch):
+    """As a learner first opens it: every cell that touches an exercise runs without an error,
+    and each checker reports "not attempted" instead of raising.
+
+    The notebook runs up to the last cell that names an exercise function; what follows
+    uses only the package, and runs in the test above.
+    """
+    nb = nbformat.read(path, as_version=4)
+    exercises = exercise_cells(nb)
+    if not exercises:
+        pytest.skip(f"{path.name} has no exercises")
+    names = [n for _, _, ns in exercises for n in ns]
+    word = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\b")
+    last = max(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and word.search(c.source))
+    nb.cells = nb.cells[:last + 1]
+    nb.cells.append(nbformat.v4.new_code_cell(
+        "import tinyalexnet.exercises as _ex\n"
+        f"print({RESULTS_MARK!r} + _ex.results_json())"))
+    monkeypatch.delenv("TINYALEXNET_STRICT_EXERCISES", raising=False)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
+                                     resources={"metadata": {"path": str(LESSONS_DIR)}})
+    client.execute()
+    text = "".join(o.get("text", "") for o in nb.cells[-1].outputs
+                   if o.get("output_type") == "stream")
+    results = json.loads(text.split(RESULTS_MARK, 1)[1])
+    assert {r["exercise"] for r in results} == {number for _, number, _ in exercises}
+    assert not any(r["attempted"] or r["passed"] for r in results), results

@@ -123,8 +123,8 @@ def check_linear_backward(linear_backward, backend="numpy"):
 
 def check_softmax_cross_entropy(softmax_cross_entropy, backend="numpy"):
     """Exercise 2.3: the loss and d loss / d logits, stable for large logits."""
-    ex = Exercise("2.3", "softmax_cross_entropy", hint="dlogits = (softmax(logits) - onehot(labels)) "
-                  "/ N: the loss is a mean over the batch, so is its gradient.")
+    ex = Exercise("2.3", "softmax_cross_entropy", hint="dlogits = (softmax(logits) - "
+                  "onehot(labels)) / N: the loss is a mean over the batch, so is its gradient.")
     xp = B.get_backend(backend)
     logits = _rand((5, 7), 20, backend=backend) * 3
     labels = xp.asarray(np.array([0, 6, 3, 3, 1]))
@@ -209,7 +209,8 @@ def check_conv_forward(conv_forward, backend="numpy"):
 
 def check_conv_backward(conv_backward, backend="numpy"):
     """Exercise 3.4: dx, dW, db of the convolution."""
-    ex = Exercise("3.4", "conv_backward", hint="with dy = dout as (F, N*OH*OW) and cols = im2col(x): "
+    ex = Exercise("3.4", "conv_backward", hint="with dy = dout as (F, N*OH*OW) and "
+                  "cols = im2col(x): "
                   "dW = dy @ cols.T, db = dout summed over (N, OH, OW), dx = col2im(W^T @ dy).")
     with ex.attempt():
         for k, case in enumerate(CONV_CASES[:2]):
@@ -324,7 +325,8 @@ LRN_CASES = [dict(size=5, alpha=1e-4, beta=0.75, k=2.0), dict(size=3, alpha=0.5,
 
 def check_lrn_forward(lrn_forward, backend="numpy"):
     """Exercise 5.3: local response normalisation across channels."""
-    ex = Exercise("5.3", "lrn_forward", hint="the sum runs over channels c - size//2 .. c + size//2, "
+    ex = Exercise("5.3", "lrn_forward", hint="the sum runs over channels "
+                  "c - size//2 .. c + size//2, "
                   "clipped at 0 and C-1 (pad the channel axis with zeros), and alpha is NOT "
                   "divided by size.")
     with ex.attempt():

@@ -151,6 +151,8 @@ class Exercise:
         if error != error:  # NaN: the learner's values are not finite
             error = float("inf")
         row = Row(label, error, bound)
+        if want.shape == () and not row.ok:        # a single number: say what came
+            row.note = f"got {float(as_numpy(got)):g}, expected {float(as_numpy(want)):g}"
         self.result.rows.append(row)
         if not row.ok:
             self._fail_hint(hint)

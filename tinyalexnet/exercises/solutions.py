@@ -24,7 +24,7 @@ def normalize_channels(x):
     return (x - mean) / std
 
 
-# ---------------------------------------------------------------- lesson 2: fully connected, softmax
+# ---------------------------------------------------------------- lesson 2: linear, softmax
 def linear_forward(x, W, b):
     """x (N, D), W (M, D), b (M,) -> x W^T + b, shape (N, M)."""
     return x @ W.T + b
@@ -187,7 +187,7 @@ def dropout_backward(dout, keep, p):
 
 
 def sgd_step(w, g, v, lr, momentum=0.9, weight_decay=0.0005):
-    """The paper's rule: v <- momentum v - weight_decay lr w - lr g;  w <- w + v.  Returns (w, v)."""
+    """The paper's rule: v <- momentum v - weight_decay lr w - lr g;  w <- w + v.  -> (w, v)."""
     v = momentum * v - weight_decay * lr * w - lr * g
     return w + v, v
 
