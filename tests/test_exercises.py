@@ -1,0 +1,347 @@
+"""The exercise checkers pass the reference solutions and fail wrong ones; the Tanh layer.
+
+A checker is only useful if it can fail: for every exercise, at least one
+plausible mistake (a missing term, a missing scale, an overwrite instead of an
+accumulation, a swapped axis) must be reported as FAIL, and the reference
+solution as PASS, on every backend.
+"""
+import numpy as np
+import pytest
+
+from tinyalexnet import backend
+from tinyalexnet import exercises as ex
+from tinyalexnet.errors import StateError
+from tinyalexnet.exercises import solutions as sol
+from tinyalexnet.exercises.notebooks import (exercise_cells, fill_solutions, has_outputs,
+                                             solution_source, strip_outputs)
+from tinyalexnet.gradcheck import check_layer
+from tinyalexnet.layers.tanh import Tanh
+
+
+@pytest.fixture(autouse=True)
+def not_strict():
+    """Tests see results; the one strict-mode test switches it on itself."""
+    ex.set_strict(False)
+    yield
+    ex.set_strict(False)
+
+
+# (checker, reference solution) for every exercise that runs on a backend
+BACKEND_EXERCISES = [
+    (ex.check_to_nchw, sol.to_nchw), (ex.check_normalize_channels, sol.normalize_channels),
+    (ex.check_linear_forward, sol.linear_forward), (ex.check_linear_backward, sol.linear_backward),
+    (ex.check_softmax_cross_entropy, sol.softmax_cross_entropy),
+    (ex.check_im2col, sol.im2col), (ex.check_col2im, sol.col2im),
+    (ex.check_conv_forward, sol.conv_forward), (ex.check_conv_backward, sol.conv_backward),
+    (ex.check_relu_forward, sol.relu_forward), (ex.check_relu_backward, sol.relu_backward),
+    (ex.check_tanh_backward, sol.tanh_backward),
+    (ex.check_maxpool_forward, sol.maxpool_forward),
+    (ex.check_maxpool_backward, sol.maxpool_backward),
+    (ex.check_lrn_forward, sol.lrn_forward), (ex.check_lrn_backward, sol.lrn_backward),
+    (ex.check_dropout_forward, sol.dropout_forward),
+    (ex.check_dropout_backward, sol.dropout_backward), (ex.check_sgd_step, sol.sgd_step),
+    (ex.check_hflip, sol.hflip),
+]
+
+
+@pytest.mark.parametrize("checker, solution", BACKEND_EXERCISES, ids=lambda f: f.__name__)
+def test_reference_solution_passes(checker, solution, backend_name, capsys):
+    result = checker(solution, backend=backend_name)
+    assert result.passed, result.report()
+    assert result.rows and all(r.ok for r in result.rows)
+    assert "PASS" in capsys.readouterr().out
+
+
+ARITHMETIC = [(ex.check_conv_output_size, sol.conv_output_size),
+              (ex.check_conv_num_parameters, sol.conv_num_parameters)]
+
+
+@pytest.mark.parametrize("checker, solution", ARITHMETIC,
+                         ids=lambda f: f.__name__)
+def test_reference_solution_passes_arithmetic(checker, solution):
+    assert checker(solution).passed
+
+
+def test_every_checker_is_covered():
+    covered = {c.__name__ for c, _ in BACKEND_EXERCISES} | {"check_conv_output_size",
+                                                            "check_conv_num_parameters"}
+    assert covered == {name for name in ex.__all__ if name.startswith("check_")}
+
+
+# ------------------------------------------------------------------ wrong implementations
+def _xp(a):
+    return backend.get_array_module(a)
+
+
+def linear_backward_db_first_sample(dout, x, W):
+    dx, dW, _ = sol.linear_backward(dout, x, W)
+    return dx, dW, dout[0]                                   # should sum over the batch
+
+
+def linear_backward_dW_transposed(dout, x, W):
+    dx, _, db = sol.linear_backward(dout, x, W)
+    return dx, x.T @ dout, db                                # (D, M) instead of (M, D)
+
+
+def softmax_ce_no_mean(logits, labels):
+    loss, d = sol.softmax_cross_entropy(logits, labels)
+    return loss, d * logits.shape[0]                         # forgot the 1/N
+
+
+def softmax_ce_unstable(logits, labels):
+    xp = _xp(logits)
+    with np.errstate(all="ignore"):
+        p = xp.exp(logits) / xp.exp(logits).sum(axis=1, keepdims=True)   # overflows for big logits
+        N = logits.shape[0]
+        loss = -xp.log(p[xp.arange(N), labels]).mean()
+    d = p.copy()
+    d[xp.arange(N), labels] -= 1
+    return loss, d / N
+
+
+def im2col_rows_kernel_first(x, kh, kw, stride=1, padding=0):
+    cols = sol.im2col(x, kh, kw, stride, padding)
+    C = x.shape[1]
+    return cols.reshape(C, kh * kw, -1).transpose(1, 0, 2).reshape(C * kh * kw, -1)
+
+
+def col2im_overwrites(cols, x_shape, kh, kw, stride=1, padding=0):
+    xp = _xp(cols)
+    N, C, H, W = x_shape
+    OH = (H + 2 * padding - kh) // stride + 1
+    OW = (W + 2 * padding - kw) // stride + 1
+    cols = cols.reshape(C, kh, kw, N, OH, OW)
+    dx = xp.zeros((N, C, H + 2 * padding, W + 2 * padding), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dx[:, :, i:i + stride * OH:stride, j:j + stride * OW:stride] = \
+                cols[:, i, j].transpose(1, 0, 2, 3)           # '=' loses the overlaps
+    return dx[:, :, padding:padding + H, padding:padding + W]
+
+
+def conv_forward_no_bias(x, W, b, stride=1, padding=0):
+    return sol.conv_forward(x, W, b * 0, stride, padding)
+
+
+def conv_backward_db_one_position(dout, x, W, stride=1, padding=0):
+    dx, dW, _ = sol.conv_backward(dout, x, W, stride, padding)
+    return dx, dW, dout[:, :, 0, 0].sum(axis=0)              # the bias is used at every position
+
+
+def conv_backward_dx_overwrites(dout, x, W, stride=1, padding=0):
+    F, _, kh, kw = W.shape
+    dx, dW, db = sol.conv_backward(dout, x, W, stride, padding)
+    dy = dout.transpose(1, 0, 2, 3).reshape(F, -1)
+    return col2im_overwrites(W.reshape(F, -1).T @ dy, x.shape, kh, kw, stride, padding), dW, db
+
+
+def maxpool_backward_overwrites(dout, x, kernel_size=3, stride=2):
+    xp = _xp(x)
+    k, s = kernel_size, stride
+    OH, OW = dout.shape[2:]
+    out = sol.maxpool_forward(x, k, s)
+    dx = xp.zeros(x.shape, dtype=dout.dtype)
+    for i in range(k):
+        for j in range(k):
+            window = (slice(None), slice(None), slice(i, i + s * OH, s), slice(j, j + s * OW, s))
+            winner = x[window] == out
+            # a second window won by the same pixel replaces the first one's gradient
+            dx[window] = dx[window] * ~winner + dout * winner
+    return dx
+
+
+def maxpool_backward_everywhere(dout, x, kernel_size=3, stride=2):
+    xp = _xp(x)
+    k, s = kernel_size, stride
+    OH, OW = dout.shape[2:]
+    dx = xp.zeros(x.shape, dtype=dout.dtype)
+    for i in range(k):
+        for j in range(k):
+            # average pooling's gradient, not max pooling's
+            dx[:, :, i:i + s * OH:s, j:j + s * OW:s] += dout / (k * k)
+    return dx
+
+
+def lrn_forward_alpha_over_n(x, size=5, alpha=1e-4, beta=0.75, k=2.0):
+    return sol.lrn_forward(x, size, alpha / size, beta, k)   # PyTorch's convention, not the paper's
+
+
+def lrn_backward_first_term_only(dout, x, size=5, alpha=1e-4, beta=0.75, k=2.0):
+    xp = _xp(x)
+    half, C = size // 2, x.shape[1]
+    sq = xp.pad(x * x, ((0, 0), (half, half), (0, 0), (0, 0)))
+    D = k + alpha * sum(sq[:, d:d + C] for d in range(size))
+    return dout * D ** -beta                                 # forgets the neighbours' denominators
+
+
+def sgd_decay_without_lr(w, g, v, lr, momentum=0.9, weight_decay=0.0005):
+    v = momentum * v - weight_decay * w - lr * g
+    return w + v, v
+
+
+def sgd_pytorch_style(w, g, v, lr, momentum=0.9, weight_decay=0.0005):
+    v = momentum * v + g + weight_decay * w
+    return w - lr * v, v                                     # same w only while v is ignored
+
+
+WRONG = [
+    (ex.check_to_nchw, lambda im: _xp(im).ascontiguousarray(im.transpose(0, 3, 2, 1))),
+    (ex.check_normalize_channels, lambda x: (x - x.mean()) / x.std()),
+    (ex.check_linear_forward, lambda x, W, b: x @ W.T),
+    (ex.check_linear_backward, linear_backward_db_first_sample),
+    (ex.check_linear_backward, linear_backward_dW_transposed),
+    (ex.check_softmax_cross_entropy, softmax_ce_no_mean),
+    (ex.check_softmax_cross_entropy, softmax_ce_unstable),
+    (ex.check_im2col, im2col_rows_kernel_first),
+    (ex.check_col2im, col2im_overwrites),
+    (ex.check_conv_forward, conv_forward_no_bias),
+    (ex.check_conv_backward, conv_backward_db_one_position),
+    (ex.check_conv_backward, conv_backward_dx_overwrites),
+    (ex.check_relu_forward, lambda x: abs(x)),
+    (ex.check_relu_backward, lambda dout, x: dout),
+    (ex.check_tanh_backward, lambda dout, out: dout * (1 - out)),
+    (ex.check_maxpool_forward, lambda x, k=3, s=2: sol.maxpool_forward(x, k, s) * 0.5),
+    (ex.check_maxpool_backward, maxpool_backward_overwrites),
+    (ex.check_maxpool_backward, maxpool_backward_everywhere),
+    (ex.check_lrn_forward, lrn_forward_alpha_over_n),
+    (ex.check_lrn_backward, lrn_backward_first_term_only),
+    (ex.check_dropout_forward, lambda x, keep, p: x * keep),
+    (ex.check_dropout_backward, lambda dout, keep, p: dout * keep),
+    (ex.check_sgd_step, sgd_decay_without_lr),
+    (ex.check_sgd_step, sgd_pytorch_style),
+    (ex.check_hflip, lambda x, flip: x[:, :, :, ::-1]),                 # mirrors every image
+    (ex.check_hflip, lambda x, flip: _xp(x).where(_xp(x).asarray(flip).reshape(-1, 1, 1, 1),
+                                                  x[:, :, ::-1, :], x)),   # upside down
+]
+
+
+@pytest.mark.parametrize("checker, wrong", WRONG,
+                         ids=[f"{c.__name__}-{i}" for i, (c, _) in enumerate(WRONG)])
+def test_wrong_implementation_fails(checker, wrong, capsys):
+    result = checker(wrong)
+    assert not result.passed
+    assert result.attempted
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "hint:" in out
+
+
+def test_wrong_arithmetic_fails():
+    assert not ex.check_conv_output_size(lambda size, k, s=1, p=0: (size + 2 * p - k) // s).passed
+    ignores_groups = lambda cin, cout, k, g=1: cout * cin * k * k + cout      # noqa: E731
+    assert not ex.check_conv_num_parameters(ignores_groups).passed
+    assert not ex.check_conv_output_size(lambda size, k, s=1, p=0: None).passed
+
+
+def test_maxpool_overwrite_bug_is_caught_by_an_overlap():
+    """The overwrite bug only shows where one pixel wins two windows: the cases must have one."""
+    x = np.random.default_rng(110).standard_normal((2, 3, 7, 7))      # the checker's first case
+    out = sol.maxpool_forward(x, 3, 2)
+    dout = np.ones_like(out)
+    assert sol.maxpool_backward(dout, x, 3, 2).max() >= 2             # some pixel won twice
+
+
+# ------------------------------------------------------------------ the checker's own behaviour
+def _not_done(*args):
+    raise NotImplementedError("Exercise: write me")
+
+
+def test_not_attempted_is_reported_not_raised(capsys):
+    result = ex.check_relu_backward(_not_done)
+    assert not result.passed and not result.attempted
+    assert "not attempted yet" in capsys.readouterr().out
+
+
+def test_crashing_code_is_reported(capsys):
+    def crashes(dout, x):
+        return dout @ x                  # shapes (3, 4, 5) @ (3, 4, 5): ValueError
+    result = ex.check_relu_backward(crashes)
+    assert not result.passed and "your code raised ValueError" in result.problem
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_wrong_shape_is_named(capsys):
+    result = ex.check_linear_forward(lambda x, W, b: (x @ W.T + b).T)
+    assert not result.passed and "expected shape (4, 3), got (3, 4)" in result.problem
+
+
+def test_strict_mode_raises_on_failure_and_not_attempted():
+    ex.set_strict(True)
+    with pytest.raises(ex.ExerciseFailed, match="4.2 .*failed"):
+        ex.check_relu_backward(lambda dout, x: dout)
+    with pytest.raises(ex.ExerciseFailed, match="not attempted"):
+        ex.check_relu_backward(_not_done)
+    assert ex.check_relu_backward(sol.relu_backward).passed        # passing does not raise
+
+
+def test_results_are_recorded():
+    before = len(ex.results())
+    ex.check_relu_forward(sol.relu_forward)
+    ex.check_relu_forward(_not_done)
+    new = ex.results()[before:]
+    assert [(r.number, r.passed, r.attempted) for r in new] == [("4.1", True, True),
+                                                                ("4.1", False, False)]
+    assert '"exercise": "4.1"' in ex.results_json()
+
+
+# ------------------------------------------------------------------ the Tanh layer
+def test_tanh_gradient_check(xp):
+    """float64, central differences: tanh is smooth, bound 1e-7."""
+    x = xp.asarray(np.random.default_rng(0).standard_normal((3, 4, 5)) * 2)
+    result = check_layer(Tanh(), x, bound=1e-7)
+    assert result.passed, str(result)
+
+
+def test_tanh_forward_and_errors(xp):
+    x = xp.asarray(np.linspace(-3, 3, 12, dtype=np.float32).reshape(3, 4))
+    layer = Tanh()
+    assert float(abs(layer.forward(x) - xp.tanh(x)).max()) == 0.0
+    with pytest.raises(StateError, match="Tanh: backward"):
+        Tanh().backward(x)
+
+
+# ------------------------------------------------------------------ notebook tools
+nbformat = pytest.importorskip("nbformat")
+
+
+def _notebook():
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+    stub = new_code_cell("def relu_backward(dout, x):\n    raise NotImplementedError")
+    stub.metadata["tags"] = ["exercise"]
+    stub.metadata["tinyalexnet"] = {"exercise": "4.2", "solution": ["relu_backward"]}
+    check = new_code_cell("check_relu_backward(relu_backward)")
+    check.outputs = [nbformat.v4.new_output("stream", text="PASS\n")]
+    check.execution_count = 3
+    return new_notebook(cells=[new_markdown_cell("# title"), stub, check])
+
+
+def test_fill_solutions_replaces_only_exercise_cells():
+    nb = _notebook()
+    solved = fill_solutions(nb)
+    assert exercise_cells(nb) == [(1, "4.2", ["relu_backward"])]
+    assert "return dout * (x > 0)" in solved.cells[1].source
+    assert "NotImplementedError" in nb.cells[1].source            # the original is untouched
+    assert solved.cells[2].source == nb.cells[2].source
+    namespace = {"get_array_module": backend.get_array_module}
+    exec(solved.cells[1].source, namespace)                        # the pasted source runs
+    assert namespace["relu_backward"](np.ones(2), np.array([-1.0, 1.0])).tolist() == [0.0, 1.0]
+
+
+def test_unknown_solution_is_an_error():
+    with pytest.raises(KeyError, match="no reference solution named nonsense"):
+        solution_source(["nonsense"])
+
+
+def test_strip_outputs():
+    nb = _notebook()
+    assert has_outputs(nb)
+    assert not has_outputs(strip_outputs(nb))
+
+
+def test_command_line_solve_and_strip(tmp_path):
+    from tinyalexnet.exercises.__main__ import main
+    path, out = tmp_path / "lesson.ipynb", tmp_path / "solved.ipynb"
+    nbformat.write(_notebook(), path)
+    assert main(["solve", str(path), str(out)]) == 0
+    assert "return dout * (x > 0)" in nbformat.read(out, as_version=4).cells[1].source
+    assert main(["strip", str(path)]) == 0
+    assert not has_outputs(nbformat.read(path, as_version=4))

@@ -1,0 +1,476 @@
+"""The checkers: one call per exercise, e.g. ``check_linear_backward(linear_backward)``.
+
+Every checker draws small random float64 inputs (a fixed seed, odd sizes so
+that a swapped axis shows), calls the learner's function and compares:
+
+* a backward pass with the **numerical gradient** (central differences, h = 1e-6)
+  of the package's forward pass, bound 1e-6 (a correct backward gives ~1e-9);
+* every result with the **reference layer** of the package, bound 1e-8 (the same
+  maths in float64 agrees to ~1e-15, whatever the order of the operations).
+
+It prints one row per comparison, PASS or FAIL, and a hint on failure (see
+``report.py``).  ``backend="cupy"`` runs the same check on the GPU.
+"""
+from .. import backend as B
+from .. import rng as counter_rng
+from ..backend import numpy as np
+from ..gradcheck import numerical_gradient
+from ..layers import (Conv2d, Dropout, Linear, LocalResponseNorm, MaxPool2d, ReLU,
+                      SoftmaxCrossEntropy)
+from ..layers.im2col import col2im as ref_col2im, im2col as ref_im2col
+from ..layers.naive import conv2d_naive
+from ..layers.tanh import Tanh
+from ..optim import SGD
+from ..transforms import crop as ref_crop
+from .report import Exercise
+
+GRAD_BOUND = 1e-6   # learner's backward vs central differences, float64
+REF_BOUND = 1e-8    # learner's result vs the package's layer, float64
+
+
+def _rand(shape, seed, low=None, backend="numpy"):
+    """Standard-normal float64 values; with ``low``, every |value| >= low (no kinks, no ties)."""
+    x = np.random.default_rng(seed).standard_normal(shape)
+    if low is not None:
+        x = np.sign(x) * (low + np.abs(x))
+    return B.to_backend(x, backend)
+
+
+def _layer(layer, backend, params=None):
+    """The layer in float64 on ``backend``, with ``params`` copied in."""
+    layer.to(backend, "float64")
+    if params:
+        layer.load_state_dict(params)
+    return layer
+
+
+def _numeric(forward, x, dout):
+    """d sum(forward(x) * dout) / dx by central differences."""
+    return numerical_gradient(lambda: (forward(x) * dout).sum(), x)
+
+
+# ---------------------------------------------------------------- lesson 1
+def check_to_nchw(to_nchw, backend="numpy"):
+    """Exercise 1.1: (N, H, W, C) -> (N, C, H, W)."""
+    ex = Exercise("1.1", "to_nchw", hint="NCHW puts channels on axis 1: transpose the axes "
+                  "(0, 3, 1, 2) of (N, H, W, C); check the shape of your result first.")
+    images = B.to_backend(np.random.default_rng(1).integers(0, 256, (2, 5, 7, 3)).astype(np.uint8),
+                          backend)
+    with ex.attempt():
+        got = to_nchw(images)
+        ex.compare("values vs transpose", got, images.transpose(0, 3, 1, 2), bound=0.0)
+    return ex.finish()
+
+
+def check_normalize_channels(normalize_channels, backend="numpy"):
+    """Exercise 1.2: per-channel mean 0, std 1 over (N, H, W)."""
+    ex = Exercise("1.2", "normalize_channels", hint="reduce over axes (0, 2, 3) with "
+                  "keepdims=True so that the (1, C, 1, 1) mean and std broadcast against x.")
+    xp = B.get_backend(backend)
+    scale = xp.asarray(np.array([1.0, 10.0, 100.0]).reshape(1, 3, 1, 1))
+    x = _rand((4, 3, 5, 6), 2, backend=backend) * scale + 3 * scale
+    with ex.attempt():
+        got = normalize_channels(x)
+        mean = x.mean(axis=(0, 2, 3), keepdims=True)
+        want = (x - mean) / x.std(axis=(0, 2, 3), keepdims=True)
+        ex.compare("values vs reference", got, want)
+    return ex.finish()
+
+
+# ---------------------------------------------------------------- lesson 2
+def _linear(backend):
+    x = _rand((4, 5), 10, backend=backend)
+    layer = _layer(Linear(5, 3, rng=3), backend)
+    layer.params["bias"][...] = _rand((3,), 11, backend=backend)
+    return x, layer
+
+
+def check_linear_forward(linear_forward, backend="numpy"):
+    """Exercise 2.1: y = x W^T + b."""
+    ex = Exercise("2.1", "linear_forward", hint="W has shape (out, in) as in PyTorch: "
+                  "y = x @ W.T + b, and b broadcasts over the batch.")
+    x, layer = _linear(backend)
+    with ex.attempt():
+        got = linear_forward(x, layer.params["weight"], layer.params["bias"])
+        ex.compare("out vs Linear.forward", got, layer.forward(x))
+    return ex.finish()
+
+
+def check_linear_backward(linear_backward, backend="numpy"):
+    """Exercise 2.2: dx, dW, db of the fully connected layer."""
+    ex = Exercise("2.2", "linear_backward", hint="each gradient has the shape of what it is "
+                  "the gradient of: dx = dout @ W (N, D), dW = dout.T @ x (M, D), db = dout summed "
+                  "over the batch (M,).")
+    x, layer = _linear(backend)
+    W, b = layer.params["weight"], layer.params["bias"]
+    dout = _rand((4, 3), 12, backend=backend)
+    layer.forward(x)
+    ref_dx = layer.backward(dout)
+    numeric = {"dx": _numeric(layer.forward, x, dout),
+               "dW": _numeric(lambda _: layer.forward(x), W, dout),
+               "db": _numeric(lambda _: layer.forward(x), b, dout)}
+    reference = {"dx": ref_dx, "dW": layer.grads["weight"], "db": layer.grads["bias"]}
+    with ex.attempt():
+        got = linear_backward(dout, x.copy(), W.copy())
+        if not isinstance(got, (tuple, list)) or len(got) != 3:
+            ex.result.problem = "linear_backward must return three arrays: (dx, dW, db)"
+            return ex.finish()
+        for name, g in zip(("dx", "dW", "db"), got):
+            ex.compare(f"{name} vs numerical gradient", g, numeric[name], GRAD_BOUND)
+            ex.compare(f"{name} vs Linear.backward", g, reference[name])
+    return ex.finish()
+
+
+def check_softmax_cross_entropy(softmax_cross_entropy, backend="numpy"):
+    """Exercise 2.3: the loss and d loss / d logits, stable for large logits."""
+    ex = Exercise("2.3", "softmax_cross_entropy", hint="dlogits = (softmax(logits) - "
+                  "onehot(labels)) / N: the loss is a mean over the batch, so is its gradient.")
+    xp = B.get_backend(backend)
+    logits = _rand((5, 7), 20, backend=backend) * 3
+    labels = xp.asarray(np.array([0, 6, 3, 3, 1]))
+    ref = SoftmaxCrossEntropy()
+    ref_loss = ref.forward(logits, labels)
+    ref_grad = ref.backward()
+    numeric = numerical_gradient(lambda: ref.forward(logits, labels), logits)
+    with ex.attempt():
+        loss, dlogits = softmax_cross_entropy(logits.copy(), labels)
+        ex.compare("loss vs SoftmaxCrossEntropy", xp.asarray(loss), ref_loss,
+                   hint="the loss is -log p[n, label[n]], averaged over the N samples.")
+        ex.compare("dlogits vs numerical gradient", dlogits, numeric, GRAD_BOUND)
+        ex.compare("dlogits vs reference", dlogits, ref_grad)
+        big = logits * 1000      # exp(3000) overflows: only a shifted softmax survives this
+        loss, dlogits = softmax_cross_entropy(big.copy(), labels)
+        ex.compare("loss, logits x1000", xp.asarray(loss), ref.forward(big, labels),
+                   hint="subtract each row's maximum before exp(): the probabilities do not "
+                   "change, and exp() can no longer overflow to inf.")
+        ex.compare("dlogits, logits x1000", dlogits, ref.backward())
+    return ex.finish()
+
+
+# ---------------------------------------------------------------- lesson 3
+# (N, C, H, W, kh, kw, stride, padding): non-square, odd sizes, overlapping windows
+CONV_CASES = [(2, 3, 7, 6, 3, 3, 1, 0), (1, 2, 8, 9, 3, 2, 2, 1), (2, 2, 9, 7, 5, 5, 2, 2)]
+
+
+def check_im2col(im2col, backend="numpy"):
+    """Exercise 3.1: windows to columns, rows (c, i, j), columns (n, oh, ow)."""
+    ex = Exercise("3.1", "im2col", hint="cols has shape (C*kh*kw, N*OH*OW); for kernel offset "
+                  "(i, j) the pixels all windows see form x_pad[:, :, i:i+s*OH:s, j:j+s*OW:s]; "
+                  "rows run over (c, i, j), columns over (n, oh, ow).")
+    with ex.attempt():
+        for k, (N, C, H, W, kh, kw, s, p) in enumerate(CONV_CASES):
+            x = _rand((N, C, H, W), 30 + k, backend=backend)
+            ex.compare(f"{kh}x{kw} stride {s} pad {p}", im2col(x, kh, kw, s, p),
+                       ref_im2col(x, kh, kw, s, p))
+    return ex.finish()
+
+
+def check_col2im(col2im, backend="numpy"):
+    """Exercise 3.2: the adjoint of im2col, i.e. its backward pass."""
+    ex = Exercise("3.2", "col2im", hint="where windows overlap a pixel was copied into several "
+                  "columns, so its gradient is the SUM of those entries: use += into the slice, "
+                  "then crop the padding away.")
+    with ex.attempt():
+        for k, (N, C, H, W, kh, kw, s, p) in enumerate(CONV_CASES):
+            x = _rand((N, C, H, W), 40 + k, backend=backend)
+            dcols = _rand(ref_im2col(x, kh, kw, s, p).shape, 50 + k, backend=backend)
+            got = col2im(dcols, x.shape, kh, kw, s, p)
+            tag = f"{kh}x{kw} s{s} p{p}"
+            numeric = _numeric(lambda a: ref_im2col(a, kh, kw, s, p), x, dcols)
+            ex.compare(f"{tag} vs numerical gradient", got, numeric, GRAD_BOUND)
+            ex.compare(f"{tag} vs reference col2im", got,
+                       ref_col2im(dcols, x.shape, kh, kw, s, p))
+    return ex.finish()
+
+
+def _conv(case, seed, backend):
+    N, C, H, W, kh, kw, s, p = case
+    x = _rand((N, C, H, W), seed, backend=backend)
+    layer = _layer(Conv2d(C, 4, (kh, kw), stride=s, padding=p, rng=seed), backend)
+    layer.params["bias"][...] = _rand((4,), seed + 1, backend=backend)
+    return x, layer
+
+
+def check_conv_forward(conv_forward, backend="numpy"):
+    """Exercise 3.3: convolution as im2col and one matrix product."""
+    ex = Exercise("3.3", "conv_forward", hint="W.reshape(F, -1) @ im2col(x) gives (F, N*OH*OW); "
+                  "add the bias per output channel, then reshape to (F, N, OH, OW) and move N to "
+                  "the front.")
+    with ex.attempt():
+        for k, case in enumerate(CONV_CASES):
+            x, layer = _conv(case, 60 + k, backend)
+            W, b = layer.params["weight"], layer.params["bias"]
+            s, p = case[6], case[7]
+            got = conv_forward(x, W, b, s, p)
+            ex.compare(f"case {k} vs conv2d_naive", got,
+                       B.to_backend(conv2d_naive(x, W, b, s, p), backend))
+    return ex.finish()
+
+
+def check_conv_backward(conv_backward, backend="numpy"):
+    """Exercise 3.4: dx, dW, db of the convolution."""
+    ex = Exercise("3.4", "conv_backward", hint="with dy = dout as (F, N*OH*OW) and "
+                  "cols = im2col(x): "
+                  "dW = dy @ cols.T, db = dout summed over (N, OH, OW), dx = col2im(W^T @ dy).")
+    with ex.attempt():
+        for k, case in enumerate(CONV_CASES[:2]):
+            x, layer = _conv(case, 70 + k, backend)
+            W, b = layer.params["weight"], layer.params["bias"]
+            s, p = case[6], case[7]
+            out = layer.forward(x)
+            dout = _rand(out.shape, 80 + k, backend=backend)
+            ref_dx = layer.backward(dout)
+            got = conv_backward(dout, x.copy(), W.copy(), s, p)
+            if not isinstance(got, (tuple, list)) or len(got) != 3:
+                ex.result.problem = "conv_backward must return three arrays: (dx, dW, db)"
+                return ex.finish()
+            numeric = {"dx": _numeric(layer.forward, x, dout),
+                       "dW": _numeric(lambda _: layer.forward(x), W, dout),
+                       "db": _numeric(lambda _: layer.forward(x), b, dout)}
+            reference = {"dx": ref_dx, "dW": layer.grads["weight"], "db": layer.grads["bias"]}
+            for name, g in zip(("dx", "dW", "db"), got):
+                ex.compare(f"case {k} {name} vs numerical", g, numeric[name], GRAD_BOUND)
+                ex.compare(f"case {k} {name} vs Conv2d", g, reference[name])
+    return ex.finish()
+
+
+# ---------------------------------------------------------------- lesson 4
+def check_relu_forward(relu_forward, backend="numpy"):
+    """Exercise 4.1: max(0, x)."""
+    ex = Exercise("4.1", "relu_forward", hint="xp.maximum(x, 0) keeps positives and zeroes "
+                  "negatives, element by element, without changing the shape.")
+    x = _rand((3, 4, 5), 90, low=0.01, backend=backend)
+    with ex.attempt():
+        ex.compare("out vs ReLU.forward", relu_forward(x), ReLU().forward(x))
+    return ex.finish()
+
+
+def check_relu_backward(relu_backward, backend="numpy"):
+    """Exercise 4.2: dout where x > 0, else 0."""
+    ex = Exercise("4.2", "relu_backward", hint="the slope of max(0, x) is 1 where x > 0 and 0 "
+                  "elsewhere: multiply dout by the mask (x > 0).")
+    # Values at least 0.01 away from the kink at 0, so that the numerical gradient
+    # (steps of 1e-6) never straddles it.
+    x = _rand((3, 4, 5), 91, low=0.01, backend=backend)
+    dout = _rand(x.shape, 92, backend=backend)
+    layer = ReLU()
+    layer.forward(x)
+    reference = layer.backward(dout)
+    numeric = _numeric(layer.forward, x, dout)
+    with ex.attempt():
+        got = relu_backward(dout, x)
+        ex.compare("dx vs numerical gradient", got, numeric, GRAD_BOUND)
+        ex.compare("dx vs ReLU.backward", got, reference)
+    return ex.finish()
+
+
+def check_tanh_backward(tanh_backward, backend="numpy"):
+    """Exercise 4.3: d tanh from the forward's output."""
+    ex = Exercise("4.3", "tanh_backward", hint="d tanh(x)/dx = 1 - tanh(x)^2 and out IS tanh(x): "
+                  "dx = dout * (1 - out**2).")
+    x = _rand((3, 4, 5), 93, backend=backend) * 2
+    dout = _rand(x.shape, 94, backend=backend)
+    layer = Tanh()
+    out = layer.forward(x)
+    reference = layer.backward(dout)
+    numeric = _numeric(layer.forward, x, dout)
+    with ex.attempt():
+        got = tanh_backward(dout, out.copy())
+        ex.compare("dx vs numerical gradient", got, numeric, GRAD_BOUND)
+        ex.compare("dx vs Tanh.backward", got, reference)
+    return ex.finish()
+
+
+# ---------------------------------------------------------------- lesson 5
+POOL_CASES = [((2, 3, 7, 7), 3, 2), ((1, 2, 9, 8), 3, 2), ((2, 2, 8, 6), 2, 2)]
+
+
+def check_maxpool_forward(maxpool_forward, backend="numpy"):
+    """Exercise 5.1: overlapping max pooling."""
+    ex = Exercise("5.1", "maxpool_forward", hint="OH = (H - k) // s + 1; window (oh, ow) covers "
+                  "rows oh*s .. oh*s+k-1 and columns ow*s .. ow*s+k-1.")
+    with ex.attempt():
+        for n, (shape, k, s) in enumerate(POOL_CASES):
+            x = _rand(shape, 100 + n, backend=backend)
+            ex.compare(f"{k}x{k} stride {s} on {shape[2]}x{shape[3]}", maxpool_forward(x, k, s),
+                       MaxPool2d(k, s).forward(x))
+    return ex.finish()
+
+
+def check_maxpool_backward(maxpool_backward, backend="numpy"):
+    """Exercise 5.2: each dout goes to the position of its window's maximum."""
+    ex = Exercise("5.2", "maxpool_backward", hint="only the maximum of a window moved the output, "
+                  "so it alone gets that window's dout; with overlapping windows (3x3, stride 2) a "
+                  "pixel can win two windows: ADD the gradients (+=), do not overwrite.")
+    with ex.attempt():
+        for n, (shape, k, s) in enumerate(POOL_CASES):
+            # Random normal values have no ties, so the maximum of every window is
+            # unique and the numerical gradient is exact.
+            x = _rand(shape, 110 + n, backend=backend)
+            layer = MaxPool2d(k, s)
+            out = layer.forward(x)
+            dout = _rand(out.shape, 120 + n, backend=backend)
+            reference = layer.backward(dout)
+            numeric = _numeric(layer.forward, x, dout)
+            got = maxpool_backward(dout, x.copy(), k, s)
+            ex.compare(f"{k}/{s} vs numerical gradient", got, numeric, GRAD_BOUND)
+            ex.compare(f"{k}/{s} vs MaxPool2d.backward", got, reference)
+    return ex.finish()
+
+
+# The paper's constants, and a stronger normalisation so that a backward pass
+# missing the cross-channel term fails clearly.
+LRN_CASES = [dict(size=5, alpha=1e-4, beta=0.75, k=2.0), dict(size=3, alpha=0.5, beta=0.75, k=1.0)]
+
+
+def check_lrn_forward(lrn_forward, backend="numpy"):
+    """Exercise 5.3: local response normalisation across channels."""
+    ex = Exercise("5.3", "lrn_forward", hint="the sum runs over channels "
+                  "c - size//2 .. c + size//2, "
+                  "clipped at 0 and C-1 (pad the channel axis with zeros), and alpha is NOT "
+                  "divided by size.")
+    with ex.attempt():
+        for n, params in enumerate(LRN_CASES):
+            x = _rand((2, 7, 3, 4), 130 + n, backend=backend) * 4
+            ex.compare(f"size {params['size']} alpha {params['alpha']}", lrn_forward(x, **params),
+                       LocalResponseNorm(**params).forward(x))
+    return ex.finish()
+
+
+def check_lrn_backward(lrn_backward, backend="numpy"):
+    """Exercise 5.4: LRN's backward, with the term every neighbour contributes."""
+    ex = Exercise("5.4", "lrn_backward", hint="a[j] appears in its own numerator AND in the "
+                  "denominators D[c] of its neighbours: dx[j] = dout[j] D[j]^-beta - 2 alpha beta "
+                  "a[j] * sum over c near j of dout[c] b[c] / D[c].")
+    with ex.attempt():
+        for n, params in enumerate(LRN_CASES):
+            x = _rand((2, 7, 3, 4), 140 + n, backend=backend) * 4
+            layer = LocalResponseNorm(**params)
+            out = layer.forward(x)
+            dout = _rand(out.shape, 150 + n, backend=backend)
+            reference = layer.backward(dout)
+            numeric = _numeric(layer.forward, x, dout)
+            got = lrn_backward(dout, x.copy(), **params)
+            tag = f"alpha {params['alpha']}"
+            ex.compare(f"{tag} vs numerical gradient", got, numeric, GRAD_BOUND)
+            ex.compare(f"{tag} vs LRN.backward", got, reference)
+    return ex.finish()
+
+
+# ---------------------------------------------------------------- lesson 6
+def _dropout(backend, p=0.3, seed=7):
+    """Input, the keep mask the package's Dropout will draw, and that layer."""
+    xp = B.get_backend(backend)
+    x = _rand((4, 6, 5), 160, backend=backend)
+    layer = Dropout(p, seed=seed).to(backend, "float64")
+    keep = counter_rng.uniform(xp, x.shape, seed, 0, dtype="float64") >= p
+    return x, keep, p, layer
+
+
+def check_dropout_forward(dropout_forward, backend="numpy"):
+    """Exercise 6.1: inverted dropout's forward pass for a given mask."""
+    ex = Exercise("6.1", "dropout_forward", hint="keep the surviving activations and scale them "
+                  "by 1 / (1 - p), so that the expected value of every output equals its input.")
+    x, keep, p, layer = _dropout(backend)
+    with ex.attempt():
+        ex.compare("out vs Dropout.forward", dropout_forward(x, keep, p), layer.forward(x))
+    return ex.finish()
+
+
+def check_dropout_backward(dropout_backward, backend="numpy"):
+    """Exercise 6.2: the gradient flows only through the kept units, with the same scale."""
+    ex = Exercise("6.2", "dropout_backward", hint="forward multiplied by keep / (1 - p), a "
+                  "constant for this step: the backward pass multiplies dout by the same.")
+    x, keep, p, layer = _dropout(backend)
+    layer.forward(x)
+    dout = _rand(x.shape, 161, backend=backend)
+    reference = layer.backward(dout)
+
+    def forward(a):                 # mask number 0 at every evaluation: the same mask
+        layer.calls = 0
+        return layer.forward(a)
+
+    numeric = _numeric(forward, x, dout)
+    with ex.attempt():
+        got = dropout_backward(dout, keep, p)
+        ex.compare("dx vs numerical gradient", got, numeric, GRAD_BOUND)
+        ex.compare("dx vs Dropout.backward", got, reference)
+    return ex.finish()
+
+
+def check_sgd_step(sgd_step, backend="numpy"):
+    """Exercise 6.3: the paper's momentum and weight-decay update, two steps."""
+    ex = Exercise("6.3", "sgd_step", hint="v <- momentum*v - weight_decay*lr*w - lr*g, then "
+                  "w <- w + v; note that the paper multiplies the weight decay by lr too. "
+                  "Return (w, v).")
+    layer = _layer(Linear(4, 3, rng=5), backend)
+    opt = SGD(layer, lr=0.1, momentum=0.9, weight_decay=0.05)
+    xp = B.get_backend(backend)
+    w, v = layer.params["weight"].copy(), xp.zeros_like(layer.params["weight"])
+    with ex.attempt():
+        for step in range(2):
+            g = _rand(w.shape, 170 + step, backend=backend)
+            layer.grads["weight"][...] = g
+            layer.grads["bias"][...] = 0
+            opt.step()
+            result = sgd_step(w, g, v, 0.1, 0.9, 0.05)
+            if not isinstance(result, (tuple, list)) or len(result) != 2:
+                ex.result.problem = "sgd_step must return two arrays: (new w, new v)"
+                return ex.finish()
+            w, v = result
+            ex.compare(f"w after step {step + 1} vs optim.SGD", w, layer.params["weight"])
+            ex.compare(f"v after step {step + 1} vs optim.SGD", v,
+                       opt.state["velocity"]["weight"])
+    return ex.finish()
+
+
+# ---------------------------------------------------------------- lesson 7
+# (in, out, kernel, stride, padding, groups, input size): AlexNet's five convolutions
+ALEXNET_CONVS = [(3, 96, 11, 4, 0, 1, 227), (96, 256, 5, 1, 2, 2, 27), (256, 384, 3, 1, 1, 1, 13),
+                 (384, 384, 3, 1, 1, 2, 13), (384, 256, 3, 1, 1, 2, 13), (16, 8, 4, 3, 1, 4, 10)]
+
+
+def _number(value):
+    """An int as a 0-d array for ``compare``; anything else is passed on to be reported."""
+    return np.asarray(float(value)) if isinstance(value, (int, float, np.integer)) else value
+
+
+def check_conv_output_size(conv_output_size):
+    """Exercise 7.1: (size + 2 padding - kernel) // stride + 1."""
+    ex = Exercise("7.1", "conv_output_size", hint="count the positions: the kernel's first row "
+                  "can start at 0, s, 2s, ... as long as it still fits in size + 2*padding.")
+    with ex.attempt():
+        for cin, cout, k, s, p, g, size in ALEXNET_CONVS:
+            want = Conv2d(cin, cout, k, s, p, g, rng=0).output_shape((cin, size, size))[1]
+            got = conv_output_size(size, k, s, p)
+            ex.compare(f"{size} k{k} s{s} p{p} -> {want}", _number(got), _number(want), bound=0.0)
+    return ex.finish()
+
+
+def check_conv_num_parameters(conv_num_parameters):
+    """Exercise 7.2: weights plus biases of a grouped convolution."""
+    ex = Exercise("7.2", "conv_num_parameters", hint="each output channel sees in_channels/groups "
+                  "input channels through a k x k kernel, and has one bias.")
+    with ex.attempt():
+        for cin, cout, k, s, p, g, size in ALEXNET_CONVS:
+            want = Conv2d(cin, cout, k, s, p, g, rng=0).num_parameters()
+            got = conv_num_parameters(cin, cout, k, g)
+            ex.compare(f"{cin}->{cout} k{k} g{g}: {want:,}", _number(got), _number(want),
+                       bound=0.0)
+    return ex.finish()
+
+
+# ---------------------------------------------------------------- lesson 8
+def check_hflip(hflip, backend="numpy"):
+    """Exercise 8.1: mirror the images a boolean array picks."""
+    ex = Exercise("8.1", "hflip", hint="x[:, :, :, ::-1] mirrors every image; xp.where(flip "
+                  "reshaped to (B, 1, 1, 1), mirrored, x) picks per image.")
+    xp = B.get_backend(backend)
+    x = _rand((5, 2, 4, 7), 180, backend=backend)
+    flip = np.array([True, False, True, True, False])
+    want = ref_crop(x, np.zeros(5, np.int64), np.zeros(5, np.int64), (4, 7), flip)
+    with ex.attempt():
+        ex.compare("vs transforms.crop with flips", hflip(x, xp.asarray(flip)), want, bound=0.0)
+        none = np.zeros(5, bool)
+        ex.compare("nothing flipped", hflip(x, xp.asarray(none)), x, bound=0.0)
+    return ex.finish()
