@@ -207,10 +207,9 @@ def test_bad_settings(make, exc, fragments):
     _raises(exc, make, *fragments)
 
 
-# --------------------------------------------------------------------------- known gaps
-# Conv2d and MaxPool2d do not validate their integer settings: these end in
-# ZeroDivisionError / ValueError / AttributeError from deep inside NumPy instead
-# of a one-line TinyAlexNetError.  They pass once conv.py/pool.py check them.
+# --------------------------------------------------------------------------- integer settings
+# Without their own checks, these ended in ZeroDivisionError / ValueError from
+# deep inside NumPy instead of a one-line error naming the layer.
 UNCHECKED_SETTINGS = [
     pytest.param(lambda: Conv2d(3, 3, 3, groups=0), id="conv-groups-0"),
     pytest.param(lambda: Conv2d(0, 3, 3), id="conv-in-channels-0"),
@@ -222,19 +221,20 @@ UNCHECKED_SETTINGS = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="conv.py/pool.py do not validate kernel_size, stride, "
-                   "padding, groups or channel counts (ZeroDivisionError/ValueError instead)")
 @pytest.mark.parametrize("make", UNCHECKED_SETTINGS)
 def test_unchecked_conv_and_pool_settings(make):
     """Building the layer, or its first forward, must raise a one-line TinyAlexNetError."""
     def build_and_run():
         make().forward(_x(1, 3, 8, 8))
 
-    _raises(TinyAlexNetError, build_and_run)
+    _raises(TinyAlexNetError, build_and_run, "must be an integer >=")
 
 
-@pytest.mark.xfail(strict=True, reason="pool.py stores the arg-max offset as uint8: "
-                   "kernels above 16x16 (> 256 offsets) raise OverflowError")
 def test_maxpool_with_a_large_window():
+    """17x17 windows have 289 offsets, more than one byte of arg-max can count."""
     x = _x(1, 2, 20, 19)
-    np.testing.assert_array_equal(as_numpy(MaxPool2d(17, 1).forward(x)), maxpool2d_naive(x, 17, 1))
+    pool = MaxPool2d(17, 1)
+    np.testing.assert_array_equal(as_numpy(pool.forward(x)), maxpool2d_naive(x, 17, 1))
+    dx = as_numpy(pool.backward(np.ones((1, 2, 4, 3), dtype=x.dtype)))
+    # every output's gradient lands on exactly one input pixel
+    assert dx.sum() == 2 * 4 * 3

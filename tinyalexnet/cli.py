@@ -19,7 +19,7 @@ import json
 import os
 import sys
 
-from . import __version__, backend, checkpoint, plots
+from . import __version__, backend, bench, checkpoint, plots
 from .datasets import load_dataset
 from .errors import TinyAlexNetError
 from .models import MODELS, get_model
@@ -284,12 +284,14 @@ COMMANDS = {
     "evaluate": (EVALUATE_HELP, add_evaluate_arguments, run_evaluate),
     "predict": (PREDICT_HELP, add_predict_arguments, run_predict),
     "info": (INFO_HELP, add_info_arguments, run_info),
+    "bench": ("time training steps (images/s, per layer, peak memory), optionally beside PyTorch",
+              bench.add_arguments, bench.run),
 }
 
 
 def build_parser():
     parser = ArgumentParser(prog="python -m tinyalexnet",
-                            description="AlexNet from scratch: train, evaluate, predict, inspect.")
+                            description="AlexNet from scratch: train, evaluate, predict, inspect, benchmark.")
     parser.add_argument("--version", action="version", version=f"tinyalexnet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (help_text, add_arguments, run) in COMMANDS.items():

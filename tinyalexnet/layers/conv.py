@@ -28,22 +28,31 @@ from ..backend import get_array_module
 from ..errors import ShapeError
 from .. import init
 from .im2col import col2im_batch_last, conv_output_size, im2col_batch_last
-from .module import Module
+from .module import Module, check_int
 
 
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
+def _pair(name, v):
+    """kernel_size=3 means (3, 3); a pair (kh, kw) is kept as it is."""
+    pair = (v, v) if not isinstance(v, (tuple, list)) else tuple(v)
+    if len(pair) != 2:
+        raise ShapeError(f"Conv2d: {name} must be an integer or a pair (kh, kw), got {v!r}")
+    return tuple(check_int("Conv2d", name, k, 1) for k in pair)
 
 
 class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1,
                  rng=None):
         super().__init__()
+        in_channels = check_int("Conv2d", "in_channels", in_channels, 1)
+        out_channels = check_int("Conv2d", "out_channels", out_channels, 1)
+        groups = check_int("Conv2d", "groups", groups, 1)
+        stride = check_int("Conv2d", "stride", stride, 1)
+        padding = check_int("Conv2d", "padding", padding, 0)
         if in_channels % groups or out_channels % groups:
             raise ShapeError(f"Conv2d: in_channels ({in_channels}) and out_channels "
                              f"({out_channels}) must both be divisible by groups ({groups})")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size = _pair(kernel_size)
+        self.kernel_size = _pair("kernel_size", kernel_size)
         self.stride, self.padding = stride, padding
         # The first layer of a network has nobody to hand dx to; setting this to
         # False skips col2im and a third of the layer's backward multiply-adds.

@@ -14,10 +14,20 @@ The rest is bookkeeping shared by all layers: names and ``state_dict()`` as in
 PyTorch, train/eval mode, moving to the GPU and back, changing dtype, and the
 input checks that turn a wrong shape into a one-line message naming the layer.
 """
+import numbers
 from collections import OrderedDict
 
 from .. import backend
 from ..errors import NonFiniteError, ShapeError, StateError
+
+
+def check_int(layer, name, value, minimum):
+    """Return ``value`` if it is an integer >= ``minimum``, else raise a ShapeError
+    naming the layer and the setting (so ``Conv2d(3, 8, 0)`` fails when it is built,
+    not as a ZeroDivisionError deep inside the first forward)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ShapeError(f"{layer}: {name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
 
 
 class Module:

@@ -18,13 +18,14 @@ the windows overlap.  Ties go to the first offset in row-major order, as in PyTo
 from ..backend import get_array_module
 from ..errors import ShapeError
 from .im2col import conv_output_size
-from .module import Module
+from .module import Module, check_int
 
 
 class MaxPool2d(Module):
     def __init__(self, kernel_size=3, stride=2):
         super().__init__()
-        self.kernel_size, self.stride = kernel_size, stride
+        self.kernel_size = check_int("MaxPool2d", "kernel_size", kernel_size, 1)
+        self.stride = check_int("MaxPool2d", "stride", stride, 1)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
@@ -48,7 +49,9 @@ class MaxPool2d(Module):
         xp = get_array_module(x)
         C, OH, OW = self.output_shape(x.shape[1:])
         out = None
-        argmax = xp.zeros((x.shape[0], C, OH, OW), dtype=xp.uint8)  # which offset won
+        # Which offset won: one byte per output while the k*k offsets fit (k <= 16).
+        index_dtype = xp.uint8 if self.kernel_size ** 2 <= 256 else xp.int32
+        argmax = xp.zeros((x.shape[0], C, OH, OW), dtype=index_dtype)
         candidate = xp.empty_like(argmax, dtype=x.dtype)
         better = xp.empty_like(argmax, dtype=bool)
         for index, window in self._windows(OH, OW):
@@ -62,7 +65,7 @@ class MaxPool2d(Module):
             xp.maximum(out, candidate, out=out)
             # argmax = index where better, else unchanged.  Offsets come in increasing
             # order, so index exceeds every earlier winner and a maximum does it.
-            xp.maximum(argmax, better * xp.uint8(index), out=argmax)
+            xp.maximum(argmax, better * index_dtype(index), out=argmax)
         self._save(out.shape, x.shape, argmax)
         return out
 
