@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from tinyalexnet.backend import as_numpy, get_array_module
+from tinyalexnet.errors import ShapeError
 from tinyalexnet.layers import Conv2d, Dropout, Linear, ReLU, Sequential
 from tinyalexnet.models import alexnet_small
 
@@ -122,6 +123,13 @@ def test_summary_lists_layers_and_totals():
     assert "32x32x32" in conv1 and f"{3 * 32 * 25 + 32:,}" in conv1
     assert model.macs((3, 32, 32)) == sum(
         layer.macs(shape) for layer, shape in _inputs(model, (3, 32, 32)))
+
+
+def test_summary_defaults_to_the_models_input_shape():
+    model = alexnet_small(in_channels=1)
+    assert model.summary() == model.summary((1, 32, 32))
+    with pytest.raises(ShapeError, match="give the input shape"):
+        Sequential(ReLU()).summary()
 
 
 def _inputs(model, shape):

@@ -8,7 +8,7 @@ Layers are named ("conv1", "relu1", ...) so that parameters get names like
 """
 from collections import OrderedDict
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ShapeError
 from .module import Module
 
 
@@ -81,9 +81,15 @@ class Sequential(Module):
                                       f"model has no such layer (it has {', '.join(self.layers)})")
             modules[name].set_extra_state(s)
 
-    def summary(self, input_shape):
+    def summary(self, input_shape=None):
         """A table like Keras' ``summary()``: each layer's output shape, parameters and
-        multiply-adds per image, then the totals.  ``input_shape`` is (C, H, W)."""
+        multiply-adds per image, then the totals.  ``input_shape`` is (C, H, W); the
+        models in ``tinyalexnet.models`` know their own (``model.input_shape``)."""
+        if input_shape is None:
+            input_shape = getattr(self, "input_shape", None)
+            if input_shape is None:
+                raise ShapeError(f"{self.label()}.summary: give the input shape (C, H, W); "
+                                 "this Sequential does not know it")
         rows = [("layer", "type", "output shape", "params", "mult-adds")]
         shape = tuple(input_shape)
         rows.append(("input", "", "x".join(map(str, shape)), "", ""))
