@@ -40,7 +40,7 @@ BACKEND_EXERCISES = [
     (ex.check_lrn_forward, sol.lrn_forward), (ex.check_lrn_backward, sol.lrn_backward),
     (ex.check_dropout_forward, sol.dropout_forward),
     (ex.check_dropout_backward, sol.dropout_backward), (ex.check_sgd_step, sol.sgd_step),
-    (ex.check_hflip, sol.hflip),
+    (ex.check_hflip, sol.hflip), (ex.check_topk_accuracy, sol.topk_accuracy),
 ]
 
 
@@ -184,6 +184,16 @@ def sgd_pytorch_style(w, g, v, lr, momentum=0.9, weight_decay=0.0005):
     return w - lr * v, v                                     # same w only while v is ignored
 
 
+def topk_counts_instead_of_fraction(logits, labels, k=5):
+    return float(sol.topk_accuracy(logits, labels, k) * len(labels))
+
+
+def topk_rank_off_by_one(logits, labels, k=5):
+    xp = _xp(logits)
+    true = logits[xp.arange(len(labels)), labels][:, None]
+    return float(((logits > true).sum(axis=1) <= k).mean())      # top-(k+1), in effect
+
+
 WRONG = [
     (ex.check_to_nchw, lambda im: _xp(im).ascontiguousarray(im.transpose(0, 3, 2, 1))),
     (ex.check_normalize_channels, lambda x: (x - x.mean()) / x.std()),
@@ -212,6 +222,8 @@ WRONG = [
     (ex.check_hflip, lambda x, flip: x[:, :, :, ::-1]),                 # mirrors every image
     (ex.check_hflip, lambda x, flip: _xp(x).where(_xp(x).asarray(flip).reshape(-1, 1, 1, 1),
                                                   x[:, :, ::-1, :], x)),   # upside down
+    (ex.check_topk_accuracy, topk_counts_instead_of_fraction),
+    (ex.check_topk_accuracy, topk_rank_off_by_one),
 ]
 
 

@@ -21,7 +21,8 @@ from .checkers import (check_col2im, check_conv_backward, check_conv_forward,
                        check_linear_forward, check_lrn_backward, check_lrn_forward,
                        check_maxpool_backward, check_maxpool_forward, check_normalize_channels,
                        check_relu_backward, check_relu_forward, check_sgd_step,
-                       check_softmax_cross_entropy, check_tanh_backward, check_to_nchw)
+                       check_softmax_cross_entropy, check_tanh_backward, check_to_nchw,
+                       check_topk_accuracy)
 from .report import ExerciseFailed, ExerciseResult, results, results_json, set_strict
 
 __all__ = [name for name in dir() if name.startswith("check_")] + [

@@ -474,3 +474,25 @@ def check_hflip(hflip, backend="numpy"):
         none = np.zeros(5, bool)
         ex.compare("nothing flipped", hflip(x, xp.asarray(none)), x, bound=0.0)
     return ex.finish()
+
+
+# ---------------------------------------------------------------- lesson 9
+def check_topk_accuracy(topk_accuracy, backend="numpy"):
+    """Exercise 9.1: the fraction of images whose true class is among the k highest scores."""
+    from ..train import topk_correct      # the training loop's own count
+    ex = Exercise("9.1", "topk_accuracy", hint="per row, the true class is in the top k when "
+                  "fewer than k scores are above its own score; average that over the rows.")
+    xp = B.get_backend(backend)
+    scores = _rand((97, 10), 91, backend=backend)           # distinct values: no ties
+    labels = xp.asarray(np.random.default_rng(92).integers(0, 10, 97))
+    with ex.attempt():
+        for k in (1, 2, 5, 10):
+            want = np.asarray(float(B.as_numpy(topk_correct(scores, labels, (k,))[0])) / 97)
+            ex.compare(f"top-{k} on 97 images, 10 classes", _number(topk_accuracy(scores,
+                       labels, k)), want, bound=1e-12)
+        # one confident, right answer and one wrong one: top-1 accuracy 1/2
+        easy = xp.asarray(np.array([[0.0, 9.0, 1.0], [5.0, 1.0, 2.0]]))
+        ex.compare("[[0, 9, 1], [5, 1, 2]], labels [1, 2]: top-1", _number(
+            topk_accuracy(easy, xp.asarray(np.array([1, 2])), 1)), np.asarray(0.5), bound=1e-12)
+    return ex.finish()
+

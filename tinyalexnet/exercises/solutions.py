@@ -209,3 +209,14 @@ def hflip(x, flip):
     xp = get_array_module(x)
     flip = xp.asarray(flip).reshape(-1, 1, 1, 1)
     return xp.where(flip, x[:, :, :, ::-1], x)
+
+
+# ---------------------------------------------------------------- lesson 9: training
+def topk_accuracy(logits, labels, k=5):
+    """logits (N, K), labels (N,) -> the fraction of rows whose label has one of the k highest
+    logits.  The label's rank is 1 + the number of logits above its own."""
+    xp = get_array_module(logits)
+    true = logits[xp.arange(logits.shape[0]), labels][:, None]    # (N, 1)
+    rank = 1 + (logits > true).sum(axis=1)                        # (N,)
+    return float((rank <= k).mean())
+
