@@ -193,6 +193,33 @@ def test_nan_stops_training_names_the_step_and_keeps_the_checkpoint(data, tmp_pa
     assert len(json.loads((tmp_path / "history.json").read_text())) == 1
 
 
+class FakeOutOfMemory(Exception):
+    """Stands in for cupy.cuda.memory.OutOfMemoryError, which needs a GPU to happen."""
+
+
+def test_running_out_of_gpu_memory_suggests_a_smaller_batch(data, tmp_path, monkeypatch):
+    import tinyalexnet.train as train_module
+    monkeypatch.setattr(train_module, "_out_of_memory_errors", lambda: (FakeOutOfMemory,))
+    t = trainer(data, tmp_path, config(epochs=1))
+    t.fit()
+    before = (tmp_path / "last.npz").read_bytes()
+    resumed = Trainer.resume(tmp_path, overrides={"epochs": 2}, datasets=data, progress=False,
+                             log=None)
+
+    def allocate_too_much(tr):
+        if tr.step == 2:
+            raise FakeOutOfMemory("Out of memory allocating 1,073,741,824 bytes")
+
+    resumed.on_step = allocate_too_much
+    with pytest.raises(TinyAlexNetError) as info:
+        resumed.fit()
+    message = str(info.value)
+    assert "\n" not in message
+    assert "out of GPU memory at epoch 2, step 3 with batch size 32" in message
+    assert "try a smaller --batch-size, e.g. 16" in message
+    assert (tmp_path / "last.npz").read_bytes() == before
+
+
 def test_a_learning_rate_far_too_high_diverges_with_advice(data, tmp_path):
     t = trainer(data, tmp_path, config(epochs=1, optimizer="sgd", lr=1e6, momentum=0.9))
     with pytest.raises(NonFiniteError, match=r"diverged at step \d+ .*--lr 100000"):
