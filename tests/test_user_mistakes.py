@@ -309,6 +309,10 @@ def test_thin_and_huge_images_are_refused_before_decoding(run_dir, tmp_path, cap
     _, line = user_error(["predict", str(run_dir), str(thin)], capsys, "thin.png",
                          "1,000,000x1", "too large")
     assert f"at most {folder_module.MAX_SIDE:,} pixels a side" in line
+    good = tmp_path / "good.png"
+    Image.new("L", (28, 28)).save(good)
+    out, _ = user_error(["predict", str(run_dir), str(good), str(thin)], capsys, "thin.png")
+    assert out == ""                 # every header is read before the first answer
     for name, (w, h) in {"tall.png": (1, 1_000_000), "huge.png": (9_000, 9_000),
                          "bomb.png": (60_000, 60_000)}.items():
         (tmp_path / name).write_bytes(png_header_only(w, h))

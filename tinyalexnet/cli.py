@@ -21,7 +21,7 @@ import sys
 
 from . import __version__, backend, bench, checkpoint, plots
 from .datasets import load_dataset
-from .datasets.folder import image_file_error, not_a_regular_file
+from .datasets.folder import check_image_file, image_file_error, not_a_regular_file
 from .errors import TinyAlexNetError
 from .models import MODELS, get_model
 from .train import (OPTIMIZERS, RECIPES, SCHEDULES, Interrupted, Trainer, TrainConfig,
@@ -259,6 +259,12 @@ def run_predict(args):
         if problem is not None:
             raise image_file_error(path, problem)
     ck = checkpoint.load(args.checkpoint)
+    if ck.get("pipeline") is not None:
+        # Every file's header (format, size) before the model is built and before the
+        # first answer: a mistake in file 3,000 does not wait for files 1 to 2,999.
+        C, h, w = ck["pipeline"]["source_shape"]
+        for path in args.images:
+            check_image_file(path, C, (h, w))
     model, pipeline = _model_and_pipeline(ck, args.backend)
     classes = ck.get("classes") or [str(k) for k in range(ck["num_classes"])]
     top = min(args.top, len(classes))

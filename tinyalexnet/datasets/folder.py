@@ -16,7 +16,14 @@ side was of length 256, and then cropped out the central 256x256 patch".
 ``size`` changes the 256 (e.g. 36 for the 32x32 models).  The mean
 subtraction the paper does next belongs to the input pipeline
 (``tinyalexnet.transforms``), which works on batches on the device.
+
+What real folders hold, and what happens to it: only regular files are opened
+(a FIFO named cat.png would make a reader wait forever); a file's header is
+checked before any pixel is decoded (at most ``MAX_SIDE`` pixels a side and
+``MAX_PIXELS`` in all: a 1 KB PNG can claim 1,000,000 x 1 pixels); 16-bit and
+float images are scaled to 8 bits by the depth Pillow reports (``to_8_bit``).
 """
+import contextlib
 import errno
 import os
 import stat
@@ -154,18 +161,13 @@ def resize_and_crop(img, size):
                       box=(left * sx, top * sy, (left + w) * sx, (top + h) * sy))
 
 
-def load_image_file(path, channels=3, size=None):
-    """An image file as uint8 (C, H, W): grey (``channels=1``) or RGB (``channels=3``).
+@contextlib.contextmanager
+def _header_checked(path, channels, size):
+    """``path`` opened by Pillow, its header read and its size checked, nothing decoded yet.
 
-    ``size`` (an int or (h, w)) applies ``resize_and_crop``.  Only regular
-    files are opened, images over ``MAX_SIDE``/``MAX_PIXELS`` are refused from
-    their header, 16-bit and float pixels are scaled (``to_8_bit``); anything
-    Pillow cannot decode raises a one-line DataError naming the file.
+    Only regular files are opened; anything wrong, here or in the ``with`` body
+    that decodes, becomes a one-line DataError naming the file.
     """
-    if channels not in MODES:
-        raise DataError(f"{path}: channels must be 1 (grey) or 3 (RGB), got {channels}")
-    if isinstance(size, int):
-        size = (size, size)
     try:
         with _open_regular(path) as f, warnings.catch_warnings():
             # Pillow warns from 89 M pixels; check_image_size refuses from 64 M anyway.
@@ -175,11 +177,8 @@ def load_image_file(path, channels=3, size=None):
                     # Let the JPEG decoder scale down by 1/2, 1/4 or 1/8 while decoding,
                     # never below the size we need: ImageNet photos decode several times faster.
                     img.draft(MODES[channels], (size[1], size[0]))
-                check_image_size(path, *img.size)          # from the header, before decoding
-                img = to_8_bit(img, path).convert(MODES[channels])
-                if size is not None:
-                    img = resize_and_crop(img, size)
-                array = np.asarray(img, dtype=np.uint8)
+                check_image_size(path, *img.size)
+                yield img
     except DataError:
         raise
     except Image.DecompressionBombError as err:
@@ -188,6 +187,36 @@ def load_image_file(path, channels=3, size=None):
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         reason = "not an image Pillow can read" if isinstance(err, UnidentifiedImageError) else err
         raise DataError(f"{path}: cannot decode the image ({reason})") from None
+
+
+def _arguments(path, channels, size):
+    if channels not in MODES:
+        raise DataError(f"{path}: channels must be 1 (grey) or 3 (RGB), got {channels}")
+    return (size, size) if isinstance(size, int) else size
+
+
+def check_image_file(path, channels=3, size=None):
+    """Refuse, from its header alone, a file ``load_image_file`` would refuse before
+    decoding (not a regular file, not an image, too large): a cheap check of many
+    files before a long job starts."""
+    with _header_checked(path, channels, _arguments(path, channels, size)):
+        pass
+
+
+def load_image_file(path, channels=3, size=None):
+    """An image file as uint8 (C, H, W): grey (``channels=1``) or RGB (``channels=3``).
+
+    ``size`` (an int or (h, w)) applies ``resize_and_crop``.  Only regular
+    files are opened, images over ``MAX_SIDE``/``MAX_PIXELS`` are refused from
+    their header, 16-bit and float pixels are scaled (``to_8_bit``); anything
+    Pillow cannot decode raises a one-line DataError naming the file.
+    """
+    size = _arguments(path, channels, size)
+    with _header_checked(path, channels, size) as img:
+        img = to_8_bit(img, path).convert(MODES[channels])
+        if size is not None:
+            img = resize_and_crop(img, size)
+        array = np.asarray(img, dtype=np.uint8)
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 
