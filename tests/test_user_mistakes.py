@@ -390,6 +390,24 @@ def test_evaluate_prints_its_results_before_a_png_that_cannot_be_written(run_dir
                                                                 else []))
 
 
+def test_a_png_cut_short_by_a_full_disk_leaves_the_old_one(run_dir, tmp_path, capsys,
+                                                           monkeypatch):
+    from matplotlib.figure import Figure
+    png = tmp_path / "confusion.png"
+    png.write_bytes(b"the picture of an earlier evaluation")
+
+    def disk_full(self, f, **kwargs):                   # some bytes, then no space left
+        f.write(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", disk_full)
+    out, _ = user_error(["evaluate", str(run_dir), "--limit", "20", "--no-progress", "--plot",
+                         str(png)], capsys, str(png), "No space left on device")
+    assert "top-1 error" in out
+    assert png.read_bytes() == b"the picture of an earlier evaluation"
+    assert os.listdir(tmp_path) == ["confusion.png"]        # no temporary file left behind
+
+
 def test_plot_mistakes_are_refused_before_evaluating(run_dir, tmp_path, capsys, monkeypatch):
     import tinyalexnet.cli as cli
     def evaluate(*args, **kwargs):

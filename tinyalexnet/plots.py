@@ -8,6 +8,7 @@ never changes the global plotting backend.  Pass ``path`` to also write a PNG
 """
 import math
 import os
+import threading
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -45,8 +46,28 @@ def check_figure_path(path, option="--plot"):
 def _finish(fig, path):
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=100)
+        save_figure(fig, path)
     return fig
+
+
+def save_figure(fig, path, dpi=100):
+    """Write ``fig`` to ``path`` all or nothing: a temporary file with a name of its own in
+    the same folder, then a rename, so a full disk or Ctrl-C never leaves half a picture
+    in place of the old one.  The format is the extension's (none: PNG, appended)."""
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if not ext:
+        ext, path = "png", path + ".png"
+    tmp = f"{path}.{os.getpid()}-{threading.get_ident()}.tmp"     # no other writer's name
+    try:
+        with open(tmp, "wb") as f:
+            fig.savefig(f, dpi=dpi, format=ext)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
 
 
 def plot_history(history, path=None):
