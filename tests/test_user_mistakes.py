@@ -396,8 +396,12 @@ def test_a_png_cut_short_by_a_full_disk_leaves_the_old_one(run_dir, tmp_path, ca
     png = tmp_path / "confusion.png"
     png.write_bytes(b"the picture of an earlier evaluation")
 
-    def disk_full(self, f, **kwargs):                   # some bytes, then no space left
-        f.write(b"\x89PNG half")
+    def disk_full(self, fname, **kwargs):               # some bytes, then no space left
+        if isinstance(fname, (str, os.PathLike)):
+            with open(fname, "wb") as f:
+                f.write(b"\x89PNG half")
+        else:
+            fname.write(b"\x89PNG half")
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(Figure, "savefig", disk_full)
