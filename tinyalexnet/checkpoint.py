@@ -147,8 +147,10 @@ def load(path):
     path = os.fspath(path)
     if os.path.isdir(path):
         path = os.path.join(path, "last.npz")
-    if not os.path.exists(path):
-        raise CheckpointError(f"{path}: no such checkpoint file")
+    if not os.path.isfile(path):     # only regular files: reading a FIFO would wait forever
+        raise CheckpointError(f"{path}: no such checkpoint file" if not os.path.exists(path) else
+                              f"{path}: not a regular file (a FIFO, device or socket); expected "
+                              "a .npz checkpoint")
     with open(path, "rb") as f:
         head = f.read(4)
     if head != b"PK\x03\x04":    # every .npz is a zip archive (np.load would try pickle)
