@@ -85,17 +85,20 @@ class DeviceSynchronized(RuntimeError):
 
 
 def _site():
-    """'file.py:line (function)' of the first caller outside this module."""
+    """Where a read happened: the first caller outside this module, and its caller,
+    as 'train.py:248 (evaluate) <- cli.py:160 (run_evaluate)'."""
     frame = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename == __file__:
         frame = frame.f_back
-    if frame is None:
-        return "?"
-    path = frame.f_code.co_filename
-    root = os.path.dirname(_HERE)
-    if path.startswith(root + os.sep):
-        path = path[len(root) + 1:]
-    return f"{path}:{frame.f_lineno} ({frame.f_code.co_name})"
+    parts = []
+    while frame is not None and len(parts) < 2:
+        path = frame.f_code.co_filename
+        root = os.path.dirname(_HERE)
+        if path.startswith(root + os.sep):
+            path = path[len(root) + 1:]
+        parts.append(f"{path}:{frame.f_lineno} ({frame.f_code.co_name})")
+        frame = frame.f_back
+    return " <- ".join(parts) or "?"
 
 
 def _host_read(kind):
