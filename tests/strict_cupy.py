@@ -57,6 +57,7 @@ needs the stand-in itself takes the ``standin`` fixture (this module, installed)
 counting a read (for the test's own checks only).
 """
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -218,7 +219,7 @@ class MemoryPool:
         self._used = 0
         self._held = 0             # the pool keeps freed blocks: the most ever used
         self._limit = 0
-        self._live = {}            # id(root numpy array) -> bytes
+        self._live = {}            # id(root numpy array) -> (bytes, weak reference)
 
     def used_bytes(self):
         return self._used
@@ -250,21 +251,21 @@ class MemoryPool:
         size = -(-max(root.nbytes, 1) // 512) * 512
         if self._limit and self._used + size > self._limit:
             raise OutOfMemoryError(size, self._used, self._limit)
-        for h in list(_hooks):
+        for h in _hooks:
             h.malloc_preprocess(device_id=0, size=root.nbytes, mem_size=size)
-        self._live[key] = size
+        # freed when the last array using the memory goes (CPython: at once)
+        self._live[key] = (size, weakref.ref(root, functools.partial(self._release, key)))
         self._used += size
         if self._used > self._held:
             self._held = self._used
-        for h in list(_hooks):
+        for h in _hooks:
             h.malloc_postprocess(device_id=0, size=root.nbytes, mem_size=size, mem_ptr=key,
                                  pmem_id=key)
-        weakref.finalize(root, self._release, key)
 
-    def _release(self, key):
-        size = self._live.pop(key, 0)
+    def _release(self, key, ref):
+        size, _ = self._live.pop(key)
         self._used -= size
-        for h in list(_hooks):
+        for h in _hooks:
             h.free_preprocess(device_id=0, mem_size=size, mem_ptr=key, pmem_id=key)
             h.free_postprocess(device_id=0, mem_size=size, mem_ptr=key, pmem_id=key)
 
@@ -274,6 +275,8 @@ _pool = MemoryPool()
 
 def _root(a):
     """The numpy array that owns the memory ``a`` looks at."""
+    if a.base is None:
+        return a
     while True:
         b = a.base
         if isinstance(b, np.ndarray):
@@ -321,11 +324,17 @@ class MemoryHook:
 _UNSUPPORTED_KINDS = "OUSVMmT"    # object, strings, void/records, datetimes: CuPy has none
 
 
+_CHECKED = set()
+
+
 def _check_dtype(dtype):
+    if dtype in _CHECKED:
+        return dtype
     dtype = np.dtype(dtype)
     if dtype.kind in _UNSUPPORTED_KINDS or (dtype.kind == "f" and dtype.itemsize > 8) or (
             dtype.kind == "c" and dtype.itemsize > 16):
         raise ValueError(f"Unsupported dtype {dtype}")
+    _CHECKED.add(dtype)
     return dtype
 
 
@@ -341,7 +350,7 @@ def _wrap(a):
 
 
 def _wrap_result(r):
-    if isinstance(r, (np.ndarray, np.generic)):
+    if type(r) is np.ndarray or isinstance(r, (np.ndarray, np.generic)):
         return _wrap(r)
     if isinstance(r, tuple):
         return tuple(_wrap_result(v) for v in r)
@@ -356,17 +365,25 @@ def _host_array_error(what=np.ndarray):
 
 def _unwrap(v, where):
     """Stand-in arrays -> their numpy arrays; a host numpy array is refused as CuPy does."""
-    if isinstance(v, ndarray):
+    t = type(v)
+    if t is ndarray:
         return v._a
+    if t in _SCALARS:
+        return v
     if isinstance(v, np.ndarray):
         raise TypeError(f"Unsupported type {type(v)} (in {where}: a host NumPy array given "
                         "to a device function; move it with xp.asarray first)")
-    if isinstance(v, (list, tuple)):
-        return type(v)(_unwrap(u, where) for u in v)
+    if t is tuple or t is list:
+        return t([_unwrap(u, where) for u in v])
     return v
 
 
+_SCALARS = frozenset((int, float, bool, complex, str, type(None), slice, type(Ellipsis)))
+
+
 def _unwrap_kwargs(kwargs, where):
+    if not kwargs:
+        return kwargs
     return {k: _unwrap(v, where) for k, v in kwargs.items()}
 
 
@@ -709,25 +726,29 @@ class ndarray:
         return tuple(_wrap(i) for i in self._a.nonzero())
 
     def __getattr__(self, name):
-        # Methods NumPy and CuPy share (sum, reshape, transpose, max, ...), run by NumPy.
+        # Methods NumPy and CuPy share (sum, reshape, transpose, max, ...), run by NumPy;
+        # made once per name, then found on the class.
         if name not in _ALLOWED_ARRAY_NAMES or name.startswith("__"):
             raise AttributeError(f"'cupy.ndarray' object has no attribute {name!r}"
                                  + ("" if name in _ALLOWED_ARRAY_NAMES else
                                     " (CuPy 14 has no such attribute)"))
-        target = getattr(self._a, name, None)
-        if target is None or not callable(target):
+        if not callable(getattr(self._a, name, None)):
             raise AttributeError(f"strict CuPy stand-in: cupy.ndarray.{name} exists in CuPy 14 "
                                  "but is not emulated here (add it in tests/strict_cupy.py)")
         where = f"ndarray.{name}"
 
-        def method(*args, **kwargs):
+        def method(self, *args, **kwargs):
+            target = getattr(self._a, name)
+            if not kwargs:
+                return _wrap_result(target(*[_unwrap(a, where) for a in args]))
             out = kwargs.get("out")
-            r = target(*_unwrap(args, where), **_unwrap_kwargs(kwargs, where))
+            r = target(*[_unwrap(a, where) for a in args], **_unwrap_kwargs(kwargs, where))
             if out is not None and r is getattr(out, "_a", None):
                 return out
             return _wrap_result(r)
         method.__name__ = name
-        return method
+        setattr(ndarray, name, method)
+        return method.__get__(self)
 
 
 for _name in ("add", "subtract", "multiply", "true_divide", "floor_divide", "remainder",
@@ -778,10 +799,12 @@ def _index(key):
 def _function(np_func, name):
     """cupy.<name>: the NumPy function, on device arrays only, giving device arrays."""
     def f(*args, **kwargs):
+        if not kwargs:
+            return _wrap_result(np_func(*[_unwrap(a, name) for a in args]))
         out = kwargs.get("out")
         if out is not None and not isinstance(out, ndarray):
             raise TypeError(f"{name}: out must be a cupy.ndarray, got {type(out)}")
-        r = np_func(*_unwrap(args, name), **_unwrap_kwargs(kwargs, name))
+        r = np_func(*[_unwrap(a, name) for a in args], **_unwrap_kwargs(kwargs, name))
         if out is not None and r is out._a:
             return out
         return _wrap_result(r)
@@ -798,9 +821,10 @@ class ufunc:
         self.__name__ = np_ufunc.__name__
         self.nin, self.nout, self.nargs = np_ufunc.nin, np_ufunc.nout, np_ufunc.nargs
         self.types = np_ufunc.types
+        self._call = _function(np_ufunc, self.__name__)
 
     def __call__(self, *args, **kwargs):
-        return _function(self._u, self.__name__)(*args, **kwargs)
+        return self._call(*args, **kwargs)
 
     def reduce(self, *args, **kwargs):
         return _function(self._u.reduce, self.__name__ + ".reduce")(*args, **kwargs)

@@ -212,7 +212,7 @@ def test_memory_pool_counts_bytes_and_calls_hooks():
 
 def test_pool_limit_raises_cupys_out_of_memory_error():
     pool = cp.get_default_memory_pool()
-    pool.set_limit(size=pool.used_bytes() + 1 << 20)
+    pool.set_limit(size=pool.used_bytes() + (1 << 20))             # 1 MiB more; 8 MiB asked
     try:
         with pytest.raises(cp.cuda.memory.OutOfMemoryError, match="Out of memory allocating"):
             cp.zeros(1 << 20, dtype=cp.float64)
