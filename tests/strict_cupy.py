@@ -54,7 +54,14 @@ needs the stand-in itself takes the ``standin`` fixture (this module, installed)
 
 ``standin.cupy`` and ``standin.cupyx`` are the stand-in modules;
 ``standin.host_arrays(x)`` gives the NumPy array behind a stand-in array without
-counting a read (for the test's own checks only).
+counting a read (for the test's own checks only).  Tests of the device path that
+should also run on a real GPU take ``device_name`` (real CuPy or the stand-in) and
+``no_sync`` (``with no_sync():`` forbids host reads on either), see conftest.py.
+
+A kernel (``ElementwiseKernel``, ``RawKernel``, ``ReductionKernel``) cannot run
+here: register what it computes, written with ``xp`` operations, under its name
+(``standin.register_kernel("adam_update", reference)``) and the stand-in calls
+that instead, with the kernel call's arguments.
 """
 import contextlib
 import functools
