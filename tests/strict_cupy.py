@@ -767,7 +767,7 @@ for _name in ("add", "subtract", "multiply", "true_divide", "floor_divide", "rem
            "multiply": "mul"}.get(_name, _name)
     setattr(ndarray, f"__{_py}__", _binary(_name))
     setattr(ndarray, f"__r{_py}__", _binary(_name, reflected=True))
-    if _name != "divmod":
+    if _name not in ("divmod", "matmul"):        # CuPy has no __imatmul__ either
         setattr(ndarray, f"__i{_py}__", _inplace(_name))
 for _name, _ufunc in (("eq", "equal"), ("ne", "not_equal"), ("lt", "less"), ("le", "less_equal"),
                       ("gt", "greater"), ("ge", "greater_equal")):
@@ -1077,6 +1077,9 @@ def _mem_get_info():
 
 # ============================================================================ the modules
 
+_NOT_EMULATED = object()   # a name CuPy has whose NumPy namesake would mislead (host arrays)
+
+
 class _Namespace(types.ModuleType):
     """A module that has exactly the names CuPy's module of the same name has.
 
@@ -1094,11 +1097,15 @@ class _Namespace(types.ModuleType):
 
     def __getattr__(self, name):
         names, impl = self.__dict__["_names"], self.__dict__["_impl"]
-        if name in impl:
+        if name in impl and impl[name] is not _NOT_EMULATED:
             value = impl[name]
         elif name not in names:
             raise AttributeError(f"module {self.__name__!r} has no attribute {name!r} "
                                  f"(CuPy {CUPY_VERSION} has no {self.__name__}.{name})")
+        elif name in impl:
+            raise AttributeError(f"strict CuPy stand-in: {self.__name__}.{name} exists in CuPy "
+                                 f"{CUPY_VERSION} but is not emulated (add it in "
+                                 "tests/strict_cupy.py)")
         else:
             value = self._from_numpy(name, names[name])
         self.__dict__[name] = value             # cache
@@ -1157,7 +1164,7 @@ class _Lib(types.ModuleType):
 
 
 cuda_memory = _Namespace("cupy.cuda.memory", {
-    "OutOfMemoryError": OutOfMemoryError, "MemoryPool": MemoryPool, "MemoryHook": MemoryHook})
+    "OutOfMemoryError": OutOfMemoryError, "MemoryPool": MemoryPool})
 
 cuda_runtime = _Namespace("cupy.cuda.runtime", {
     "CUDARuntimeError": CUDARuntimeError,
@@ -1181,7 +1188,9 @@ cuda = _Namespace("cupy.cuda", {
 })
 
 linalg = _Namespace("cupy.linalg", {}, np.linalg)
-random = _Namespace("cupy.random", {}, np.random)
+random = _Namespace("cupy.random", {   # NumPy's generators would hand out host arrays
+    name: _NOT_EMULATED for name in ("default_rng", "get_random_state", "set_random_state",
+                                     "RandomState", "BitGenerator")}, np.random)
 
 cupy = _Namespace("cupy", {
     "__version__": CUPY_VERSION + "+strict-standin",

@@ -177,6 +177,24 @@ def test_only_names_cupy_has_exist():
     assert cp.__version__.startswith(names["cupy_version"]) and names["cupy_version"] >= "14"
 
 
+def test_the_stand_in_itself_invents_no_name():
+    """What strict_cupy.py implements by hand is also checked against CuPy's lists."""
+    names = _cupy_names()
+    own = {n for n in vars(S.ndarray) if not n.startswith("_") or n.startswith("__")}
+    own -= {"__module__", "__doc__", "__slots__", "__weakref__", "__init__", "__dict__",
+            "__getattr__", "__deepcopy__", "__copy__", "__array_priority__", "_OPERATOR_UFUNCS",
+            "__qualname__", "__firstlineno__", "__static_attributes__"}
+    assert own <= set(names["classes"]["cupy.ndarray"]), own - set(names["classes"]["cupy.ndarray"])
+    modules = {"cupy": cp, "cupy.cuda": cp.cuda, "cupy.cuda.runtime": cp.cuda.runtime,
+               "cupy.cuda.memory": cp.cuda.memory, "cupy.linalg": cp.linalg,
+               "cupy.random": cp.random, "cupy.lib.stride_tricks": cp.lib.stride_tricks,
+               "cupyx": cupyx}
+    for name, module in modules.items():
+        implemented = set(module.__dict__["_impl"]) - {"__version__"}
+        assert implemented <= set(names["modules"][name]), (name, implemented -
+                                                             set(names["modules"][name]))
+
+
 def test_names_the_package_uses_resolve():
     for name in ("asarray", "zeros", "empty_like", "matmul", "maximum", "pad", "stack", "where",
                  "ascontiguousarray", "isfinite", "float32", "uint32", "inf", "newaxis", "cuda",
