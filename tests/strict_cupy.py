@@ -803,11 +803,24 @@ def _index(key):
 
 # ============================================================================ functions
 
-def _function(np_func, name):
+def _check_keywords(name, kwargs, accepted):
+    """CuPy's function takes only these keywords (cupy_names.json); NumPy's may take more."""
+    if accepted is not None and "**" not in accepted:
+        for k in kwargs:
+            if k not in accepted:
+                raise TypeError(f"{name}() got an unexpected keyword argument {k!r} "
+                                f"(CuPy {CUPY_VERSION}'s takes {', '.join(accepted)})")
+
+
+def _function(np_func, name, module="cupy", accepted=None):
     """cupy.<name>: the NumPy function, on device arrays only, giving device arrays."""
+    if accepted is None:
+        accepted = NAMES["keywords"].get(module, {}).get(name)
+
     def f(*args, **kwargs):
         if not kwargs:
             return _wrap_result(np_func(*[_unwrap(a, name) for a in args]))
+        _check_keywords(name, kwargs, accepted)
         out = kwargs.get("out")
         if out is not None and not isinstance(out, ndarray):
             raise TypeError(f"{name}: out must be a cupy.ndarray, got {type(out)}")
@@ -828,7 +841,8 @@ class ufunc:
         self.__name__ = np_ufunc.__name__
         self.nin, self.nout, self.nargs = np_ufunc.nin, np_ufunc.nout, np_ufunc.nargs
         self.types = np_ufunc.types
-        self._call = _function(np_ufunc, self.__name__)
+        # CuPy's ufuncs take out, dtype and casting; NumPy's where=, order=, subok= fail there
+        self._call = _function(np_ufunc, self.__name__, accepted=("out", "dtype", "casting"))
 
     def __call__(self, *args, **kwargs):
         return self._call(*args, **kwargs)
@@ -1121,7 +1135,7 @@ class _Namespace(types.ModuleType):
         if kind == "ufunc" and isinstance(target, np.ufunc):
             return ufunc(target)
         if kind == "function" and callable(target) and not isinstance(target, type):
-            return _function(target, name)
+            return _function(target, name, self.__name__)
         if kind == "type" and isinstance(target, type) and (
                 issubclass(target, (np.generic, np.dtype)) or target in (np.finfo, np.iinfo)):
             return target                       # dtypes and scalar types are NumPy's in CuPy too

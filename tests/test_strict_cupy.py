@@ -177,6 +177,15 @@ def test_only_names_cupy_has_exist():
     assert cp.__version__.startswith(names["cupy_version"]) and names["cupy_version"] >= "14"
 
 
+def test_only_keywords_cupy_takes_are_accepted(x):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'where'"):
+        cp.add(x, 1, where=x > 2)                       # CuPy's ufuncs have no where=
+    with pytest.raises(TypeError, match="unexpected keyword argument 'like'"):
+        cp.zeros(3, like=x)
+    assert cp.maximum(x, 0, out=x) is x and cp.pad(x, 1, constant_values=2).shape == (5, 6)
+    assert cp.sum(x, axis=0, keepdims=True, dtype=cp.float64).shape == (1, 4)
+
+
 def test_the_stand_in_itself_invents_no_name():
     """What strict_cupy.py implements by hand is also checked against CuPy's lists."""
     names = _cupy_names()
