@@ -1128,7 +1128,7 @@ class _Namespace(types.ModuleType):
     def _from_numpy(self, name, kind):
         source = self.__dict__["_numpy"]
         target = getattr(source, name, None) if source is not None else None
-        if target is None and kind != "value":
+        if target is None:
             raise AttributeError(f"strict CuPy stand-in: {self.__name__}.{name} exists in CuPy "
                                  f"{CUPY_VERSION} but is not emulated (add it in "
                                  "tests/strict_cupy.py)")
@@ -1141,11 +1141,6 @@ class _Namespace(types.ModuleType):
             return target                       # dtypes and scalar types are NumPy's in CuPy too
         if kind == "type" and isinstance(target, type) and issubclass(target, Exception):
             return target
-        if kind == "value" and (target is None or isinstance(target, (int, float))) and \
-                name in ("pi", "e", "inf", "nan", "euler_gamma", "newaxis", "Inf", "Infinity",
-                         "NAN", "NaN", "NINF", "NZERO", "PINF", "PZERO", "infty"):
-            return target if target is not None else (None if name == "newaxis" else
-                                                      _special_value(name))
         raise AttributeError(f"strict CuPy stand-in: {self.__name__}.{name} ({kind}) exists in "
                              f"CuPy {CUPY_VERSION} but is not emulated (add it in "
                              "tests/strict_cupy.py)")
@@ -1154,9 +1149,11 @@ class _Namespace(types.ModuleType):
         return sorted(set(self.__dict__["_names"]) | set(self.__dict__["_impl"]))
 
 
-def _special_value(name):
-    return {"Inf": np.inf, "Infinity": np.inf, "infty": np.inf, "NAN": np.nan, "NaN": np.nan,
-            "NINF": -np.inf, "PINF": np.inf, "NZERO": -0.0, "PZERO": 0.0}[name]
+# CuPy's constants are plain Python numbers (and None), as NumPy's are
+CONSTANTS = {"pi": np.pi, "e": np.e, "euler_gamma": np.euler_gamma, "inf": np.inf,
+             "Inf": np.inf, "Infinity": np.inf, "infty": np.inf, "PINF": np.inf,
+             "NINF": -np.inf, "nan": np.nan, "NaN": np.nan, "NAN": np.nan, "PZERO": 0.0,
+             "NZERO": -0.0, "newaxis": None}
 
 
 def _stride_tricks():
@@ -1207,6 +1204,7 @@ random = _Namespace("cupy.random", {   # NumPy's generators would hand out host 
                                      "RandomState", "BitGenerator")}, np.random)
 
 cupy = _Namespace("cupy", {
+    **CONSTANTS,
     "__version__": CUPY_VERSION + "+strict-standin",
     "ndarray": ndarray, "ufunc": ufunc,
     "array": array, "asarray": asarray, "asanyarray": asanyarray,

@@ -14,20 +14,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import strict_cupy
 from tinyalexnet import backend, bench, checkpoint, plots
+from tinyalexnet import transforms as T
 from tinyalexnet.backend import as_numpy
 from tinyalexnet.cli import main
 from tinyalexnet.datasets import ArrayDataset, load_dataset
 from tinyalexnet.errors import ShapeError, TinyAlexNetError
-from tinyalexnet.layers.naive import maxpool2d_naive
 from tinyalexnet.layers import (Conv2d, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool2d,
                                 ReLU, SoftmaxCrossEntropy, ZeroPad2d)
+from tinyalexnet.layers.naive import maxpool2d_naive
 from tinyalexnet.layers.tanh import Tanh
 from tinyalexnet.models import get_model
 from tinyalexnet.optim import SGD, Adam
 from tinyalexnet.train import (Interrupted, RunningMeter, Trainer, evaluate, make_config,
                                split_validation)
-from tinyalexnet import transforms as T
 
 
 def stripes(n, seed, classes=4, size=28):
@@ -275,7 +276,7 @@ def test_evaluate_on_the_device_matches_numpy_and_reads_once(device_name, on_sta
     pipe = T.Pipeline.for_dataset(train, model.input_shape, augment=True)
     want = evaluate(model, test, pipe, batch_size=16, ten_crop=ten_crop)   # 4 batches
     model.to(device_name)
-    with __import__("strict_cupy").count_host_reads() as reads:
+    with strict_cupy.count_host_reads() as reads:     # counts nothing on real CuPy
         got = evaluate(model, test, pipe, batch_size=16, ten_crop=ten_crop)
     assert got["loss"] == pytest.approx(want["loss"], rel=close(on_standin) or 1e-5)
     if on_standin:
