@@ -16,13 +16,15 @@ else is a bug and keeps its traceback.
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 
 from . import __version__, backend, bench, checkpoint, plots
+from .backend import numpy as np
 from .datasets import load_dataset
 from .datasets.folder import check_image_file, image_file_error, not_a_regular_file
-from .errors import TinyAlexNetError
+from .errors import NonFiniteError, TinyAlexNetError
 from .models import MODELS, get_model
 from .train import (OPTIMIZERS, RECIPES, SCHEDULES, Interrupted, Trainer, TrainConfig,
                     _out_of_memory_errors, dataset_options, default_out_dir, evaluate,
@@ -198,6 +200,9 @@ def run_evaluate(args):
                                f"classes of {ck['in_channels']}-channel images")
     result = evaluate(model, dataset, pipeline, args.batch_size, ten_crop=args.ten_crop,
                       progress=args.progress)
+    if not math.isfinite(result["loss"]):
+        raise NonFiniteError(f"{ck.path}: the model's outputs are NaN or infinite on {name} "
+                             f"({args.split}): its weights are damaged")
     classes = ck.get("classes") or list(dataset.classes)
     stem = os.path.splitext(os.path.basename(ck.path))[0]
     plot = args.plot or os.path.join(os.path.dirname(ck.path) or ".",
@@ -230,6 +235,9 @@ def _model_and_pipeline(ck, backend_name):
         raise TinyAlexNetError(f"{ck.path}: holds no input pipeline settings, so its images "
                                "cannot be prepared as in training")
     model = checkpoint.build_model(ck, backend_name)
+    # Per-layer NaN checks read a flag back at every layer: free on NumPy, a wait for
+    # the GPU per layer elsewhere.  evaluate and predict check their results instead.
+    model.set_check_finite(backend_name == "numpy")
     return model, Pipeline.from_config(ck["pipeline"])
 
 
@@ -277,6 +285,9 @@ def run_predict(args):
         x = pipeline(pipeline.load_files(paths), train=False, xp=xp)
         probs = backend.as_numpy(xp.exp(log_softmax(model.forward(x))))
         for path, p in zip(paths, probs):
+            if not np.isfinite(p).all():
+                raise NonFiniteError(f"{ck.path}: the model's outputs for {path} are NaN or "
+                                     "infinite: its weights are damaged")
             print(_shown(path))
             for rank, k in enumerate(p.argsort()[::-1][:top], 1):
                 print(_shown(f"  {rank}. {classes[k]:<{width}}  {100 * p[k]:6.2f}%"))
