@@ -101,3 +101,25 @@ def test_to_torch_maps_lrn_alpha_and_groups():
     assert net.norm1.alpha == pytest.approx(model["norm1"].alpha * model["norm1"].size)
     assert net.conv2.groups == model["conv2"].groups == 2
     assert torch.equal(net.conv2.weight, torch.from_numpy(model["conv2"].params["weight"]))
+
+
+def test_timed_steps_read_nothing_back_for_nan_checks(monkeypatch):
+    """Each NaN check is a read back from the device (a GPU sync inside the timed step):
+    none by default, the loss's included; one per layer and the loss with --check-finite."""
+    import numpy as np
+    calls = []
+    real = np.isfinite
+    monkeypatch.setattr(np, "isfinite", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ours = bench.OursRunner(_args(TINY))
+    ours.step()
+    assert calls == []
+    ours = bench.OursRunner(_args(TINY + ["--check-finite"]))
+    ours.step()
+    assert len(calls) == len(ours.model.layers) + 1
+
+
+def test_tf32_is_not_applicable_on_the_cpu(capsys, tmp_path):
+    out_json = tmp_path / "r.json"
+    assert bench.run(_args(TINY + ["--tf32", "on", "--no-memory", "--json", str(out_json)])) == 0
+    assert "TF32: not applicable on the CPU" in capsys.readouterr().out
+    assert json.loads(out_json.read_text())["tf32"] == "n/a"

@@ -360,12 +360,6 @@ class _CtrlC:
         return False
 
 
-def _out_of_memory_errors():
-    """The exception CuPy raises when GPU memory runs out (none without CuPy)."""
-    cupy = backend.cupy
-    return (cupy.cuda.memory.OutOfMemoryError,) if cupy is not None else ()
-
-
 def _tqdm_disable(progress):
     """tqdm's ``disable``: None (the default) hides bars when output is not a terminal."""
     return None if progress is None else not progress
@@ -574,7 +568,9 @@ class Trainer:
                 stop = self._interrupted()
             except NonFiniteError as err:
                 stop = self._diverged(err)
-            except _out_of_memory_errors() as err:
+            except backend.gpu_error_types() as err:
+                if not backend.is_out_of_memory(err):
+                    raise
                 stop = TinyAlexNetError(
                     f"out of GPU memory at epoch {self.epoch + 1}, step {self.step + 1} with "
                     f"batch size {c.batch_size} ({str(err).splitlines()[0]}); try a smaller "
