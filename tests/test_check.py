@@ -85,3 +85,26 @@ def test_images_per_second_counts_the_images_of_the_steps(name, monkeypatch):
     clock = iter([100.0, 102.0])
     monkeypatch.setattr(check.time, "perf_counter", lambda: next(clock))
     assert check.images_per_second(name, "small", 4, 1, 3) == pytest.approx(4 * 3 / 2.0)
+
+
+def test_check_runs_on_the_strict_cupy_standin(capsys, standin, monkeypatch):
+    """The CuPy path of the command, on the stand-in (CuPy's rules, NumPy's arithmetic)."""
+    monkeypatch.setitem(check.SPEED, "cupy", ("small", 8, 1, 2))
+    monkeypatch.setenv("CUPY_TF32", "1")          # as a user might have it set
+    seen = []
+    real_step = check.one_step
+
+    def one_step(model, name, dtype, x, y):
+        seen.append((name, backend.tf32_enabled()))
+        return real_step(model, name, dtype, x, y)
+
+    monkeypatch.setattr(check, "one_step", one_step)
+    code, out, _ = _run(capsys, "--backend", "cupy", "--models", "small")
+    assert seen == [("numpy", False), ("cupy", False)]
+    assert code == 0, out
+    assert "backend: cupy (CUDA GPU)" in out and "GPU: strict CuPy stand-in" in out
+    assert "CUDA: runtime 13.0" in out
+    # TF32 is off while checking, whatever the environment said, and restored after
+    assert "TF32: off during the checks (it was on)" in out
+    assert backend.tf32_enabled()
+    assert re.search(r"^  ok    small .*, worst of \d+ gradients", out, re.M)
