@@ -34,6 +34,7 @@ import datetime
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -66,31 +67,33 @@ class Step:
 
 
 # ---------------------------------------------------------------------------- the plan
-def plan(data_dir, out, runs, rehearse):
-    """The steps of the run, in order.  ``rehearse``: the same steps on the CPU, tiny."""
-    py, tiny = sys.executable, rehearse
-    be = "numpy" if tiny else "cupy"
+def plan(data_dir, out, runs, rehearse, be="cupy", python=(sys.executable,)):
+    """The steps of the run, in order.  ``rehearse``: the same steps, tiny (on the CPU).
+    ``be``: the backend; ``python``: the command that runs Python."""
+    py, tiny = list(python), rehearse
     data = (["--dataset", "fashion-mnist-subset", "--limit", "160"] if tiny
             else ["--dataset", "fashion-mnist", "--data-dir", data_dir])
     have_torch = _importable("torch")
-    bench = [py, "-m", "tinyalexnet", "bench", "--backend", be]
+    bench = py + ["-m", "tinyalexnet", "bench", "--backend", be]
     bench += (["--model", "small", "--batch-size", "2", "--steps", "2", "--warmup", "1",
-               "--layer-steps", "1", "--no-memory"] if tiny
+               "--layer-steps", "1"] + (["--no-memory"] if be == "numpy" else []) if tiny
               else ["--model", "alexnet", "--batch-size", "128", "--steps", "20", "--warmup", "3",
                     "--layer-steps", "5"])
-    if have_torch or not tiny:
+    if not tiny or (be == "numpy" and have_torch):      # a rehearsal has no CUDA PyTorch
         bench += ["--compare", "torch"]
-    train = [py, "-m", "tinyalexnet", "train", "--backend", be, "--no-progress"] + data
-    pytest = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--junitxml",
-              os.path.join(out, "pytest.xml")]
-    pytest += (["tests/test_rng.py", "-k", "numpy"] if tiny else ["-k", "cupy and not lesson"])
+    train = py + ["-m", "tinyalexnet", "train", "--backend", be, "--no-progress"] + data
+    pytest = py + ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--junitxml",
+                   os.path.join(out, "pytest.xml")]
+    pytest += (["tests/test_rng.py", "-k", "numpy" if be == "numpy" else "cupy"] if tiny
+               else ["-k", "cupy and not lesson"])
     alexnet32 = os.path.join(runs, "alexnet32-fashion-mnist")
     alexnet227 = os.path.join(runs, "alexnet227-fashion-mnist")
     return [
-        Step("machine", "the machine", [py, os.path.abspath(__file__), "--describe"], 30,
+        Step("machine", "the machine", py + [os.path.abspath(__file__), "--describe"], 30,
              read_machine),
-        Step("check", f"check --backend {be}", [py, "-m", "tinyalexnet", "check", "--backend", be]
-             + (["--models", "small"] if tiny else []), 90, read_check),
+        Step("check", f"check --backend {be}", py + ["-m", "tinyalexnet", "check", "--backend", be]
+             + (["--models", "small", "--speed-model", "small", "--speed-batch", "8"] if tiny
+                else []), 90, read_check),
         Step("pytest", "the suite's CuPy cases", pytest, 100, read_pytest(out)),
         Step("bench_fp32", "bench alexnet 128 vs PyTorch, TF32 off",
              bench + ["--tf32", "off", "--json", os.path.join(out, "bench_tf32_off.json")], 75,
@@ -287,6 +290,9 @@ def headline(step):
         parts = [f"{k} {v:.0f} img/s" for k, v in ips.items()]
         if n.get("ratio_images_per_s") is not None:
             parts.append(f"ratio {n['ratio_images_per_s']:.2f}")
+        peaks = n.get("peak_memory_bytes") or {}
+        if peaks and None not in peaks.values():
+            parts.append("peak " + "/".join(f"{v / 2**20:.0f}" for v in peaks.values()) + " MiB")
         if n.get("ratio_peak_memory") is not None:
             parts.append(f"memory ratio {n['ratio_peak_memory']:.2f}")
         return ", ".join(parts)
@@ -386,6 +392,10 @@ def main(argv=None):
     parser.add_argument("--rehearse", action="store_true",
                         help="run the plumbing on the CPU with tiny settings (tests use this)")
     parser.add_argument("--only", help="comma-separated step names to run (default: all)")
+    parser.add_argument("--backend", choices=["numpy", "cupy"], default=None,
+                        help="default: cupy (numpy with --rehearse)")
+    parser.add_argument("--python", default=None,
+                        help="the command that runs Python in each step (default: this Python)")
     parser.add_argument("--bundle", help="also copy summary.md, summary.json and a .tar.gz of "
                                          "every log into this folder")
     parser.add_argument("--describe", action="store_true", help=argparse.SUPPRESS)
@@ -407,7 +417,9 @@ def main(argv=None):
     os.makedirs(out, exist_ok=True)
     runs = tempfile.mkdtemp(prefix="tinyalexnet-gpu-runs-")     # checkpoints stay out of out
     started = datetime.datetime.now().isoformat(timespec="seconds")
-    steps = plan(os.path.abspath(args.data_dir or "."), out, runs, args.rehearse)
+    python = shlex.split(args.python) if args.python else [sys.executable]
+    be = args.backend or ("numpy" if args.rehearse else "cupy")
+    steps = plan(os.path.abspath(args.data_dir or "."), out, runs, args.rehearse, be, python)
     if args.only:
         keep = set(args.only.split(","))
         steps = [s for s in steps if s.name in keep]

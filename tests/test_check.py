@@ -89,7 +89,6 @@ def test_images_per_second_counts_the_images_of_the_steps(name, monkeypatch):
 
 def test_check_runs_on_the_strict_cupy_standin(capsys, standin, monkeypatch):
     """The CuPy path of the command, on the stand-in (CuPy's rules, NumPy's arithmetic)."""
-    monkeypatch.setitem(check.SPEED, "cupy", ("small", 8, 1, 2))
     monkeypatch.setenv("CUPY_TF32", "1")          # as a user might have it set
     seen = []
     real_step = check.one_step
@@ -99,7 +98,9 @@ def test_check_runs_on_the_strict_cupy_standin(capsys, standin, monkeypatch):
         return real_step(model, name, dtype, x, y)
 
     monkeypatch.setattr(check, "one_step", one_step)
-    code, out, _ = _run(capsys, "--backend", "cupy", "--models", "small")
+    code, out, _ = _run(capsys, "--backend", "cupy", "--models", "small", "--speed-model",
+                        "small", "--speed-batch", "8")
+    assert re.search(r"^  small, batch 8, float32 training steps: [\d,]+ images/s", out, re.M)
     assert seen == [("numpy", False), ("cupy", False)]
     assert code == 0, out
     assert "backend: cupy (CUDA GPU)" in out and "GPU: strict CuPy stand-in" in out

@@ -31,13 +31,23 @@ def gpu_run():
     return module
 
 
+def _rehearse(out, *options):
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    return subprocess.run([sys.executable, str(SCRIPT), "--rehearse", str(out), *options],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory):
+    """Every step, tiny, on the CPU, with the strict CuPy stand-in as CuPy in every step's
+    process (tests/standin_python.py): the CuPy path of each command the GPU run uses."""
     out = tmp_path_factory.mktemp("gpu-run")
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, str(SCRIPT), "--rehearse", str(out)],
-                          capture_output=True, text=True, env=env, timeout=600)
-    return done, out
+    wrapper = f"{sys.executable} {SCRIPT.parent.parent / 'tests' / 'standin_python.py'}"
+    return _rehearse(out, "--backend", "cupy", "--python", wrapper), out
+
+
+def _steps(out):
+    return {s["name"]: s for s in json.loads((out / "summary.json").read_text())["steps"]}
 
 
 def test_the_rehearsal_runs_every_step(rehearsal):
@@ -57,13 +67,15 @@ def test_the_rehearsal_runs_every_step(rehearsal):
 
 def test_the_rehearsal_reads_the_numbers_of_each_step(rehearsal):
     _, out = rehearsal
-    steps = {s["name"]: s["numbers"] for s in json.loads((out / "summary.json").read_text())["steps"]}
+    steps = {name: s["numbers"] for name, s in _steps(out).items()}
+    assert "strict CuPy stand-in" in steps["machine"]["GPU"]       # CuPy was the stand-in
     assert steps["check"]["checks"].startswith("all ") and "images/s" in steps["check"]["speed"]
-    assert steps["pytest"]["summary"].endswith(tuple("0123456789s")) and "passed" in \
-        steps["pytest"]["summary"]
-    for bench in ("bench_fp32", "bench_tf32"):
+    assert steps["pytest"]["cupy_cases"]["passed"] > 0
+    assert steps["pytest"]["cupy_cases"]["failed"] == steps["pytest"]["cupy_cases"]["skipped"] == 0
+    for bench, tf32 in (("bench_fp32", "off"), ("bench_tf32", "on")):
         assert steps[bench]["images_per_s"]["tinyalexnet"] > 0
-        assert steps[bench]["tf32"] == "n/a"                      # the CPU has no TF32
+        assert steps[bench]["tf32"] == {"tinyalexnet": tf32}
+        assert steps[bench]["peak_memory_bytes"]["tinyalexnet"] > 0   # the pool's hook
         layers = [row["layer"] for row in steps[bench]["layers"]]
         assert layers == list(get_model("small").layers) + ["loss", "sgd update"]
     train = steps["train_alexnet32"]
@@ -72,6 +84,8 @@ def test_the_rehearsal_reads_the_numbers_of_each_step(rehearsal):
     assert train["wall_s_end_to_end"] > sum(train["epoch_seconds"])
     history = json.loads((out / "train_alexnet32-history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
+    log = (out / _steps(out)["train_alexnet32"]["log"]).read_text()
+    assert log.count("(includes CuPy's kernel compilation)") == 1     # epoch 1 only
 
 
 def test_the_markdown_summary_holds_the_table_and_the_layers(rehearsal):
@@ -84,11 +98,20 @@ def test_the_markdown_summary_holds_the_table_and_the_layers(rehearsal):
         assert f"\n| {name} | " in md
 
 
+def test_the_numpy_rehearsal_compares_with_pytorch(tmp_path):
+    pytest.importorskip("torch")
+    done = _rehearse(tmp_path, "--only", "bench_fp32")
+    assert done.returncode == 0, done.stdout + done.stderr
+    numbers = _steps(tmp_path)["bench_fp32"]["numbers"]
+    assert numbers["outputs_agree"] is True and numbers["ratio_images_per_s"] > 0
+    assert set(numbers["images_per_s"]) == {"tinyalexnet", "PyTorch"}
+
+
 def test_a_failing_step_is_recorded_and_the_next_one_runs(gpu_run, tmp_path, monkeypatch):
     steps = [gpu_run.Step("fails", "fails", [sys.executable, "-c", "raise SystemExit(3)"], 30),
              gpu_run.Step("works", "works", [sys.executable, "-c", "print('x: 1')"], 30,
                           gpu_run.read_machine)]
-    monkeypatch.setattr(gpu_run, "plan", lambda *a: steps)
+    monkeypatch.setattr(gpu_run, "plan", lambda *a, **k: steps)
     assert gpu_run.main(["--rehearse", str(tmp_path)]) == 1
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert [s["status"] for s in summary["steps"]] == ["failed (exit 3)", "ok"]

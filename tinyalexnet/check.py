@@ -57,6 +57,10 @@ def add_arguments(parser):
                         help="numpy (CPU) or cupy (CUDA GPU) (default: numpy)")
     parser.add_argument("--models", default=",".join(STEP_BATCH),
                         help=f"models to step, comma-separated (default: {','.join(STEP_BATCH)})")
+    parser.add_argument("--speed-model", choices=sorted(MODELS), default=None,
+                        help="model of the speed line (default: small on numpy, alexnet on cupy)")
+    parser.add_argument("--speed-batch", type=int, default=None,
+                        help="batch of the speed line (default: 64 on numpy, 128 on cupy)")
     return parser
 
 
@@ -223,6 +227,8 @@ def run(args):
     if unknown:
         raise TinyAlexNetError(f"check: unknown model {unknown[0]!r} in --models: expected "
                                f"some of {', '.join(MODELS)}")
+    if args.speed_batch is not None and args.speed_batch < 1:
+        raise TinyAlexNetError(f"check: --speed-batch must be at least 1, got {args.speed_batch}")
     name = args.backend
     backend.get_backend(name)            # BackendUnavailable (exit 2) says why, in one line
     report = Report()
@@ -245,6 +251,7 @@ def run(args):
         check_steps(report, name, models)
         report.section("speed")
         model_name, batch, warmup, steps = SPEED[name]
+        model_name, batch = args.speed_model or model_name, args.speed_batch or batch
         try:
             ips = images_per_second(name, model_name, batch, warmup, steps)
             print(f"  {model_name}, batch {batch}, float32 training steps: {ips:,.0f} images/s "
