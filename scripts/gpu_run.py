@@ -192,6 +192,9 @@ def read_check(step, log):
     m = re.search(r"^  (\w+), batch (\d+), float32 training steps: ([\d,]+) images/s", text, re.M)
     if m:
         numbers["speed"] = f"{m.group(1)} batch {m.group(2)}: {m.group(3)} images/s"
+    m = re.search(r"^  (?:ok  |FAIL)  (Adam, one kernel per parameter: .*)$", text, re.M)
+    if m:
+        numbers["fused_adam"] = m.group(1)
     m = re.search(r"^  GPU: (.*)$", text, re.M)
     if m:
         numbers["gpu"] = m.group(1)

@@ -9,6 +9,7 @@ import re
 
 import pytest
 
+import kernel_references
 from tinyalexnet import backend, check, cli, layers
 from tinyalexnet.layers import LocalResponseNorm, MaxPool2d
 
@@ -90,6 +91,7 @@ def test_images_per_second_counts_the_images_of_the_steps(name, monkeypatch):
 def test_check_runs_on_the_strict_cupy_standin(capsys, standin, monkeypatch):
     """The CuPy path of the command, on the stand-in (CuPy's rules, NumPy's arithmetic)."""
     monkeypatch.setenv("CUPY_TF32", "1")          # as a user might have it set
+    kernel_references.register(standin)           # the fused kernels, from their own text
     seen = []
     real_step = check.one_step
 
@@ -109,3 +111,5 @@ def test_check_runs_on_the_strict_cupy_standin(capsys, standin, monkeypatch):
     assert "TF32: off during the checks (it was on)" in out
     assert backend.tf32_enabled()
     assert re.search(r"^  ok    small .*, worst of \d+ gradients", out, re.M)
+    line = re.search(r"^  ok    Adam, one kernel per parameter: ([\d.e+-]+) from", out, re.M)
+    assert line and float(line.group(1)) <= check.FUSED_BOUND

@@ -70,6 +70,7 @@ def test_the_rehearsal_reads_the_numbers_of_each_step(rehearsal):
     steps = {name: s["numbers"] for name, s in _steps(out).items()}
     assert "strict CuPy stand-in" in steps["machine"]["GPU"]       # CuPy was the stand-in
     assert steps["check"]["checks"].startswith("all ") and "images/s" in steps["check"]["speed"]
+    assert "ms fused" in steps["check"]["fused_adam"]
     assert steps["pytest"]["cupy_cases"]["passed"] > 0
     assert steps["pytest"]["cupy_cases"]["failed"] == steps["pytest"]["cupy_cases"]["skipped"] == 0
     for bench, tf32 in (("bench_fp32", "off"), ("bench_tf32", "on")):

@@ -17,7 +17,9 @@ It prints four parts, as they run:
    SGD) in float32 on the backend, against the same step in float64 on NumPy
    from the same weights and batch.  See ``STEP_BOUND`` for the agreement asked
    and why.
-4. **speed**: images/s of a training step, one line (``bench`` says more).
+4. **fused kernels** (GPU only): each fused CuPy kernel (``optim/fused.py``)
+   against the array code it replaces, on random values, and both timed.
+5. **speed**: images/s of a training step, one line (``bench`` says more).
 
 Exit status 0 when every check holds; 1 when one fails (each failure is named
 at the end); 2, with the one-line reason, when the backend cannot be used.
@@ -32,7 +34,7 @@ from .gradcheck import check_layer, check_loss
 from .layers import (Conv2d, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool2d, ReLU,
                      SoftmaxCrossEntropy, Tanh, ZeroPad2d)
 from .models import MODELS, get_model
-from .optim import SGD
+from .optim import SGD, Adam, fused
 
 LINEAR = (1e-3, 1e-9)   # (step h, bound): layers linear around the point checked
 SMOOTH = (1e-6, 1e-7)   # tanh, LRN, softmax: the O(h^2) error of a central difference
@@ -189,7 +191,61 @@ def check_steps(report, name, models):
             report.line(False, f"{model_name}: raised {_why(err)}")
 
 
-# ---------------------------------------------------------------------------- 4. speed
+# ---------------------------------------------------------------------------- 4. fused kernels
+FUSED_BOUND = 1e-5    # float32, the same arithmetic in another order: a few ulps of the update
+
+
+def check_fused(report, name):
+    """Adam's fused kernel against Adam's array code: alexnet32's 16 parameters, 3 steps."""
+    report.section("fused kernels against the array code they replace")
+    xp = backend.get_backend(name)
+    if fused.adam_kernel(xp) is None:
+        print(f"  none on {name}: the array code is all there is")
+        return
+    try:
+        plain = get_model("alexnet32", seed=0).to(name)
+        fast = copy.deepcopy(plain)
+        rng = np.random.default_rng(3)
+        start = {k: backend.as_numpy(p).copy() for k, p, _ in plain.named_parameters()}
+        optimizers = (Adam(plain, weight_decay=5e-4), Adam(fast, weight_decay=5e-4, fused=True))
+        for _ in range(3):
+            for (_, _, ga), (_, _, gb) in zip(plain.named_parameters(), fast.named_parameters()):
+                ga[...] = xp.asarray(rng.standard_normal(ga.shape).astype(ga.dtype))
+                gb[...] = ga
+            for optimizer in optimizers:
+                optimizer.step()
+        worst, where = 0.0, ""
+        for (k, pa, _), (_, pb, _) in zip(plain.named_parameters(), fast.named_parameters()):
+            a, b = backend.as_numpy(pa), backend.as_numpy(pb)
+            e = float(np.linalg.norm(b - a) / max(np.linalg.norm(a - start[k]), 1e-30))
+            for slot in ("m", "v"):
+                sa = backend.as_numpy(optimizers[0].state[slot][k])
+                sb = backend.as_numpy(optimizers[1].state[slot][k])
+                e = max(e, relative(sb, sa))
+            e = e if np.isfinite(e) else float("inf")      # NaN compares as nothing
+            if e >= worst:
+                worst, where = e, k
+        times = [_update_seconds(xp, optimizer) for optimizer in optimizers]
+        report.line(worst <= FUSED_BOUND,
+                    f"Adam, one kernel per parameter: {worst:.1e} from the array code ({where}; "
+                    f"bound {FUSED_BOUND:.0e}); update of alexnet32's {len(start)} parameters "
+                    f"{1000 * times[0]:.2f} ms as array code, {1000 * times[1]:.2f} ms fused",
+                    f"fused Adam kernel: {worst:.1e} from the array code in {where}")
+    except Exception as err:
+        report.line(False, f"fused Adam kernel: raised {_why(err)}")
+
+
+def _update_seconds(xp, optimizer, repeat=20):
+    optimizer.step()                         # compiled and warm
+    backend.synchronize(xp)
+    start = time.perf_counter()
+    for _ in range(repeat):
+        optimizer.step()
+    backend.synchronize(xp)
+    return (time.perf_counter() - start) / repeat
+
+
+# ---------------------------------------------------------------------------- 5. speed
 def images_per_second(name, model_name, batch, warmup, steps):
     """Training steps of ``model_name`` in float32 on ``name``: images per second.
 
@@ -249,6 +305,7 @@ def run(args):
     try:
         check_gradients(report, name)
         check_steps(report, name, models)
+        check_fused(report, name)
         report.section("speed")
         model_name, batch, warmup, steps = SPEED[name]
         model_name, batch = args.speed_model or model_name, args.speed_batch or batch
