@@ -4,7 +4,8 @@
     evaluate   top-1/top-5 error of a checkpoint on a test set, confusion matrix
     predict    the top-5 classes of image files
     info       a model's layer table: shapes, parameters, multiply-adds
-    bench      time training steps; check   does this backend work (after installing CuPy)
+    bench      time training steps, optionally beside PyTorch
+    check      does this backend work? (run it after installing CuPy)
 
 Each command is a pair of functions, ``add_<command>_arguments(parser)`` and
 ``run_<command>(args) -> exit code``, listed in ``COMMANDS``.
