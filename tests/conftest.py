@@ -64,3 +64,39 @@ def distinct(xp):
         values = (np.arange(n) - n // 2 + 0.5) * gap            # symmetric around 0, no zero
         return xp.asarray(np.random.default_rng(seed).permutation(values).reshape(shape))
     return make
+
+
+DEVICES = [pytest.param("cupy", marks=pytest.mark.skipif(
+               _reason is not None, reason=f"no GPU backend: {_reason}")),
+           "standin"]
+
+
+@pytest.fixture(params=DEVICES)
+def device_name(request, monkeypatch):
+    """The GPU backend alone, for tests of the device path: real CuPy where a GPU
+    exists, the stand-in everywhere.  Always "cupy" (the stand-in is installed as it)."""
+    if request.param == "standin":
+        strict_cupy.install(monkeypatch)
+    return "cupy"
+
+
+@pytest.fixture
+def on_standin(device_name):
+    """True when ``device_name`` is the stand-in: host reads can be counted exactly."""
+    return backend.cupy is strict_cupy.cupy
+
+
+@pytest.fixture
+def no_sync(device_name):
+    """``with no_sync():`` any host read inside raises (cupyx.allow_synchronize(False),
+    real or stand-in)."""
+    if backend.cupy is strict_cupy.cupy:
+        return lambda: strict_cupy.cupyx.allow_synchronize(False)
+    import warnings
+
+    import cupyx
+
+    def real():
+        warnings.filterwarnings("ignore", message="cupyx.allow_synchronize will be removed")
+        return cupyx.allow_synchronize(False)
+    return real

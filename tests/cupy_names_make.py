@@ -9,7 +9,8 @@ and kept as data; run this again after a CuPy upgrade:
 
 (it was run with CuPy 14.2.0 and NumPy 2.4 in a separate virtual environment).
 Each namespace maps a public name to its kind: "ufunc", "function", "type",
-"module" or "value".
+"module" or "value"; "keywords" lists the keyword arguments of CuPy's functions that
+have a signature (a NumPy-only keyword, such as ``where=`` of a ufunc, fails on CuPy).
 """
 import inspect
 import json
@@ -44,6 +45,23 @@ def names(obj, private_ok=()):
             if (not n.startswith("_") or n in private_ok) and n != "annotations"}
 
 
+def keywords(module):
+    """{function: [names it accepts as keywords] + ["**"] if it takes any}, where CuPy's
+    function has an inspectable signature (most Python-level ones do; ufuncs do not)."""
+    out = {}
+    for n in sorted(dir(module)):
+        f = getattr(module, n)
+        if n.startswith("_") or not callable(f) or inspect.isclass(f) or isinstance(f, cupy.ufunc):
+            continue
+        try:
+            params = inspect.signature(f).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        out[n] = names + (["**"] if any(p.kind == p.VAR_KEYWORD for p in params) else [])
+    return out
+
+
 def members(cls):
     """Attributes of a class, dunder methods included (they decide what Python syntax works)."""
     return sorted(n for n in dir(cls) if not (n.startswith("_") and not n.startswith("__")))
@@ -66,6 +84,7 @@ def main(path=os.path.join(HERE, "cupy_names.json")):
             "cupy.cuda.memory": names(cupy.cuda.memory),
             "cupyx": names(cupyx),
         },
+        "keywords": {"cupy": keywords(cupy), "cupy.linalg": keywords(cupy.linalg)},
         "classes": {
             "cupy.ndarray": members(cupy.ndarray),
             "cupy.cuda.Device": members(cupy.cuda.Device),

@@ -54,9 +54,17 @@ needs the stand-in itself takes the ``standin`` fixture (this module, installed)
 
 ``standin.cupy`` and ``standin.cupyx`` are the stand-in modules;
 ``standin.host_arrays(x)`` gives the NumPy array behind a stand-in array without
-counting a read (for the test's own checks only).
+counting a read (for the test's own checks only).  Tests of the device path that
+should also run on a real GPU take ``device_name`` (real CuPy or the stand-in) and
+``no_sync`` (``with no_sync():`` forbids host reads on either), see conftest.py.
+
+A kernel (``ElementwiseKernel``, ``RawKernel``, ``ReductionKernel``) cannot run
+here: register what it computes, written with ``xp`` operations, under its name
+(``standin.register_kernel("adam_update", reference)``) and the stand-in calls
+that instead, with the kernel call's arguments.
 """
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -85,17 +93,20 @@ class DeviceSynchronized(RuntimeError):
 
 
 def _site():
-    """'file.py:line (function)' of the first caller outside this module."""
+    """Where a read happened: the first caller outside this module, and its caller,
+    as 'train.py:248 (evaluate) <- cli.py:160 (run_evaluate)'."""
     frame = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename == __file__:
         frame = frame.f_back
-    if frame is None:
-        return "?"
-    path = frame.f_code.co_filename
-    root = os.path.dirname(_HERE)
-    if path.startswith(root + os.sep):
-        path = path[len(root) + 1:]
-    return f"{path}:{frame.f_lineno} ({frame.f_code.co_name})"
+    parts = []
+    while frame is not None and len(parts) < 2:
+        path = frame.f_code.co_filename
+        root = os.path.dirname(_HERE)
+        if path.startswith(root + os.sep):
+            path = path[len(root) + 1:]
+        parts.append(f"{path}:{frame.f_lineno} ({frame.f_code.co_name})")
+        frame = frame.f_back
+    return " <- ".join(parts) or "?"
 
 
 def _host_read(kind):
@@ -215,7 +226,7 @@ class MemoryPool:
         self._used = 0
         self._held = 0             # the pool keeps freed blocks: the most ever used
         self._limit = 0
-        self._live = {}            # id(root numpy array) -> bytes
+        self._live = {}            # id(root numpy array) -> (bytes, weak reference)
 
     def used_bytes(self):
         return self._used
@@ -247,21 +258,21 @@ class MemoryPool:
         size = -(-max(root.nbytes, 1) // 512) * 512
         if self._limit and self._used + size > self._limit:
             raise OutOfMemoryError(size, self._used, self._limit)
-        for h in list(_hooks):
+        for h in _hooks:
             h.malloc_preprocess(device_id=0, size=root.nbytes, mem_size=size)
-        self._live[key] = size
+        # freed when the last array using the memory goes (CPython: at once)
+        self._live[key] = (size, weakref.ref(root, functools.partial(self._release, key)))
         self._used += size
         if self._used > self._held:
             self._held = self._used
-        for h in list(_hooks):
+        for h in _hooks:
             h.malloc_postprocess(device_id=0, size=root.nbytes, mem_size=size, mem_ptr=key,
                                  pmem_id=key)
-        weakref.finalize(root, self._release, key)
 
-    def _release(self, key):
-        size = self._live.pop(key, 0)
+    def _release(self, key, ref):
+        size, _ = self._live.pop(key)
         self._used -= size
-        for h in list(_hooks):
+        for h in _hooks:
             h.free_preprocess(device_id=0, mem_size=size, mem_ptr=key, pmem_id=key)
             h.free_postprocess(device_id=0, mem_size=size, mem_ptr=key, pmem_id=key)
 
@@ -271,6 +282,8 @@ _pool = MemoryPool()
 
 def _root(a):
     """The numpy array that owns the memory ``a`` looks at."""
+    if a.base is None:
+        return a
     while True:
         b = a.base
         if isinstance(b, np.ndarray):
@@ -318,11 +331,17 @@ class MemoryHook:
 _UNSUPPORTED_KINDS = "OUSVMmT"    # object, strings, void/records, datetimes: CuPy has none
 
 
+_CHECKED = set()
+
+
 def _check_dtype(dtype):
+    if dtype in _CHECKED:
+        return dtype
     dtype = np.dtype(dtype)
     if dtype.kind in _UNSUPPORTED_KINDS or (dtype.kind == "f" and dtype.itemsize > 8) or (
             dtype.kind == "c" and dtype.itemsize > 16):
         raise ValueError(f"Unsupported dtype {dtype}")
+    _CHECKED.add(dtype)
     return dtype
 
 
@@ -338,7 +357,7 @@ def _wrap(a):
 
 
 def _wrap_result(r):
-    if isinstance(r, (np.ndarray, np.generic)):
+    if type(r) is np.ndarray or isinstance(r, (np.ndarray, np.generic)):
         return _wrap(r)
     if isinstance(r, tuple):
         return tuple(_wrap_result(v) for v in r)
@@ -353,17 +372,25 @@ def _host_array_error(what=np.ndarray):
 
 def _unwrap(v, where):
     """Stand-in arrays -> their numpy arrays; a host numpy array is refused as CuPy does."""
-    if isinstance(v, ndarray):
+    t = type(v)
+    if t is ndarray:
         return v._a
+    if t in _SCALARS:
+        return v
     if isinstance(v, np.ndarray):
         raise TypeError(f"Unsupported type {type(v)} (in {where}: a host NumPy array given "
                         "to a device function; move it with xp.asarray first)")
-    if isinstance(v, (list, tuple)):
-        return type(v)(_unwrap(u, where) for u in v)
+    if t is tuple or t is list:
+        return t([_unwrap(u, where) for u in v])
     return v
 
 
+_SCALARS = frozenset((int, float, bool, complex, str, type(None), slice, type(Ellipsis)))
+
+
 def _unwrap_kwargs(kwargs, where):
+    if not kwargs:
+        return kwargs
     return {k: _unwrap(v, where) for k, v in kwargs.items()}
 
 
@@ -706,25 +733,29 @@ class ndarray:
         return tuple(_wrap(i) for i in self._a.nonzero())
 
     def __getattr__(self, name):
-        # Methods NumPy and CuPy share (sum, reshape, transpose, max, ...), run by NumPy.
+        # Methods NumPy and CuPy share (sum, reshape, transpose, max, ...), run by NumPy;
+        # made once per name, then found on the class.
         if name not in _ALLOWED_ARRAY_NAMES or name.startswith("__"):
             raise AttributeError(f"'cupy.ndarray' object has no attribute {name!r}"
                                  + ("" if name in _ALLOWED_ARRAY_NAMES else
                                     " (CuPy 14 has no such attribute)"))
-        target = getattr(self._a, name, None)
-        if target is None or not callable(target):
+        if not callable(getattr(self._a, name, None)):
             raise AttributeError(f"strict CuPy stand-in: cupy.ndarray.{name} exists in CuPy 14 "
                                  "but is not emulated here (add it in tests/strict_cupy.py)")
         where = f"ndarray.{name}"
 
-        def method(*args, **kwargs):
+        def method(self, *args, **kwargs):
+            target = getattr(self._a, name)
+            if not kwargs:
+                return _wrap_result(target(*[_unwrap(a, where) for a in args]))
             out = kwargs.get("out")
-            r = target(*_unwrap(args, where), **_unwrap_kwargs(kwargs, where))
+            r = target(*[_unwrap(a, where) for a in args], **_unwrap_kwargs(kwargs, where))
             if out is not None and r is getattr(out, "_a", None):
                 return out
             return _wrap_result(r)
         method.__name__ = name
-        return method
+        setattr(ndarray, name, method)
+        return method.__get__(self)
 
 
 for _name in ("add", "subtract", "multiply", "true_divide", "floor_divide", "remainder",
@@ -736,7 +767,7 @@ for _name in ("add", "subtract", "multiply", "true_divide", "floor_divide", "rem
            "multiply": "mul"}.get(_name, _name)
     setattr(ndarray, f"__{_py}__", _binary(_name))
     setattr(ndarray, f"__r{_py}__", _binary(_name, reflected=True))
-    if _name != "divmod":
+    if _name not in ("divmod", "matmul"):        # CuPy has no __imatmul__ either
         setattr(ndarray, f"__i{_py}__", _inplace(_name))
 for _name, _ufunc in (("eq", "equal"), ("ne", "not_equal"), ("lt", "less"), ("le", "less_equal"),
                       ("gt", "greater"), ("ge", "greater_equal")):
@@ -772,13 +803,28 @@ def _index(key):
 
 # ============================================================================ functions
 
-def _function(np_func, name):
+def _check_keywords(name, kwargs, accepted):
+    """CuPy's function takes only these keywords (cupy_names.json); NumPy's may take more."""
+    if accepted is not None and "**" not in accepted:
+        for k in kwargs:
+            if k not in accepted:
+                raise TypeError(f"{name}() got an unexpected keyword argument {k!r} "
+                                f"(CuPy {CUPY_VERSION}'s takes {', '.join(accepted)})")
+
+
+def _function(np_func, name, module="cupy", accepted=None):
     """cupy.<name>: the NumPy function, on device arrays only, giving device arrays."""
+    if accepted is None:
+        accepted = NAMES["keywords"].get(module, {}).get(name)
+
     def f(*args, **kwargs):
+        if not kwargs:
+            return _wrap_result(np_func(*[_unwrap(a, name) for a in args]))
+        _check_keywords(name, kwargs, accepted)
         out = kwargs.get("out")
         if out is not None and not isinstance(out, ndarray):
             raise TypeError(f"{name}: out must be a cupy.ndarray, got {type(out)}")
-        r = np_func(*_unwrap(args, name), **_unwrap_kwargs(kwargs, name))
+        r = np_func(*[_unwrap(a, name) for a in args], **_unwrap_kwargs(kwargs, name))
         if out is not None and r is out._a:
             return out
         return _wrap_result(r)
@@ -795,9 +841,11 @@ class ufunc:
         self.__name__ = np_ufunc.__name__
         self.nin, self.nout, self.nargs = np_ufunc.nin, np_ufunc.nout, np_ufunc.nargs
         self.types = np_ufunc.types
+        # CuPy's ufuncs take out, dtype and casting; NumPy's where=, order=, subok= fail there
+        self._call = _function(np_ufunc, self.__name__, accepted=("out", "dtype", "casting"))
 
     def __call__(self, *args, **kwargs):
-        return _function(self._u, self.__name__)(*args, **kwargs)
+        return self._call(*args, **kwargs)
 
     def reduce(self, *args, **kwargs):
         return _function(self._u.reduce, self.__name__ + ".reduce")(*args, **kwargs)
@@ -1043,6 +1091,9 @@ def _mem_get_info():
 
 # ============================================================================ the modules
 
+_NOT_EMULATED = object()   # a name CuPy has whose NumPy namesake would mislead (host arrays)
+
+
 class _Namespace(types.ModuleType):
     """A module that has exactly the names CuPy's module of the same name has.
 
@@ -1060,11 +1111,15 @@ class _Namespace(types.ModuleType):
 
     def __getattr__(self, name):
         names, impl = self.__dict__["_names"], self.__dict__["_impl"]
-        if name in impl:
+        if name in impl and impl[name] is not _NOT_EMULATED:
             value = impl[name]
         elif name not in names:
             raise AttributeError(f"module {self.__name__!r} has no attribute {name!r} "
                                  f"(CuPy {CUPY_VERSION} has no {self.__name__}.{name})")
+        elif name in impl:
+            raise AttributeError(f"strict CuPy stand-in: {self.__name__}.{name} exists in CuPy "
+                                 f"{CUPY_VERSION} but is not emulated (add it in "
+                                 "tests/strict_cupy.py)")
         else:
             value = self._from_numpy(name, names[name])
         self.__dict__[name] = value             # cache
@@ -1080,7 +1135,7 @@ class _Namespace(types.ModuleType):
         if kind == "ufunc" and isinstance(target, np.ufunc):
             return ufunc(target)
         if kind == "function" and callable(target) and not isinstance(target, type):
-            return _function(target, name)
+            return _function(target, name, self.__name__)
         if kind == "type" and isinstance(target, type) and (
                 issubclass(target, (np.generic, np.dtype)) or target in (np.finfo, np.iinfo)):
             return target                       # dtypes and scalar types are NumPy's in CuPy too
@@ -1123,7 +1178,7 @@ class _Lib(types.ModuleType):
 
 
 cuda_memory = _Namespace("cupy.cuda.memory", {
-    "OutOfMemoryError": OutOfMemoryError, "MemoryPool": MemoryPool, "MemoryHook": MemoryHook})
+    "OutOfMemoryError": OutOfMemoryError, "MemoryPool": MemoryPool})
 
 cuda_runtime = _Namespace("cupy.cuda.runtime", {
     "CUDARuntimeError": CUDARuntimeError,
@@ -1147,7 +1202,9 @@ cuda = _Namespace("cupy.cuda", {
 })
 
 linalg = _Namespace("cupy.linalg", {}, np.linalg)
-random = _Namespace("cupy.random", {}, np.random)
+random = _Namespace("cupy.random", {   # NumPy's generators would hand out host arrays
+    name: _NOT_EMULATED for name in ("default_rng", "get_random_state", "set_random_state",
+                                     "RandomState", "BitGenerator")}, np.random)
 
 
 class _RoutinesLinalg(types.ModuleType):

@@ -18,12 +18,14 @@ else is a bug and keeps its traceback.
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 
 from . import __version__, backend, bench, check, checkpoint, plots
+from .backend import numpy as np
 from .datasets import load_dataset
-from .errors import TinyAlexNetError
+from .errors import NonFiniteError, TinyAlexNetError
 from .models import MODELS, get_model
 from .train import (OPTIMIZERS, RECIPES, SCHEDULES, Interrupted, Trainer, TrainConfig,
                     dataset_options, default_out_dir, evaluate, limit_dataset, log_softmax,
@@ -192,6 +194,9 @@ def run_evaluate(args):
                                f"classes of {ck['in_channels']}-channel images")
     result = evaluate(model, dataset, pipeline, args.batch_size, ten_crop=args.ten_crop,
                       progress=args.progress)
+    if not math.isfinite(result["loss"]):
+        raise NonFiniteError(f"{ck.path}: the model's outputs are NaN or infinite on {name} "
+                             f"({args.split}): its weights are damaged")
     classes = ck.get("classes") or list(dataset.classes)
     stem = os.path.splitext(os.path.basename(ck.path))[0]
     plot = args.plot or os.path.join(os.path.dirname(ck.path) or ".",
@@ -217,6 +222,9 @@ def _model_and_pipeline(ck, backend_name):
         raise TinyAlexNetError(f"{ck.path}: holds no input pipeline settings, so its images "
                                "cannot be prepared as in training")
     model = checkpoint.build_model(ck, backend_name)
+    # Per-layer NaN checks read a flag back at every layer: free on NumPy, a wait for
+    # the GPU per layer elsewhere.  evaluate and predict check their results instead.
+    model.set_check_finite(backend_name == "numpy")
     return model, Pipeline.from_config(ck["pipeline"])
 
 
@@ -245,6 +253,10 @@ def run_predict(args):
     xp = model.xp
     probs = backend.as_numpy(xp.exp(log_softmax(model.forward(pipeline(images, train=False,
                                                                         xp=xp)))))
+    for path, p in zip(args.images, probs):
+        if not np.isfinite(p).all():
+            raise NonFiniteError(f"{ck.path}: the model's outputs for {path} are NaN or "
+                                 "infinite: its weights are damaged")
     top = min(args.top, len(classes))
     width = max(len(c) for c in classes)
     for path, p in zip(args.images, probs):
