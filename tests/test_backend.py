@@ -24,8 +24,8 @@ def _fake_cupy(get_count):
     """A CuPy stand-in for the probe: counts devices; arrays, kernels and products are NumPy's."""
     runtime = types.SimpleNamespace(getDeviceCount=get_count)
     return types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime),
-                                 ndarray=type("FakeCupyArray", (), {}), asarray=np.asarray,
-                                 asnumpy=np.asarray, matmul=np.matmul)
+                                 ndarray=type("FakeCupyArray", (), {}), arange=np.arange,
+                                 matmul=np.matmul)
 
 
 def _one_line_error(fn, match):

@@ -67,26 +67,23 @@ def _one_line(err):
 
 
 def _probe_kernels(cp):
-    """Run one elementwise kernel and one matrix product on the GPU and check the numbers.
+    """Launch one elementwise kernel and one matrix product on the GPU.
 
-    Returns None when both work, else the reason, naming the CUDA piece that is
-    probably missing."""
-    x = numpy.arange(6, dtype=numpy.float32)
+    Returns None when both launch, else the reason, naming the CUDA piece that is
+    probably missing.  Compiling a kernel (NVRTC) and loading cuBLAS happen on the
+    host, at the launch, so their failures show here.  Nothing is read back: the
+    probe runs on first use of the backend, which may be inside code that must
+    not wait for the device; whether the numbers are right is ``check``'s job."""
     try:
-        got = cp.asnumpy(cp.asarray(x) * 2 + 1)                   # compiled by NVRTC
+        x = cp.arange(6, dtype=numpy.float32) * 2 + 1            # compiled by NVRTC
     except Exception as err:
         return (f"CuPy sees the GPU but cannot compile or run a kernel ({_one_line(err)}); the "
                 f"CUDA toolkit's run-time compiler (NVRTC) is probably missing: {INSTALL_HINT}")
-    if not numpy.array_equal(got, x * 2 + 1):
-        return f"CuPy's first kernel computed {got.tolist()} instead of {(x * 2 + 1).tolist()}"
-    a, b = x.reshape(2, 3), x.reshape(3, 2)
     try:
-        got = cp.asnumpy(cp.matmul(cp.asarray(a), cp.asarray(b)))  # cuBLAS
+        cp.matmul(x.reshape(2, 3), x.reshape(3, 2))              # cuBLAS
     except Exception as err:
         return (f"CuPy runs kernels but its matrix product fails ({_one_line(err)}); the CUDA "
                 f"toolkit's cuBLAS is probably missing: {INSTALL_HINT}")
-    if not numpy.array_equal(got, a @ b):
-        return f"CuPy's matrix product gave {got.tolist()} instead of {(a @ b).tolist()}"
     return None
 
 
