@@ -16,13 +16,17 @@ Two schemes are offered for whole models (see ``tinyalexnet.models``):
 The classifier under ``"he"``.  He's rule keeps the *size* of activations,
 which is right for hidden layers and wrong for the logits: there it gives
 scores of about the size of the features, so a freshly drawn network is
-confidently wrong and its first loss is far above log K (4.7 instead of 2.30
-for the small model at 10 classes; dropout in training mode, which scales the
-survivors by 2, makes it worse).  Lesson 2 teaches that a first loss far from
-log K means something is off.  So the classifier is drawn from N(0, 0.01^2)
-(the paper's constant, ``CLASSIFIER_STD``): the logits start near 0, every
-class near 1/K, and the first loss near log K; its gradient is not small
-(it is the features times p - onehot), so it learns at once.
+confidently wrong and its first loss is far above log K: 3.6 to 5.2 instead
+of 2.30 for the small model at 10 classes in training mode, where dropout
+scales the surviving fc7 units by 2, and 2.5 to 3.2 in evaluation mode (seeds
+0-2).  Lesson 2 teaches that a first loss far from log K means something is
+off.  So the classifier is drawn from N(0, 0.01^2) (the paper's constant,
+``CLASSIFIER_STD``): the logits start near 0, every class near 1/K, and the
+first loss near log K.  Its gradient is not small (the features times
+p - onehot), so it learns at once: the README's main job ended at 83.2%, 83.8%
+and 82.9% test accuracy (seeds 0, 1, 2) against 82.1%, 81.8% and 82.8% with
+He's rule on the classifier.  The same random numbers are drawn as before, so
+every other layer starts exactly as it did.
 """
 import math
 
