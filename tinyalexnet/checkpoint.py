@@ -365,7 +365,7 @@ META_FIELDS = {
     "config": (_optional(lambda v: isinstance(v, dict)), "a dict of settings"),
     "pipeline": (_optional(lambda v: isinstance(v, dict)), "a dict"),
     "scheduler": (_optional(_dict_of(_real)), "a dict of numbers"),
-    "extra_state": (_optional(_dict_of(_dict_of(_is_int))), "a dict of per-layer counters"),
+    "extra_state": (_optional(_dict_of(_dict_of(_count))), "a dict of per-layer counters"),
     "history": (_optional(_list_of(_dict_of(_history_value))), "a list of per-epoch records"),
     "partial": (_optional(_dict_of(_is_number)), "a dict of numbers"),
     "optimizer": (_optional(lambda v: isinstance(v, dict) and set(v) == {"name", "hyper", "steps"}
@@ -374,6 +374,7 @@ META_FIELDS = {
                   "{name, hyper: {numbers}, steps}"),
     "run_id": (_optional(lambda v: isinstance(v, str)), "a string"),
     "changes": (_optional(_list_of(lambda v: isinstance(v, dict))), "a list of records"),
+    "branched_from": (_optional(lambda v: isinstance(v, dict)), "a dict"),
 }
 
 
