@@ -197,7 +197,7 @@ def run_evaluate(args):
         raise TinyAlexNetError(f"{name}: {len(dataset.classes)} classes of {dataset.channels}-"
                                f"channel images, but {ck.describe()} expects {ck['num_classes']} "
                                f"classes of {ck['in_channels']}-channel images")
-    checkpoint.check_classes(ck, dataset.classes, name)
+    checkpoint.check_classes(ck, dataset.classes, data_dir or name)
     result = evaluate(model, dataset, pipeline, args.batch_size, ten_crop=args.ten_crop,
                       progress=args.progress)
     classes = ck.get("classes") or list(dataset.classes)

@@ -620,8 +620,8 @@ class Trainer:
                               "epoch": self.epoch, "step": self.step,
                               "global_step": self.global_step}
         self.run_id = uuid.uuid4().hex
-        self.log(f"starting a new run in {self.out_dir} from {ck.path} (epoch {self.epoch + 1}, "
-                 f"step {self.step}); {home} is left as it is")
+        self.log(f"starting a new run in {self.out_dir} from {ck.path} ({_state_name(ck.meta)}); "
+                 f"{home} is left as it is")
         if self.best_epoch is not None:
             best = os.path.join(home, "best.npz")
             if (self.epoch, self.step) == (self.best_epoch, 0):
@@ -732,9 +732,9 @@ class Trainer:
             except NonFiniteError as err:
                 stop = self._diverged(err)
             except RunFolderError as err:
-                stop = RunFolderError(f"{err}; training stopped at epoch {self.epoch + 1}: "
-                                      f"{self._kept()}; free some space (or fix the folder), "
-                                      f"then continue with: {self.resume_command()}", err.errno)
+                stop = RunFolderError(f"{err}; training stopped: {self._kept()}; free some "
+                                      f"space (or fix the folder), then continue with: "
+                                      f"{self.resume_command()}", err.errno)
             except _out_of_memory_errors() as err:
                 stop = TinyAlexNetError(
                     f"out of GPU memory at epoch {self.epoch + 1}, step {self.step + 1} with "
@@ -957,10 +957,10 @@ def _same_folder(a, b):
 
 
 def _state_name(meta):
-    """"after epoch 3" or "epoch 4, step 17": where a checkpoint's run stood."""
+    """"after epoch 3" or "at epoch 4, step 17": where a checkpoint's run stood."""
     if not meta.get("step"):
         return f"after epoch {meta.get('epoch')}"
-    return f"epoch {meta.get('epoch', 0) + 1}, step {meta.get('step')}"
+    return f"at epoch {meta.get('epoch', 0) + 1}, step {meta.get('step')}"
 
 
 def _check_newest(ck, folder):
@@ -978,12 +978,13 @@ def _check_newest(ck, folder):
         if same:
             return                       # the same state (best.npz of the newest epoch)
         if newest.get("run_id") == ck.get("run_id"):
-            what = f"the run went on to {_state_name(newest)} in {last}"
+            what = f"the run went on: {last} holds it {_state_name(newest)}"
         else:
             what = f"{last} holds another run ({_state_name(newest)})"
     raise TinyAlexNetError(
-        f"{ck.path} is {_state_name(ck.meta)}, but {what}: resuming it in {folder} would "
-        f"overwrite that; continue the newest state with --resume {shlex.quote(folder)}, or "
+        f"{ck.path} holds the run {_state_name(ck.meta)}, but {what}; resuming the older state "
+        f"in {folder} would overwrite the newer; continue the newest with --resume "
+        f"{shlex.quote(folder)}, or "
         f"start a new run from this checkpoint with --resume {shlex.quote(ck.path)} --out "
         f"NEW_FOLDER")
 
