@@ -346,7 +346,48 @@ def _dict_of(check):
 
 
 _fraction = lambda v: _is_number(v) and 0 <= v <= 1                       # noqa: E731
-_history_value = lambda v: v is None or isinstance(v, (int, float))       # noqa: E731
+_history_value = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+MAX_SIDE = 2 ** 16
+
+
+def _shape_ok(v):
+    return isinstance(v, list) and len(v) == 3 and all(_is_int(d) and 1 <= d <= MAX_SIDE
+                                                       for d in v)
+
+
+def _pipeline_ok(p):
+    """The input pipeline's record: shapes, per-channel mean and std, PCA lighting."""
+    if not (isinstance(p, dict) and _shape_ok(p.get("source_shape"))
+            and _shape_ok(p.get("input_shape"))):
+        return False
+    channels = p["source_shape"][0]
+    for key in ("mean", "std"):
+        if not (_list_of(_is_number)(p.get(key)) and len(p[key]) == channels):
+            return False
+    if not all(s > 0 for s in p["std"]):
+        return False
+    if not all(isinstance(p.get(k, False), bool) for k in ("augment", "flip", "lighting")):
+        return False
+    canvas = p.get("canvas")
+    if canvas is not None and not (isinstance(canvas, list) and len(canvas) == 2
+                                   and all(_is_int(d) for d in canvas)):
+        return False
+    pca = p.get("pca")
+    if pca is not None:
+        vectors = pca.get("eigvec") if isinstance(pca, dict) else None
+        if not (_list_of(_is_number)(pca.get("eigval") if isinstance(pca, dict) else None)
+                and len(pca["eigval"]) == 3 and isinstance(vectors, list) and len(vectors) == 3
+                and all(_list_of(_is_number)(row) and len(row) == 3 for row in vectors)):
+            return False
+    return True
+
+
+def _config_ok(c):
+    """The run's settings: plain values (the trainer checks each one's range on resume)."""
+    scalar = lambda v: v is None or isinstance(v, (bool, int, float, str))   # noqa: E731
+    return (_dict_of(scalar)(c) and isinstance(c.get("dataset", ""), str)
+            and isinstance(c.get("data_dir") or "", str))
+
 
 # field: (check, what it must be).  Fields missing from the file are None.
 META_FIELDS = {
@@ -362,8 +403,8 @@ META_FIELDS = {
     "steps_per_epoch": (_optional(_count), "a count"),
     "best_epoch": (_optional(_count), "a count"),
     "best_error": (_optional(_fraction), "a number in [0, 1]"),
-    "config": (_optional(lambda v: isinstance(v, dict)), "a dict of settings"),
-    "pipeline": (_optional(lambda v: isinstance(v, dict)), "a dict"),
+    "config": (_optional(_config_ok), "a dict of settings"),
+    "pipeline": (_optional(_pipeline_ok), "an input pipeline's shapes, mean and std"),
     "scheduler": (_optional(_dict_of(_real)), "a dict of numbers"),
     "extra_state": (_optional(_dict_of(_dict_of(_count))), "a dict of per-layer counters"),
     "history": (_optional(_list_of(_dict_of(_history_value))), "a list of per-epoch records"),

@@ -711,6 +711,7 @@ class Trainer:
 
     def _fit(self):
         c = self.config
+        epochs_before = len(self.history)
         self.log(f"training {c.model!r} ({self.model.num_parameters():,} parameters) on "
                  f"{c.dataset}: {len(self.train_set):,} training / {len(self.val_set):,} "
                  f"validation images {'x'.join(map(str, self.model.input_shape))}, "
@@ -744,7 +745,8 @@ class Trainer:
                 self._ctrl_c = None
         if stop is not None:
             try:
-                self.plot_history()      # the curves of the epochs that were done
+                if len(self.history) > epochs_before:   # the curves of the epochs done here
+                    self.plot_history()
             except Exception as err:     # must not hide why training stopped
                 self.log(f"(history.png not drawn: {err})")
             raise stop
