@@ -199,8 +199,8 @@ class RunFolder:
 
     def unlock(self):
         """Let another process claim the folder (also what exiting does)."""
-        if self._lock_file is not None:
-            f, self._lock_file = self._lock_file, None
+        f, self._lock_file = getattr(self, "_lock_file", None), None
+        if f is not None:
             f.close()
         return self
 
@@ -219,6 +219,9 @@ class RunFolder:
             except OSError:
                 pass             # not ours to clean any more, or gone already
             self.created = False
+
+    def __del__(self):
+        self.unlock()            # as the kernel would, but without an unclosed-file warning
 
     def __enter__(self):
         return self.lock()

@@ -114,7 +114,7 @@ def make_config(recipe=None, **options):
         if key not in fields:
             raise TypeError(f"make_config: unknown option {key!r}")
         if value is not None:
-            values[key] = value
+            values[key] = os.fspath(value) if isinstance(value, os.PathLike) else value
     config = TrainConfig(**values)
     check_config(config)
     return config
@@ -539,12 +539,8 @@ class Trainer:
             else:
                 _check_newest(ck, home)
             config = run_config(ck)
-            try:
-                for key, value in overrides.items():
-                    setattr(config, key, value)
-                check_config(config if lr is None else dataclasses.replace(config, lr=lr))
-            except AttributeError:
-                raise TinyAlexNetError(f"cannot change {sorted(overrides)} when resuming") from None
+            config = dataclasses.replace(config, **overrides)   # TypeError: not a setting
+            check_config(config if lr is None else dataclasses.replace(config, lr=lr))
             if pipeline is None and ck.get("pipeline") is not None:
                 pipeline = Pipeline.from_config(ck["pipeline"])
             trainer = cls(config, run.path, datasets=datasets, pipeline=pipeline,
@@ -879,8 +875,9 @@ class Trainer:
             # The step in progress is not counted: give back the dropout masks it drew.
             self.model.set_extra_state(self._extra_before)
         try:
-            if self._meter is not None and self._meter.read()["first_bad"] is not None:
-                raise _LossNotFinite(self._meter.read()["first_bad"] + 1)
+            bad = self._meter.read()["first_bad"] if self._meter is not None else None
+            if bad is not None:
+                raise _LossNotFinite(bad + 1)
             path = self.save("last.npz", self._meter)
         except NonFiniteError as err:    # never save a diverged state over a good one
             stop = self._diverged(err)
