@@ -461,7 +461,7 @@ def test_a_read_only_folder_fails_before_training(tmp_path, where):
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot "), result.stderr
-    assert "epoch 1/1" not in result.stdout             # refused before training, not after
+    assert "training" not in result.stdout              # refused before training, not after
     assert os.listdir(folder) == ["run"] and os.listdir(folder / "run") == []
 
 
@@ -595,9 +595,13 @@ def test_a_diverged_state_is_never_saved(data, tmp_path):
             raise KeyboardInterrupt
 
     t.on_step = poison_then_ctrl_c
-    with pytest.raises(NonFiniteError) as info:
+    try:
         t.fit()
-    message = str(info.value)
+        stop = None
+    except (NonFiniteError, KeyboardInterrupt) as err:   # Interrupted would mean "saved"
+        stop = err
+    assert isinstance(stop, NonFiniteError), stop
+    message = str(stop)
     assert "not saved" in message and "last checkpoint" in message
     assert "(after epoch 1)" in message and "good checkpoint" not in message
     assert snapshot(tmp_path) == before
