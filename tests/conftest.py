@@ -1,22 +1,40 @@
 """Shared fixtures: every backend-aware test runs once per backend.
 
-The CuPy cases run where a CUDA GPU is present and are skipped, with the
-reason, everywhere else.
+Three cases (test ids ``[numpy]``, ``[cupy]``, ``[standin]``):
+
+* numpy: the CPU;
+* cupy: real CuPy, where a CUDA GPU is present; skipped, with the reason, elsewhere;
+* standin: the strict CuPy stand-in of ``strict_cupy.py``, everywhere.  It is
+  installed as tinyalexnet's CuPy for the test, so ``backend_name`` is "cupy"
+  and every code path that would meet CuPy meets the stand-in instead.
 """
 import numpy as np
 import pytest
 
+import strict_cupy
 from tinyalexnet import backend
 
 _reason = backend.gpu_unavailable_reason()
-BACKENDS = ["numpy", pytest.param("cupy", marks=pytest.mark.skipif(
-    _reason is not None, reason=f"no GPU backend: {_reason}"))]
+BACKENDS = ["numpy",
+            pytest.param("cupy", marks=pytest.mark.skipif(
+                _reason is not None, reason=f"no GPU backend: {_reason}")),
+            "standin"]
 
 
 @pytest.fixture(params=BACKENDS)
-def backend_name(request):
-    """The name of the backend under test: "numpy" or "cupy"."""
+def backend_name(request, monkeypatch):
+    """The name of the backend under test: "numpy" or "cupy" (real CuPy or the stand-in)."""
+    if request.param == "standin":
+        strict_cupy.install(monkeypatch)
+        return "cupy"
     return request.param
+
+
+@pytest.fixture
+def standin(monkeypatch):
+    """The strict CuPy stand-in (the ``strict_cupy`` module), installed as tinyalexnet's
+    CuPy: ``standin.count_host_reads()``, ``standin.cupyx.allow_synchronize(False)``."""
+    return strict_cupy.install(monkeypatch)
 
 
 @pytest.fixture
@@ -46,3 +64,39 @@ def distinct(xp):
         values = (np.arange(n) - n // 2 + 0.5) * gap            # symmetric around 0, no zero
         return xp.asarray(np.random.default_rng(seed).permutation(values).reshape(shape))
     return make
+
+
+DEVICES = [pytest.param("cupy", marks=pytest.mark.skipif(
+               _reason is not None, reason=f"no GPU backend: {_reason}")),
+           "standin"]
+
+
+@pytest.fixture(params=DEVICES)
+def device_name(request, monkeypatch):
+    """The GPU backend alone, for tests of the device path: real CuPy where a GPU
+    exists, the stand-in everywhere.  Always "cupy" (the stand-in is installed as it)."""
+    if request.param == "standin":
+        strict_cupy.install(monkeypatch)
+    return "cupy"
+
+
+@pytest.fixture
+def on_standin(device_name):
+    """True when ``device_name`` is the stand-in: host reads can be counted exactly."""
+    return backend.cupy is strict_cupy.cupy
+
+
+@pytest.fixture
+def no_sync(device_name):
+    """``with no_sync():`` any host read inside raises (cupyx.allow_synchronize(False),
+    real or stand-in)."""
+    if backend.cupy is strict_cupy.cupy:
+        return lambda: strict_cupy.cupyx.allow_synchronize(False)
+    import warnings
+
+    import cupyx
+
+    def real():
+        warnings.filterwarnings("ignore", message="cupyx.allow_synchronize will be removed")
+        return cupyx.allow_synchronize(False)
+    return real

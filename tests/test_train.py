@@ -282,6 +282,15 @@ def test_topk_correct_counts_ties_against_the_prediction():
     assert (int(c1), int(c2)) == (1, 2)
 
 
+def test_topk_correct_never_counts_nan_as_right(xp):
+    nan = np.nan
+    scores = xp.asarray([[nan, nan, nan],    # a broken network: right about nothing
+                         [0.9, nan, 0.1],    # true 0 beats 0.1, but a NaN is not below it
+                         [0.2, 0.7, 0.1]])   # true 1: top-1, unaffected
+    c1, c2 = topk_correct(scores, xp.asarray([0, 0, 1]), ks=(1, 2))
+    assert (int(c1), int(c2)) == (1, 2)
+
+
 def test_running_meter_remembers_the_first_non_finite_step():
     m = RunningMeter(np)
     logits = np.array([[2.0, 1.0], [0.0, 3.0]], np.float32)

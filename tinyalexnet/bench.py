@@ -207,7 +207,7 @@ class OursRunner:
         # The NaN check reads a flag back from the device at every layer (a GPU sync);
         # the training loop on the GPU leaves it to the loss, and so do we by default.
         self.model.set_check_finite(args.check_finite)
-        self.loss = SoftmaxCrossEntropy()
+        self.loss = SoftmaxCrossEntropy().set_check_finite(args.check_finite)
         self.optimizer = SGD(self.model, lr=0.01, momentum=0.9, weight_decay=5e-4)
         x, self.y = _random_batch(args, self.model.input_shape, self.num_classes)
         self.x = backend.to_backend(x, args.backend)   # the batch moves to the device once

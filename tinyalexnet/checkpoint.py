@@ -174,7 +174,8 @@ def checkpoint_path(path):
     except OSError as err:
         raise CheckpointError(f"{path}: cannot be read ({err.strerror or err})") from None
     if not stat.S_ISREG(mode):       # a FIFO or a device would block or never end
-        raise CheckpointError(f"{path}: not a regular file, so not a checkpoint")
+        raise CheckpointError(f"{path}: not a regular file (a FIFO, device or socket); "
+                              "expected a .npz checkpoint")
     return path
 
 

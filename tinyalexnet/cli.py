@@ -17,12 +17,15 @@ traceback.
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 
 from . import __version__, backend, bench, checkpoint, plots, signals
+from .backend import numpy as np
 from .datasets import load_dataset
-from .errors import TinyAlexNetError
+from .datasets.folder import check_image_file, image_file_error, not_a_regular_file
+from .errors import NonFiniteError, TinyAlexNetError
 from .models import MODELS, get_model
 from .runfolder import write_atomic, write_text_atomic
 from .train import (OPTIMIZERS, RECIPES, SCHEDULES, Interrupted, Trainer, TrainConfig,
@@ -179,8 +182,15 @@ def run_evaluate(args):
     if args.batch_size < 1:
         raise TinyAlexNetError(f"invalid --batch-size {args.batch_size}: expected a positive "
                                "integer")
+    if args.plot:
+        plots.check_figure_path(args.plot)     # before the evaluation, not after it
     ck = checkpoint.load(args.checkpoint)
     model, pipeline = _model_and_pipeline(ck, args.backend)
+    if args.ten_crop and not ck["pipeline"].get("augment"):
+        print(f"warning: {ck.path} was trained without random crops (no --augment): it has "
+              "only seen the centre view, so the corner crops --ten-crop averages in are new "
+              "to it and usually raise the error; compare with the result without --ten-crop",
+              file=sys.stderr)
     config = ck.get("config") or {}
     name = args.dataset or config.get("dataset")
     if name is None:
@@ -200,13 +210,16 @@ def run_evaluate(args):
     checkpoint.check_classes(ck, dataset.classes, data_dir or name)
     result = evaluate(model, dataset, pipeline, args.batch_size, ten_crop=args.ten_crop,
                       progress=args.progress)
+    if not math.isfinite(result["loss"]):
+        raise NonFiniteError(f"{ck.path}: the model's outputs are NaN or infinite on {name} "
+                             f"({args.split}): its weights are damaged")
     classes = ck.get("classes") or list(dataset.classes)
     stem = os.path.splitext(os.path.basename(ck.path))[0]
     plot = args.plot or os.path.join(os.path.dirname(ck.path) or ".",
                                      f"{stem}-{name}-{args.split}-confusion.png")
-    plots.plot_confusion_matrix(result["confusion"], classes, plot)
-    print(f"{ck.path}: {ck.describe()} on {name} ({args.split}, {result['count']:,} images"
-          + (", ten crops" if args.ten_crop else "") + ")")
+    # The numbers first: a picture that cannot be written must not cost the evaluation.
+    print(_shown(f"{ck.path}: {ck.describe()} on {name} ({args.split}, {result['count']:,} "
+                 "images" + (", ten crops" if args.ten_crop else "") + ")"))
     print(f"top-1 error {100 * result['top1_error']:.2f}% (accuracy "
           f"{100 * result['accuracy']:.2f}%), top-5 error {100 * result['top5_error']:.2f}%, "
           f"loss {result['loss']:.4f}")
@@ -215,8 +228,15 @@ def run_evaluate(args):
     for k, c in enumerate(classes):
         total = int(m[k].sum())
         acc = f"{100 * m[k, k] / total:6.2f}%" if total else "     -"
-        print(f"  {c:<{width}}  {acc}  of {total}")
-    print(f"confusion matrix: {plot}")
+        print(_shown(f"  {c:<{width}}  {acc}  of {total}"))
+    sys.stdout.flush()
+    try:
+        plots.plot_confusion_matrix(result["confusion"], classes, plot)
+    except OSError as err:
+        raise TinyAlexNetError(f"{plot}: the confusion matrix could not be written "
+                               f"({err.strerror or err}); the results above are complete "
+                               "(--plot PATH writes it elsewhere)") from None
+    print(_shown(f"confusion matrix: {plot}"))
     return 0
 
 
@@ -225,6 +245,9 @@ def _model_and_pipeline(ck, backend_name):
         raise TinyAlexNetError(f"{ck.path}: holds no input pipeline settings, so its images "
                                "cannot be prepared as in training")
     model = checkpoint.build_model(ck, backend_name)
+    # Per-layer NaN checks read a flag back at every layer: free on NumPy, a wait for
+    # the GPU per layer elsewhere.  evaluate and predict check their results instead.
+    model.set_check_finite(backend_name == "numpy")
     return model, Pipeline.from_config(ck["pipeline"])
 
 
@@ -237,34 +260,70 @@ def add_predict_arguments(p):
     p.add_argument("checkpoint", help="a .npz checkpoint (or a run folder: its last.npz)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG/PNG files")
     p.add_argument("--top", type=int, default=5, help="how many classes to show (default 5)")
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="images decoded and scored at a time (default 64): memory stays the "
+                        "same for 10 or 10,000 images")
     p.add_argument("--backend", choices=list(backend.BACKENDS), default="numpy")
 
 
 def run_predict(args):
     if args.top < 1:
         raise TinyAlexNetError(f"invalid --top {args.top}: expected a positive integer")
-    for path in args.images:
-        if not os.path.isfile(path):
-            raise TinyAlexNetError(f"{path}: no such image file")
+    if args.batch_size < 1:
+        raise TinyAlexNetError(f"invalid --batch-size {args.batch_size}: expected a positive "
+                               "integer")
+    for path in args.images:        # before anything is loaded; never opens a FIFO
+        problem = not_a_regular_file(path)
+        if problem is not None:
+            raise image_file_error(path, problem)
     ck = checkpoint.load(args.checkpoint)
+    if ck.get("pipeline") is not None:
+        # Every file's header (format, size) before the model is built and before the
+        # first answer: a mistake in file 3,000 does not wait for files 1 to 2,999.
+        C, h, w = ck["pipeline"]["source_shape"]
+        for path in args.images:
+            check_image_file(path, C, (h, w))
     model, pipeline = _model_and_pipeline(ck, args.backend)
     classes = ck.get("classes") or [str(k) for k in range(ck["num_classes"])]
-    images = pipeline.load_files(args.images)
-    xp = model.xp
-    probs = backend.as_numpy(xp.exp(log_softmax(model.forward(pipeline(images, train=False,
-                                                                        xp=xp)))))
     top = min(args.top, len(classes))
     width = max(len(c) for c in classes)
-    for path, p in zip(args.images, probs):
-        print(path)
-        for rank, k in enumerate(p.argsort()[::-1][:top], 1):
-            print(f"  {rank}. {classes[k]:<{width}}  {100 * p[k]:6.2f}%")
+    xp = model.xp
+    # A batch at a time: decoded images and activations of one batch in memory,
+    # and each batch's answers printed as soon as they are known.
+    for start in range(0, len(args.images), args.batch_size):
+        paths = args.images[start:start + args.batch_size]
+        x = pipeline(pipeline.load_files(paths), train=False, xp=xp)
+        probs = backend.as_numpy(xp.exp(log_softmax(model.forward(x))))
+        for path, p in zip(paths, probs):
+            if not np.isfinite(p).all():
+                raise NonFiniteError(f"{ck.path}: the model's outputs for {path} are NaN or "
+                                     "infinite: its weights are damaged")
+            print(_shown(path))
+            for rank, k in enumerate(p.argsort()[::-1][:top], 1):
+                print(_shown(f"  {rank}. {classes[k]:<{width}}  {100 * p[k]:6.2f}%"))
+        sys.stdout.flush()
     return 0
+
+
+def _shown(text):
+    """``text`` as standard output can print it.  A file name that is not valid UTF-8
+    reaches Python with its bad bytes as stand-ins (surrogates) that cannot be encoded;
+    they are shown as \\xNN escapes, as Python shows them in error messages."""
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    try:
+        raw = os.fsencode(text)
+    except UnicodeError:
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode(encoding, "backslashreplace")
 
 
 # ----------------------------------------------------------------------------- info
 
 INFO_HELP = "a model's layers: output shapes, parameters and multiply-adds per image"
+# alexnet at these bounds: 179,778,224 and 72,546,376 parameters; building the first
+# takes `info` 15 s and 3 GB on a 2-core machine.  100,000,000 classes would be 1.6 TB.
+MAX_INFO_CLASSES = 30_000
+MAX_INFO_CHANNELS = 1_000
 
 
 def add_info_arguments(p):
@@ -281,6 +340,14 @@ def run_info(args):
     if classes < 1 or args.in_channels < 1:
         raise TinyAlexNetError(f"invalid --num-classes {classes} / --in-channels "
                                f"{args.in_channels}: expected positive integers")
+    # The table comes from a real model, weights and all: bound what it may hold.
+    for option, value, most, why in (
+            ("--num-classes", classes, MAX_INFO_CLASSES, "ImageNet-21k has 21,841"),
+            ("--in-channels", args.in_channels, MAX_INFO_CHANNELS, "RGB has 3")):
+        if value > most:
+            raise TinyAlexNetError(f"invalid {option} {value:,}: expected at most {most:,} "
+                                   f"({why}; info builds the model, and alexnet's weights "
+                                   "grow with it)")
     model = get_model(args.model, num_classes=classes, in_channels=args.in_channels)
     print(f"{args.model}: {classes} classes, input {'x'.join(map(str, model.input_shape))}")
     print(model.summary(model.input_shape))

@@ -3,22 +3,71 @@
 Each function builds a matplotlib ``Figure`` directly (no ``pyplot``), so it
 works the same in a script, on a server without a screen and in a notebook
 (where the returned figure shows itself when it is a cell's last value), and
-never changes the global plotting backend.  Pass ``path`` to also write a PNG.
+never changes the global plotting backend.  Pass ``path`` to also write a PNG
+(or another format, by the file name's extension: ``FORMATS``).
 """
 import math
+import os
+import threading
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from . import backend
 from .backend import numpy as np
+from .errors import ConfigError
+
+#: The picture formats a path may end in (matplotlib writes each without extra software).
+FORMATS = ("png", "pdf", "svg", "jpg", "jpeg", "webp", "tif", "tiff", "eps", "ps")
+
+
+def check_figure_path(path, option="--plot"):
+    """Refuse, in one line and before any work is done, a picture path that cannot be
+    written: an unknown extension, a folder that does not exist or cannot be written,
+    or a path that is itself a folder."""
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if ext not in FORMATS:
+        got = f"'.{ext}'" if ext else "no extension"
+        raise ConfigError(f"{option} {path}: unknown picture format ({got}); expected a file "
+                          f"name ending in {', '.join('.' + f for f in FORMATS)}")
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        what = "is not a folder" if os.path.exists(folder) else "no such folder"
+        raise ConfigError(f"{option} {path}: {folder}: {what}; create it first or choose "
+                          "another path")
+    if os.path.isdir(path):
+        raise ConfigError(f"{option} {path}: is a folder; expected a file name such as "
+                          f"{os.path.join(path, 'confusion.png')}")
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"{option} {path}: the folder {folder} is not writable")
 
 
 def _finish(fig, path):
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=100)
+        save_figure(fig, path)
     return fig
+
+
+def save_figure(fig, path, dpi=100):
+    """Write ``fig`` to ``path`` all or nothing: a temporary file with a name of its own in
+    the same folder, then a rename, so a full disk or Ctrl-C never leaves half a picture
+    in place of the old one.  The format is the extension's (none: PNG, appended)."""
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if not ext:
+        ext, path = "png", path + ".png"
+    tmp = f"{path}.{os.getpid()}-{threading.get_ident()}.tmp"     # no other writer's name
+    try:
+        with open(tmp, "wb") as f:
+            fig.savefig(f, dpi=dpi, format=ext)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
 
 
 def plot_history(history, path=None):

@@ -185,11 +185,13 @@ def topk_correct(scores, labels, ks=(1, 5)):
     No sorting: the true class is in the top k exactly when fewer than k scores
     are at least as high as its own (itself included, so "rank <= k").  Ties
     count against the prediction, so a network that outputs the same score for
-    every class is never "right".  Returns 0-d arrays on the scores' device.
+    every class is never "right"; so does NaN (every comparison with NaN is
+    false, so "not below" counts it), so a broken network is never right either.
+    Returns 0-d arrays on the scores' device.
     """
     xp = backend.get_array_module(scores)
     true = scores[xp.arange(scores.shape[0]), labels][:, None]
-    rank = (scores >= true).sum(axis=1)          # 1 for a clear winner
+    rank = (~(scores < true)).sum(axis=1)        # 1 for a clear winner
     return tuple((rank <= k).sum() for k in ks)
 
 
@@ -240,14 +242,20 @@ def evaluate(model, dataset, pipeline, batch_size=256, ten_crop=False, progress=
     the softmax outputs of ten crops (four corners and centre, and their
     reflections) are averaged.  Returns ``{"loss", "top1_error", "top5_error",
     "accuracy", "count", "confusion"}``; ``confusion[i, j]`` counts images of
-    class i predicted as j.
+    class i predicted as j.  A model whose outputs are not finite gets a NaN loss.
+
+    On a GPU the sums stay on the device and are read once, at the end: the
+    layers' NaN checks (each a read) are off meanwhile, and the confusion
+    matrix is a product of one-hot matrices rather than ``bincount`` (which
+    reads the largest value back to size its result).
     """
     xp = model.xp
     was_training = model.training
+    checks = [(m, m.check_finite) for _, m in model.named_modules()]
+    if xp is not np:
+        model.set_check_finite(False)
     model.eval()
-    loss_sum = xp.zeros((), dtype=xp.float64)
-    correct1 = xp.zeros((), dtype=xp.float64)
-    correct5 = xp.zeros((), dtype=xp.float64)
+    totals = xp.zeros(3, dtype=xp.float64)       # loss sum, top-1 and top-5 correct counts
     confusion = None
     n = 0
     batches = iterate_batches(dataset, batch_size, shuffle=False)
@@ -267,20 +275,29 @@ def evaluate(model, dataset, pipeline, batch_size=256, ten_crop=False, progress=
                 raise TinyAlexNetError(f"evaluate: the data set has labels up to "
                                        f"{int(labels.max())} but the model has {K} classes")
             y = xp.asarray(labels)
-            loss_sum = loss_sum - scores[xp.arange(len(labels)), y].astype(xp.float64).sum()
+            loss_sum = -scores[xp.arange(len(labels)), y].astype(xp.float64).sum()
             c1, c5 = topk_correct(scores, y)
-            correct1, correct5 = correct1 + c1, correct5 + c5
-            counts = xp.bincount(y * K + scores.argmax(axis=1), minlength=K * K)
-            confusion = counts if confusion is None else confusion + counts
+            totals = totals + xp.stack([loss_sum, c1.astype(xp.float64), c5.astype(xp.float64)])
+            # confusion[i, j] += how many images of class i were predicted as j, i.e.
+            # onehot(true)^T @ onehot(predicted); exact, the counts are whole numbers < 2^24.
+            classes = xp.arange(K)
+            true = (y[:, None] == classes).astype(xp.float32)                # (B, K)
+            predicted = (scores.argmax(axis=1)[:, None] == classes).astype(xp.float32)
+            if confusion is None:
+                confusion = xp.zeros((K, K), dtype=xp.float64)
+            confusion += true.T @ predicted
             n += len(labels)
     finally:
         model.train(was_training)
+        for m, flag in checks:
+            m.check_finite = flag
     if n == 0:
         raise TinyAlexNetError(f"evaluate: the data set {getattr(dataset, 'name', '')!r} is empty")
-    values = backend.as_numpy(xp.stack([loss_sum, correct1, correct5]))
-    return {"loss": float(values[0] / n), "top1_error": float(1 - values[1] / n),
-            "top5_error": float(1 - values[2] / n), "accuracy": float(values[1] / n),
-            "count": n, "confusion": backend.as_numpy(confusion).reshape(K, K)}
+    values = backend.as_numpy(xp.concatenate([totals, confusion.reshape(-1)]))   # the one read
+    loss_sum, correct1, correct5 = values[:3]
+    return {"loss": float(loss_sum / n), "top1_error": float(1 - correct1 / n),
+            "top5_error": float(1 - correct5 / n), "accuracy": float(correct1 / n),
+            "count": n, "confusion": values[3:].reshape(K, K).round().astype(np.int64)}
 
 
 # --------------------------------------------------------------------- data

@@ -57,7 +57,7 @@ subsample of at most 10,000 images (1,000 for folders, which decode files).
 """
 import numpy
 
-from .backend import get_array_module
+from .backend import backend_of, get_array_module, is_array
 from .datasets.folder import load_image_file
 from .errors import ShapeError, TinyAlexNetError
 
@@ -165,6 +165,10 @@ def crop(x, top, left, size, flip=None):
     xp = get_array_module(x)
     B, C, H, W = x.shape
     h, w = size
+    for name, v in (("top", top), ("left", left), ("flip", flip)):
+        if is_array(v) and backend_of(v) != "numpy":   # they index on the host (see above)
+            raise ShapeError(f"crop: {name} must be a host (NumPy) array, as random_crop_params "
+                             f"draws it, got a {backend_of(v)} array; move it with as_numpy")
     top, left = numpy.asarray(top, numpy.int64), numpy.asarray(left, numpy.int64)
     if top.shape != (B,) or left.shape != (B,):
         raise ShapeError(f"crop: expected one offset per image, (B,) = ({B},), got "
@@ -419,13 +423,13 @@ class Pipeline:
     def _canvas(self, images, xp):
         """Copy the batch to ``xp`` (the one transfer) and lay it on the canvas."""
         self._check(images)
-        x = (xp or numpy).asarray(images)
+        x = (xp or get_array_module(images)).asarray(images)
         if self.resize is not None:
             x = resize(to_float(x), self.resize)
         return pad(x, self.padding)
 
     def __call__(self, images, train, rng=None, xp=None):
-        """Model input float32 (B, *input_shape) on ``xp`` (default NumPy).
+        """Model input float32 (B, *input_shape) on ``xp`` (default: where the images are).
 
         ``train=True`` draws random crops/reflections and colour noise from
         ``rng`` (a NumPy Generator) when the pipeline augments; ``train=False``
@@ -448,7 +452,8 @@ class Pipeline:
         return standardize(x, self.mean, self.std, offset)
 
     def ten_crop(self, images, xp=None):
-        """The ten test views of every image: float32 (10, B, *input_shape) on ``xp``."""
+        """The ten test views of every image: float32 (10, B, *input_shape) on ``xp``
+        (default: where the images are)."""
         return standardize(ten_crop(self._canvas(images, xp), self.crop_size), self.mean, self.std)
 
     def load_files(self, paths):

@@ -55,12 +55,19 @@ def download(url, path, md5):
     names the file and both checksums.
     """
     path = Path(path)
-    if path.exists():
-        if md5_of_file(path) == md5:
-            return path
-        path.unlink()                       # a stale or broken cache entry: fetch it again
-    path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(path.name + ".part")
+    if path.is_file() and md5_of_file(path) == md5:
+        return path
+    try:
+        if path.exists():
+            path.unlink()                   # a stale or broken cache entry: fetch it again
+        # Can the file be written?  Asked before the first byte is downloaded.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part.touch()
+    except OSError as err:
+        raise DataError(f"{path.parent}: cannot write the download there "
+                        f"({err.strerror or err}); give --data-dir a writable folder, or set "
+                        f"TINYALEXNET_DATA_ROOT (now {DATA_ROOT})") from None
     try:
         fetch(url, part)
         actual = md5_of_file(part)
