@@ -38,7 +38,7 @@ import zipfile
 
 from . import backend
 from .backend import numpy as np
-from .errors import CheckpointError
+from .errors import CheckpointError, NonFiniteError
 from .models import MODELS, get_model
 from .runfolder import write_atomic
 
@@ -61,12 +61,17 @@ HYPER_RANGES = {
 }
 
 
-def save(path, model, meta, optimizer=None):
+def save(path, model, meta, optimizer=None, finite=False):
     """Write ``model``'s weights, ``optimizer``'s state and ``meta`` (a JSON-able dict) to ``path``.
 
     ``meta`` should say which model this is (see :func:`model_meta`); the
     optimizer's numbers (learning rate, step count) are added to it here.
     Arrays on the GPU are copied to the host.  Returns ``path``.
+
+    ``finite=True`` (what training uses): a NaN or infinite array raises
+    NonFiniteError and nothing is written, since a diverged state must never
+    replace a good checkpoint (:func:`load` refuses such files anyway).  The
+    check runs on the host copies, so it costs the GPU no extra read.
     """
     arrays = {f"model/{name}": backend.as_numpy(p) for name, p in model.state_dict().items()}
     meta = dict(meta, format=FORMAT, version=VERSION)
@@ -75,6 +80,9 @@ def save(path, model, meta, optimizer=None):
         arrays.update({f"optim/{key}": backend.as_numpy(a) for key, a in sd["state"].items()})
         meta["optimizer"] = {"name": type(optimizer).__name__, "hyper": sd["hyper"],
                              "steps": sd["steps"]}
+    for key, a in arrays.items() if finite else ():
+        if not np.isfinite(a).all():
+            raise NonFiniteError(f"{key} holds NaN or infinite values; {path} not written")
     arrays["meta"] = np.array(json.dumps(meta))
     atomic_savez(path, arrays)
     return path

@@ -27,7 +27,7 @@ from .datasets import load_dataset
 from .datasets.folder import check_image_file, image_file_error, not_a_regular_file
 from .errors import NonFiniteError, TinyAlexNetError
 from .models import MODELS, get_model
-from .runfolder import write_atomic, write_text_atomic
+from .runfolder import write_text_atomic
 from .train import (OPTIMIZERS, RECIPES, SCHEDULES, Interrupted, Trainer, TrainConfig,
                     _out_of_memory_errors, dataset_options, evaluate,
                     limit_dataset, log_softmax, make_config)
@@ -144,9 +144,7 @@ def _report_test(trainer, ten_crop):
     result.update(ten_crop=ten_crop, epochs=trainer.epoch, classes=trainer.classes,
                   confusion=confusion.tolist())
     write_text_atomic(trainer.path("test.json"), json.dumps(result, indent=1))
-    figure = plots.plot_confusion_matrix(confusion, trainer.classes)
-    write_atomic(trainer.path("confusion_matrix.png"),
-                 lambda f: figure.savefig(f, format="png", dpi=100))
+    plots.plot_confusion_matrix(confusion, trainer.classes, trainer.path("confusion_matrix.png"))
     print(f"test accuracy {100 * result['accuracy']:.2f}% (top-1 error "
           f"{100 * result['top1_error']:.2f}%, top-5 error {100 * result['top5_error']:.2f}%) on "
           f"{result['count']:,} test images after {trainer.epoch} "

@@ -41,6 +41,9 @@ class CheckpointError(TinyAlexNetError, ValueError):
 class RunFolderError(TinyAlexNetError, OSError):
     """A run folder cannot be claimed or written: in use by another run, read-only, full."""
 
-    def __init__(self, message, errno=None):
+    def __init__(self, message, errno=None, strerror=None):
         OSError.__init__(self, message)
-        self.errno = errno
+        self.errno, self.strerror = errno, strerror
+
+    def __str__(self):
+        return self.args[0]

@@ -60,7 +60,8 @@ def write_atomic(path, write, mode="wb"):
         except OSError:
             pass
         if isinstance(err, OSError) and not isinstance(err, RunFolderError):
-            raise RunFolderError(f"cannot write {path}: {_reason(err)}", err.errno) from None
+            raise RunFolderError(f"cannot write {path}: {_reason(err)}", err.errno,
+                                 _reason(err)) from None
         raise
     fsync_dir(folder or ".")
     return path
@@ -256,4 +257,4 @@ def _cannot(what, path, err):
         hint = "; free some space or give --out on another disk"
     elif err.errno in (errno.ENOENT, errno.ENOTDIR):
         hint = "; give --out a folder that can be created"
-    return RunFolderError(f"cannot {what} {path}: {_reason(err)}{hint}", err.errno)
+    return RunFolderError(f"cannot {what} {path}: {_reason(err)}{hint}", err.errno, _reason(err))

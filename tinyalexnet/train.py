@@ -674,17 +674,12 @@ class Trainer:
         Refuses (NonFiniteError) to write weights or optimizer state that are
         NaN or infinite: that would replace a good checkpoint with a broken one.
         """
-        self._check_finite_state()
-        return checkpoint.save(self.path(name), self.model, self.state_meta(meter),
-                               self.optimizer)
-
-    def _check_finite_state(self):
-        xp = self.xp
-        arrays = list(self.model.state_dict().values())
-        arrays += list(self.optimizer.state_dict()["state"].values())
-        finite = xp.stack([xp.isfinite(a).all() for a in arrays])
-        if not bool(backend.as_numpy(finite).all()):      # one read-back, at save time only
-            raise _LossNotFinite(self.global_step, "the weights became NaN or infinite")
+        try:
+            return checkpoint.save(self.path(name), self.model, self.state_meta(meter),
+                                   self.optimizer, finite=True)
+        except NonFiniteError as err:
+            raise _LossNotFinite(self.global_step, f"the weights became NaN or infinite ({err})"
+                                 ) from None
 
     def write_history(self, only_if_changed=False):
         """history.json and history.csv in ``out_dir`` (after every epoch)."""
@@ -701,9 +696,7 @@ class Trainer:
     def plot_history(self):
         """history.png in ``out_dir``: the curves so far (at the end of ``fit``)."""
         if self.history:
-            figure = plots.plot_history(self.history)
-            write_atomic(self.path("history.png"), lambda f: figure.savefig(f, format="png",
-                                                                            dpi=100))
+            plots.plot_history(self.history, self.path("history.png"))     # atomic
 
     # ---------------------------------------------------------------- training
     def fit(self):
@@ -748,7 +741,7 @@ class Trainer:
             except RunFolderError as err:
                 stop = RunFolderError(f"{err}; training stopped: {self._kept()}; free some "
                                       f"space (or fix the folder), then continue with: "
-                                      f"{self.resume_command()}", err.errno)
+                                      f"{self.resume_command()}", err.errno, err.strerror)
             except _out_of_memory_errors() as err:
                 stop = TinyAlexNetError(
                     f"out of GPU memory at epoch {self.epoch + 1}, step {self.step + 1} with "
@@ -903,7 +896,7 @@ class Trainer:
             return RunFolderError(f"{what} at {where}, but the checkpoint could not be saved "
                                   f"({err}); {self._kept()}"
                                   + (f"; continue with: {self.resume_command()}" if saved
-                                     else ""), err.errno)
+                                     else ""), err.errno, err.strerror)
         return Interrupted(f"{what} at {where}: saved {path}; continue with: "
                            f"{self.resume_command()}", path, signum)
 
