@@ -10,7 +10,23 @@ Two schemes are offered for whole models (see ``tinyalexnet.models``):
   by providing the ReLUs with positive inputs"), 0 elsewhere.
 * ``"he"``: weights from N(0, 2 / fan_in) (He et al., 2015), biases 0.  It keeps
   the variance of activations roughly constant through ReLU layers, which lets
-  deep nets start learning without the paper's hand-tuned constants.
+  deep nets start learning without the paper's hand-tuned constants.  Except
+  the classifier (the last layer, fc8): see below.
+
+The classifier under ``"he"``.  He's rule keeps the *size* of activations,
+which is right for hidden layers and wrong for the logits: there it gives
+scores of about the size of the features, so a freshly drawn network is
+confidently wrong and its first loss is far above log K: 3.6 to 5.2 instead
+of 2.30 for the small model at 10 classes in training mode, where dropout
+scales the surviving fc7 units by 2, and 2.5 to 3.2 in evaluation mode (seeds
+0-2).  Lesson 2 teaches that a first loss far from log K means something is
+off.  So the classifier is drawn from N(0, 0.01^2) (the paper's constant,
+``CLASSIFIER_STD``): the logits start near 0, every class near 1/K, and the
+first loss near log K.  Its gradient is not small (the features times
+p - onehot), so it learns at once: the README's main job ended at 83.2%, 83.8%
+and 82.9% test accuracy (seeds 0, 1, 2) against 82.1%, 81.8% and 82.8% with
+He's rule on the classifier.  The same random numbers are drawn as before, so
+every other layer starts exactly as it did.
 """
 import math
 
@@ -19,6 +35,8 @@ from .errors import ConfigError
 
 # The layers the paper starts with bias 1 (section 5 of the paper).
 PAPER_BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")
+# The std of the classifier's weights under "he" (see the module docstring).
+CLASSIFIER_STD = 0.01
 
 
 def default_rng(rng=None):
@@ -40,11 +58,14 @@ def init_model(model, scheme="he", seed=0):
     """Re-draw every weight and bias of ``model`` with ``scheme`` ("paper" or "he").
 
     Layers are visited in order, each drawing from one Generator seeded by
-    ``seed``, so the same seed always gives the same network.
+    ``seed``, so the same seed always gives the same network.  Under "he" the
+    last layer with weights, the classifier, gets ``CLASSIFIER_STD``.
     """
     if scheme not in ("paper", "he"):
         raise ConfigError(f"unknown init scheme {scheme!r}: expected 'paper' or 'he'")
     rng = default_rng(seed)
+    weighted = [name for name, layer in model.named_modules() if "weight" in layer.params]
+    classifier = weighted[-1] if weighted else None
     for name, layer in model.named_modules():
         if "weight" not in layer.params:
             continue
@@ -53,6 +74,9 @@ def init_model(model, scheme="he", seed=0):
         if scheme == "paper":
             new_w = normal(w.shape, 0.01, rng)
             bias = 1.0 if name.split(".")[-1] in PAPER_BIAS_ONE else 0.0
+        elif name == classifier:
+            new_w = normal(w.shape, CLASSIFIER_STD, rng)     # logits near 0: first loss ~ log K
+            bias = 0.0
         else:
             new_w = he_normal(w.shape, fan_in, rng)
             bias = 0.0

@@ -214,9 +214,9 @@ def hflip(x, flip):
 # ---------------------------------------------------------------- lesson 9: training
 def topk_accuracy(logits, labels, k=5):
     """logits (N, K), labels (N,) -> the fraction of rows whose label has one of the k highest
-    logits.  The label's rank is 1 + the number of logits above its own."""
+    logits.  As the trainer's topk_correct counts: ties count against the prediction, so the
+    label's rank is the number of logits at least as high as its own (itself included)."""
     xp = get_array_module(logits)
     true = logits[xp.arange(logits.shape[0]), labels][:, None]    # (N, 1)
-    rank = 1 + (logits > true).sum(axis=1)                        # (N,)
+    rank = (logits >= true).sum(axis=1)                           # (N,), 1 for a clear winner
     return float((rank <= k).mean())
-
