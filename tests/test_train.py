@@ -257,7 +257,7 @@ def test_resuming_a_checkpoint_of_another_model_is_refused(data, tmp_path):
     trainer(data, tmp_path, config(epochs=1)).fit()
     ck = checkpoint.load(tmp_path / "last.npz")
     other = trainer(data, tmp_path / "other", config(epochs=1, model="alexnet32"))
-    with pytest.raises(TinyAlexNetError, match="'small'.*not model 'alexnet32'"):
+    with pytest.raises(TinyAlexNetError, match="'alexnet_small'.*not model 'alexnet32'"):
         other.load_state(ck)
 
 
@@ -269,12 +269,13 @@ def test_recipes():
         ("sgd", 0.01, 0.9, 0.0005, 128)
     assert (paper.schedule, paper.max_reductions, paper.init, paper.augment, paper.lighting) == \
         ("plateau", 3, "paper", True, True)
-    seed003 = make_config("seed003")
-    assert (seed003.optimizer, seed003.lr, seed003.batch_size, seed003.epochs) == \
-        ("adam", 0.001, 64, 15)
+    adam15 = make_config("adam15")
+    assert (adam15.optimizer, adam15.lr, adam15.batch_size, adam15.epochs, adam15.augment,
+            adam15.schedule) == ("adam", 0.001, 64, 15, False, "none")
     assert make_config("paper", lr=0.02, epochs=None).lr == 0.02      # options override
-    assert make_config().model == "small" and make_config().dataset == "fashion-mnist-subset"
-    assert set(RECIPES) == {"default", "paper", "seed003"}
+    assert make_config().model == "alexnet_small"
+    assert make_config().dataset == "fashion-mnist-subset"
+    assert set(RECIPES) == {"default", "paper", "adam15"}
     for bad in (dict(epochs=0), dict(lr=-1.0), dict(batch_size=0), dict(model="vgg"),
                 dict(val_fraction=1.0), dict(backend="tpu")):
         with pytest.raises(TinyAlexNetError, match="invalid --"):
@@ -323,7 +324,7 @@ def test_running_meter_remembers_the_first_non_finite_step():
 
 def test_evaluate_agrees_with_a_direct_computation(data):
     _, _, test = data
-    model = get_model("small", num_classes=4, in_channels=1, seed=3)
+    model = get_model("alexnet_small", num_classes=4, in_channels=1, seed=3)
     pipe = Pipeline.for_dataset(data[0], model.input_shape)
     result = evaluate(model, test, pipe, batch_size=23)          # 60 = 2 * 23 + 14
     images, labels = test.get_batch(np.arange(len(test)))
@@ -339,7 +340,7 @@ def test_evaluate_agrees_with_a_direct_computation(data):
 
 def test_ten_crop_evaluation_averages_softmax_over_the_ten_views(data):
     _, _, test = data
-    model = get_model("small", num_classes=4, in_channels=1, seed=3).eval()
+    model = get_model("alexnet_small", num_classes=4, in_channels=1, seed=3).eval()
     pipe = Pipeline.for_dataset(data[0], model.input_shape, augment=True)
     result = evaluate(model, test, pipe, batch_size=32, ten_crop=True)
     images, labels = test.get_batch(np.arange(len(test)))

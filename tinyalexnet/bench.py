@@ -68,7 +68,7 @@ from .backend import numpy as np
 from .errors import TinyAlexNetError
 from .layers import (Conv2d, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool2d, ReLU,
                      SoftmaxCrossEntropy, ZeroPad2d)
-from .models import MODELS, get_model
+from .models import MODELS, get_model, model_name
 from .optim import SGD
 
 # Agreement demanded of PyTorch, as max|ours - theirs| / max|theirs| per tensor
@@ -82,7 +82,7 @@ TF32_OUTPUT_TOLERANCE = 1e-2
 
 def add_arguments(parser):
     """The options of ``bench``, added to an argparse parser."""
-    parser.add_argument("--model", choices=sorted(MODELS), default="alexnet32",
+    parser.add_argument("--model", type=model_name, choices=sorted(MODELS), default="alexnet32",
                         help="network to time (default: alexnet32)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per step (default: 64)")
     parser.add_argument("--backend", choices=backend.BACKENDS, default="numpy",
