@@ -200,8 +200,8 @@ def test_run_folder_mistakes(run_dir, tmp_path, capsys):
     before = (run_dir / "last.npz").read_bytes()
     user_error(["train", "--out", str(run_dir), *QUICK], capsys, "already holds a run",
                "--resume")
-    user_error(["train", "--resume", str(run_dir), "--lr", "0.1"], capsys, "--lr",
-               "cannot change")
+    user_error(["train", "--resume", str(run_dir), "--batch-size", "10"], capsys,
+               "--batch-size", "cannot change")
     user_error(["train", "--resume", str(run_dir), "--model", "alexnet32"], capsys, "--model")
     user_error(["train", "--resume", str(tmp_path / "nothing")], capsys, "no such checkpoint")
     user_error(["train", "--resume"], capsys, "--resume")

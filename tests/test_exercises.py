@@ -43,6 +43,7 @@ BACKEND_EXERCISES = [
     (ex.check_lrn_forward, sol.lrn_forward), (ex.check_lrn_backward, sol.lrn_backward),
     (ex.check_dropout_forward, sol.dropout_forward),
     (ex.check_dropout_backward, sol.dropout_backward), (ex.check_sgd_step, sol.sgd_step),
+    (ex.check_adam_step, sol.adam_step),
     (ex.check_hflip, sol.hflip), (ex.check_topk_accuracy, sol.topk_accuracy),
 ]
 
@@ -251,6 +252,25 @@ def sgd_pytorch_style(w, g, v, lr, momentum=0.9, weight_decay=0.0005):
     return w - lr * v, v                                     # same w only while v is ignored
 
 
+def adam_without_bias_correction(w, g, m, v, t, lr, beta1=0.9, beta2=0.999, eps=1e-8):
+    m = beta1 * m + (1 - beta1) * g
+    v = beta2 * v + (1 - beta2) * g * g
+    return w - lr * m / (_xp(w).sqrt(v) + eps), m, v
+
+
+def adam_eps_inside_sqrt(w, g, m, v, t, lr, beta1=0.9, beta2=0.999, eps=1e-8):
+    m = beta1 * m + (1 - beta1) * g
+    v = beta2 * v + (1 - beta2) * g * g
+    m_hat, v_hat = m / (1 - beta1 ** t), v / (1 - beta2 ** t)
+    return w - lr * m_hat / _xp(w).sqrt(v_hat + eps), m, v
+
+
+def adam_keeps_corrected_moments(w, g, m, v, t, lr, beta1=0.9, beta2=0.999, eps=1e-8):
+    m = (beta1 * m + (1 - beta1) * g) / (1 - beta1 ** t)      # the corrected values become
+    v = (beta2 * v + (1 - beta2) * g * g) / (1 - beta2 ** t)  # the state: right at step 1 only
+    return w - lr * m / (_xp(w).sqrt(v) + eps), m, v
+
+
 def topk_counts_instead_of_fraction(logits, labels, k=5):
     return float(sol.topk_accuracy(logits, labels, k) * len(labels))
 
@@ -298,6 +318,9 @@ WRONG = [
     (ex.check_dropout_backward, lambda dout, keep, p: dout * keep),
     (ex.check_sgd_step, sgd_decay_without_lr),
     (ex.check_sgd_step, sgd_pytorch_style),
+    (ex.check_adam_step, adam_without_bias_correction),
+    (ex.check_adam_step, adam_eps_inside_sqrt),
+    (ex.check_adam_step, adam_keeps_corrected_moments),
     (ex.check_hflip, lambda x, flip: x[:, :, :, ::-1]),                 # mirrors every image
     (ex.check_hflip, lambda x, flip: _xp(x).where(_xp(x).asarray(flip).reshape(-1, 1, 1, 1),
                                                   x[:, :, ::-1, :], x)),   # upside down

@@ -188,7 +188,7 @@ def test_nan_stops_training_names_the_step_and_keeps_the_checkpoint(data, tmp_pa
     message = str(info.value)
     assert f"diverged at step {bad_step} " in message and "\n" not in message
     assert "lower learning rate" in message and "--lr 0.0001" in message
-    assert "last good checkpoint" in message
+    assert "last checkpoint" in message and "(after epoch 1)" in message
     assert (tmp_path / "last.npz").read_bytes() == before
     assert len(json.loads((tmp_path / "history.json").read_text())) == 1
 

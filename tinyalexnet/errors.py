@@ -36,3 +36,14 @@ class DataError(TinyAlexNetError, ValueError):
 
 class CheckpointError(TinyAlexNetError, ValueError):
     """A checkpoint is missing, cut short, or belongs to another model."""
+
+
+class RunFolderError(TinyAlexNetError, OSError):
+    """A run folder cannot be claimed or written: in use by another run, read-only, full."""
+
+    def __init__(self, message, errno=None, strerror=None):
+        OSError.__init__(self, message)
+        self.errno, self.strerror = errno, strerror
+
+    def __str__(self):
+        return self.args[0]

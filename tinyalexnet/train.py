@@ -32,10 +32,12 @@ bit, as one that was never stopped.
 import dataclasses
 import json
 import math
+import numbers
 import os
-import signal
-import threading
+import shlex
+import shutil
 import time
+import uuid
 
 from tqdm import tqdm
 
@@ -43,10 +45,12 @@ from . import backend, checkpoint, plots
 from .backend import numpy as np
 from .datasets import iterate_batches, load_dataset
 from .datasets.prefetch import prefetch
-from .errors import NonFiniteError, TinyAlexNetError
+from .errors import CheckpointError, NonFiniteError, RunFolderError, TinyAlexNetError
 from .layers import SoftmaxCrossEntropy
 from .models import MODELS, get_model
 from .optim import SGD, Adam, ReduceLROnPlateau, StepLR
+from .runfolder import RunFolder, write_atomic, write_text_atomic
+from .signals import StopRequests, signal_name
 from .transforms import Pipeline, paper_canvas
 
 # --------------------------------------------------------------------- recipes
@@ -111,7 +115,7 @@ def make_config(recipe=None, **options):
         if key not in fields:
             raise TypeError(f"make_config: unknown option {key!r}")
         if value is not None:
-            values[key] = value
+            values[key] = os.fspath(value) if isinstance(value, os.PathLike) else value
     config = TrainConfig(**values)
     check_config(config)
     return config
@@ -121,6 +125,20 @@ def check_config(c):
     """Raise a one-line TinyAlexNetError for a value that cannot work."""
     def bad(option, expected, got):
         raise TinyAlexNetError(f"invalid --{option.replace('_', '-')} {got!r}: expected {expected}")
+
+    def number(v):
+        return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+    def integer(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+    for name in ("recipe", "dataset", "model", "backend", "optimizer", "schedule"):
+        if not isinstance(getattr(c, name), str):
+            bad(name, "a name", getattr(c, name))
+    if c.data_dir is not None and not isinstance(c.data_dir, str):
+        bad("data_dir", "a folder", c.data_dir)
+    for name in ("download", "augment", "lighting"):
+        if not isinstance(getattr(c, name), bool):
+            bad(name, "true or false", getattr(c, name))
     if c.model not in MODELS:
         bad("model", f"one of {', '.join(MODELS)}", c.model)
     if c.backend not in backend.BACKENDS:
@@ -132,17 +150,24 @@ def check_config(c):
     if c.init not in (None, "paper", "he"):
         bad("init", "'paper' or 'he'", c.init)
     for name in ("epochs", "batch_size", "step_size", "log_every", "eval_batch_size"):
-        if not isinstance(getattr(c, name), int) or getattr(c, name) < 1:
+        if not integer(getattr(c, name)) or getattr(c, name) < 1:
             bad(name, "a positive integer", getattr(c, name))
-    if c.limit is not None and (not isinstance(c.limit, int) or c.limit < 2):
+    if c.limit is not None and (not integer(c.limit) or c.limit < 2):
         bad("limit", "an integer of at least 2", c.limit)
-    if not (isinstance(c.lr, (int, float)) and math.isfinite(c.lr) and c.lr > 0):
+    if not integer(c.patience) or c.patience < 0:
+        bad("patience", "an integer >= 0", c.patience)
+    if not integer(c.max_reductions) or c.max_reductions < 0:
+        bad("max_reductions", "an integer >= 0", c.max_reductions)
+    # The seed feeds NumPy's SeedSequence, which takes non-negative integers only.
+    if not integer(c.seed) or not 0 <= c.seed < 2 ** 63:
+        bad("seed", "an integer from 0 to 2**63 - 1", c.seed)
+    if not (number(c.lr) and c.lr > 0):
         bad("lr", "a positive number", c.lr)
-    if not 0 <= c.weight_decay < 1:
+    if not (number(c.weight_decay) and 0 <= c.weight_decay < 1):
         bad("weight_decay", "a number in [0, 1)", c.weight_decay)
-    if not 0 <= c.momentum < 1:
+    if not (number(c.momentum) and 0 <= c.momentum < 1):
         bad("momentum", "a number in [0, 1)", c.momentum)
-    if not 0 <= c.val_fraction < 1:
+    if not (number(c.val_fraction) and 0 <= c.val_fraction < 1):
         bad("val_fraction", "a number in [0, 1)", c.val_fraction)
 
 
@@ -346,36 +371,12 @@ def load_data(config):
 # --------------------------------------------------------------------- stopping
 
 class Interrupted(KeyboardInterrupt):
-    """Training stopped by Ctrl-C; ``checkpoint`` is where the state went (or None)."""
+    """Training stopped by Ctrl-C or SIGTERM (``signum``); ``checkpoint`` is where the
+    state went (or None)."""
 
-    def __init__(self, message, checkpoint=None):
+    def __init__(self, message, checkpoint=None, signum=2):
         super().__init__(message)
-        self.checkpoint = checkpoint
-
-
-class _CtrlC:
-    """Catch Ctrl-C while training.  The first press asks the loop to stop after
-    the step it is in (the state is then consistent and can be saved); a second
-    press interrupts at once.  Only the main thread can own signal handlers;
-    elsewhere Ctrl-C arrives as a plain KeyboardInterrupt."""
-
-    def __enter__(self):
-        self.requested = False
-        self._installed = threading.current_thread() is threading.main_thread()
-        if self._installed:
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def _handler(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._installed:
-            previous = self._previous if self._previous is not None else signal.default_int_handler
-            signal.signal(signal.SIGINT, previous)
-        return False
+        self.checkpoint, self.signum = checkpoint, signum
 
 
 def _tqdm_disable(progress):
@@ -405,19 +406,37 @@ class Trainer:
         trainer = Trainer(make_config(epochs=2), "runs/demo")
         history = trainer.fit()
         print(trainer.evaluate(trainer.test_set)["accuracy"])
+
+    The run folder (``out_dir``; None: a new ``runs/<model>-<dataset>-<n>``)
+    is claimed when the Trainer is built (see ``runfolder.RunFolder``): no other
+    process may write it until ``fit()`` returns, or until the end of a
+    ``with trainer:`` block that holds it for longer.
     """
 
     prefetch = True     # read the next batch in a background thread (datasets/prefetch.py)
 
-    def __init__(self, config, out_dir, datasets=None, pipeline=None, progress=None, log=_print,
-                 on_step=None, on_epoch=None, _resuming=False):
+    def __init__(self, config, out_dir=None, datasets=None, pipeline=None, progress=None,
+                 log=_print, on_step=None, on_epoch=None, _resuming=False, _run_folder=None):
         check_config(config)
-        self.config, self.out_dir = config, os.fspath(out_dir)
+        self.config = config
         self.progress, self.log = progress, log or (lambda *a, **k: None)
         self.on_step, self.on_epoch = on_step, on_epoch
-        if not _resuming and os.path.exists(self.path("last.npz")):
-            raise TinyAlexNetError(f"{self.out_dir} already holds a run (last.npz): resume it with "
-                                   f"--resume {self.out_dir}, or give another --out")
+        # Claimed first: a folder in use, read-only or impossible fails now, not after an epoch.
+        self.run_folder = _run_folder or claim_run_folder(out_dir, config)
+        self.out_dir = self.run_folder.path
+        self._hold = False       # keep the folder after fit() (inside ``with trainer:``)
+        try:
+            if not _resuming and os.path.exists(self.path("last.npz")):
+                raise TinyAlexNetError(f"{self.out_dir} already holds a run (last.npz): resume it "
+                                       f"with --resume {self.out_dir}, or give another --out")
+            self._setup(datasets, pipeline)
+        except BaseException:
+            if _run_folder is None:      # resume() lets go of its own
+                self.run_folder.abandon()
+            raise
+
+    def _setup(self, datasets, pipeline):
+        config = self.config
         self.xp = backend.get_backend(config.backend)     # fails early, with the reason
         self.train_set, self.val_set, self.test_set = datasets or load_data(config)
         if len(self.train_set) == 0 or len(self.val_set) == 0:
@@ -443,6 +462,10 @@ class Trainer:
         self.global_step = 0
         self.history = []
         self.best_error = None
+        self.best_epoch = None  # the epoch best.npz holds (recorded in last.npz)
+        self.run_id = uuid.uuid4().hex    # tells this run's checkpoints from another's
+        self.changes = []       # settings changed on resume (--lr), with the step they began
+        self.branched_from = None  # the checkpoint of another run this one started from
         self.partial = None     # running sums of an epoch cut short (from a checkpoint)
         self._ctrl_c = None
         self._meter = None      # the running sums of the epoch in progress
@@ -454,7 +477,6 @@ class Trainer:
         # CuPy compiles each kernel on its first use (cached on disk after): the first
         # epoch a process trains on a GPU is slower, and its log line says so.
         self._compiling = self.xp is not np
-        os.makedirs(self.out_dir, exist_ok=True)
 
     # ---------------------------------------------------------------- building
     def _build_pipeline(self):
@@ -484,55 +506,153 @@ class Trainer:
     def steps_per_epoch(self):
         return -(-len(self.train_set) // self.config.batch_size)
 
+    # ---------------------------------------------------------------- owning
+    def close(self):
+        """Let go of the run folder (``fit()`` does at its end, unless inside ``with``)."""
+        self._hold = False
+        self.run_folder.unlock()
+
+    def __enter__(self):
+        self._hold = True
+        self.run_folder.lock()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
     # ---------------------------------------------------------------- resuming
     @classmethod
-    def resume(cls, path, overrides=None, datasets=None, pipeline=None, **kwargs):
+    def resume(cls, path, overrides=None, datasets=None, pipeline=None, out_dir=None, **kwargs):
         """Continue the run saved at ``path`` (a checkpoint or a run folder).
 
         ``overrides`` may change config fields that do not alter what was
         learned so far: ``epochs`` (to extend the run), ``backend`` (to move
-        it to another device), ``data_dir``.  Everything else comes from the
-        checkpoint; other arguments are as for ``Trainer``.
+        it to another device), ``data_dir`` (the same classes, elsewhere), and
+        ``lr``: the learning rate from here on (e.g. after a divergence),
+        recorded in the checkpoint's ``changes`` and in the history's lr
+        column.  Everything else comes from the checkpoint.
+
+        The run continues in the checkpoint's own folder, and only from that
+        run's newest state: resuming an older checkpoint there (``best.npz``
+        while ``last.npz`` went on) would overwrite the newer one, and is
+        refused.  ``out_dir`` (another folder) instead starts a new run there
+        from the checkpoint, a branch that leaves the old run as it is.  Other
+        arguments are as for ``Trainer``.
         """
-        ck = checkpoint.load(path)
-        config = ck.get("config")
-        if config is None or ck.get("epoch") is None:
-            raise TinyAlexNetError(f"{ck.path}: holds weights only, not a run to resume")
+        source = checkpoint.checkpoint_path(path)
+        home = os.path.dirname(os.path.abspath(source))
+        branch = out_dir is not None and not _same_folder(out_dir, home)
+        overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+        lr = overrides.pop("lr", None)
+        # Claim before reading: nobody may write the folder between our check and our run.
+        run = RunFolder.claim(out_dir if branch else home)
         try:
-            config = TrainConfig(**config)
-        except TypeError as err:
-            raise TinyAlexNetError(f"{ck.path}: the run's settings are not understood ({err})"
-                                   ) from None
-        for key, value in (overrides or {}).items():
-            if value is not None:
-                setattr(config, key, value)
-        if pipeline is None and ck.get("pipeline") is not None:
-            pipeline = Pipeline.from_config(ck["pipeline"])
-        trainer = cls(config, os.path.dirname(os.path.abspath(ck.path)), datasets=datasets,
-                      pipeline=pipeline, _resuming=True, **kwargs)
-        trainer.load_state(ck)
+            ck = checkpoint.load(source)
+            if branch:
+                if os.path.exists(os.path.join(run.path, "last.npz")):
+                    raise TinyAlexNetError(f"{run.path} already holds a run (last.npz): give "
+                                           f"--out a new folder to start a run from {ck.path}")
+            else:
+                _check_newest(ck, home)
+            config = run_config(ck)
+            config = dataclasses.replace(config, **overrides)   # TypeError: not a setting
+            check_config(config if lr is None else dataclasses.replace(config, lr=lr))
+            if pipeline is None and ck.get("pipeline") is not None:
+                pipeline = Pipeline.from_config(ck["pipeline"])
+            trainer = cls(config, run.path, datasets=datasets, pipeline=pipeline,
+                          _resuming=True, _run_folder=run, **kwargs)
+            trainer.load_state(ck)
+            if branch:
+                trainer._start_branch(ck, home)
+            else:
+                trainer._repair(ck)
+            if lr is not None and lr != trainer.optimizer.lr:
+                trainer.change_lr(lr)
+        except BaseException:
+            run.abandon()
+            raise
         return trainer
 
     def load_state(self, ck):
         """Restore weights, optimizer, scheduler, counters and history from a Checkpoint."""
+        checkpoint.check_classes(ck, self.classes, self._data_name())
         ck.load_model(self.model, self.config.model)
         ck.load_optimizer(self.optimizer)
-        if self.scheduler is not None and ck.get("scheduler"):
+        check_run_meta(ck, self.scheduler)
+        if self.scheduler is not None:
             self.scheduler.load_state_dict(ck["scheduler"])
         self.epoch, self.step = int(ck["epoch"]), int(ck["step"])
         self.global_step = int(ck["global_step"])
         self.history = list(ck.get("history", []))
         self.best_error = ck.get("best_error")
+        self.best_epoch = ck.get("best_epoch")
+        self.run_id = ck.get("run_id") or self.run_id
+        self.changes = list(ck.get("changes") or [])
+        self.branched_from = ck.get("branched_from")
         self.partial = ck.get("partial")
         if self.step > self.steps_per_epoch:
             raise TinyAlexNetError(f"{ck.path}: saved at step {self.step} of an epoch that has "
                                    f"only {self.steps_per_epoch} steps: the data set changed")
 
+    def _data_name(self):
+        c = self.config
+        return f"--data-dir {c.data_dir}" if c.data_dir else f"data set {c.dataset!r}"
+
+    def change_lr(self, lr):
+        """Train on with learning rate ``lr`` from the current step; the change is recorded."""
+        old = self.optimizer.lr
+        self.changes.append({"epoch": self.epoch, "step": self.step,
+                             "global_step": self.global_step, "lr": [old, lr]})
+        self.optimizer.lr = lr
+        self.log(f"learning rate {old:g} -> {lr:g} from epoch {self.epoch + 1}, step "
+                 f"{self.step} (recorded in the checkpoint and the history's lr column)")
+
+    def _repair(self, ck):
+        """Bring best.npz and the history files in line with the checkpoint resumed from.
+
+        last.npz is written first at the end of an epoch, then best.npz, then
+        the history; a crash between them leaves the later ones behind, and
+        this catches them up.  Files that already agree are not touched.
+        """
+        if self.best_epoch is not None and not _holds_best(self.path("best.npz"),
+                                                           self.best_epoch, self.best_error):
+            if (self.epoch, self.step) == (self.best_epoch, 0):
+                _copy_atomic(ck.path, self.path("best.npz"))
+                self.log(f"repaired {self.path('best.npz')}: it now holds epoch "
+                         f"{self.best_epoch}, the best so far")
+            else:
+                self.log(f"warning: {self.path('best.npz')} does not hold epoch "
+                         f"{self.best_epoch}, the best so far (removed or replaced by hand); "
+                         f"the next better epoch will be written there")
+        self.write_history(only_if_changed=True)
+
+    def _start_branch(self, ck, home):
+        """A new run in ``out_dir`` from ``ck`` of the run in ``home``, which stays as it is."""
+        self.branched_from = {"checkpoint": os.path.abspath(ck.path), "run_id": self.run_id,
+                              "epoch": self.epoch, "step": self.step,
+                              "global_step": self.global_step}
+        self.run_id = uuid.uuid4().hex
+        self.log(f"starting a new run in {self.out_dir} from {ck.path} ({_state_name(ck.meta)}); "
+                 f"{home} is left as it is")
+        if self.best_epoch is not None:
+            best = os.path.join(home, "best.npz")
+            if (self.epoch, self.step) == (self.best_epoch, 0):
+                _copy_atomic(ck.path, self.path("best.npz"))
+            elif _holds_best(best, self.best_epoch, self.best_error):
+                _copy_atomic(best, self.path("best.npz"))
+            else:
+                self.log(f"({best} no longer holds epoch {self.best_epoch}: the best epoch "
+                         f"is tracked afresh in {self.out_dir})")
+                self.best_epoch = self.best_error = None
+        self.save("last.npz")
+        self.write_history()
+
     # ---------------------------------------------------------------- saving
     def state_meta(self, meter=None):
         """Everything but the arrays, for the checkpoint's JSON record."""
         meta = checkpoint.model_meta(self.model, self.config.model)
-        partial = None
+        partial = self.partial       # an epoch cut short and not yet continued
         if meter is not None and meter.count:
             partial = meter.read()
             partial = {k: partial[k] for k in ("loss_sum", "correct1", "correct5", "count")}
@@ -544,53 +664,84 @@ class Trainer:
             pipeline=self.pipeline.config() if hasattr(self.pipeline, "config") else None,
             scheduler=self.scheduler.state_dict() if self.scheduler is not None else None,
             extra_state=self.model.get_extra_state(), history=self.history,
-            best_error=self.best_error, partial=partial)
+            best_error=self.best_error, best_epoch=self.best_epoch, run_id=self.run_id,
+            changes=self.changes, branched_from=self.branched_from, partial=partial)
         return meta
 
     def save(self, name="last.npz", meter=None):
-        """Write a checkpoint of the current state to ``out_dir/name``; returns its path."""
-        return checkpoint.save(self.path(name), self.model, self.state_meta(meter),
-                               self.optimizer)
+        """Write a checkpoint of the current state to ``out_dir/name``; returns its path.
 
-    def write_history(self):
+        Refuses (NonFiniteError) to write weights or optimizer state that are
+        NaN or infinite: that would replace a good checkpoint with a broken one.
+        """
+        try:
+            return checkpoint.save(self.path(name), self.model, self.state_meta(meter),
+                                   self.optimizer, finite=True)
+        except NonFiniteError as err:
+            raise _LossNotFinite(self.global_step, f"the weights became NaN or infinite ({err})"
+                                 ) from None
+
+    def write_history(self, only_if_changed=False):
         """history.json and history.csv in ``out_dir`` (after every epoch)."""
-        _write_atomic(self.path("history.json"), json.dumps(self.history, indent=1))
         lines = [",".join(HISTORY_FIELDS)]
         for h in self.history:
             lines.append(",".join(_csv_value(h[k]) for k in HISTORY_FIELDS))
-        _write_atomic(self.path("history.csv"), "\n".join(lines) + "\n")
+        files = {"history.json": json.dumps(self.history, indent=1),
+                 "history.csv": "\n".join(lines) + "\n"}
+        for name, text in files.items():
+            if only_if_changed and _read_text(self.path(name)) == text:
+                continue
+            write_text_atomic(self.path(name), text)
 
     def plot_history(self):
         """history.png in ``out_dir``: the curves so far (at the end of ``fit``)."""
         if self.history:
-            plots.plot_history(self.history, self.path("history.png"))
+            plots.plot_history(self.history, self.path("history.png"))     # atomic
 
     # ---------------------------------------------------------------- training
     def fit(self):
         """Train until ``config.epochs`` epochs are done; returns the history.
 
-        Raises :class:`Interrupted` after saving on Ctrl-C, and a one-line
-        NonFiniteError (loss diverged) or TinyAlexNetError (GPU out of memory)
-        without touching the checkpoints already written.
+        Raises :class:`Interrupted` after saving on Ctrl-C or SIGTERM, and a
+        one-line NonFiniteError (loss diverged), RunFolderError (a checkpoint
+        could not be written: disk full, ...) or TinyAlexNetError (GPU out of
+        memory) without touching the checkpoints already written.
         """
         c = self.config
+        self.run_folder.lock()       # again, if an earlier fit() let go of it
+        try:
+            return self._fit()
+        finally:
+            if not self._hold:
+                self.run_folder.unlock()
+
+    def _fit(self):
+        c = self.config
+        epochs_before = len(self.history)
         self.log(f"training {c.model!r} ({self.model.num_parameters():,} parameters) on "
                  f"{c.dataset}: {len(self.train_set):,} training / {len(self.val_set):,} "
                  f"validation images {'x'.join(map(str, self.model.input_shape))}, "
                  f"{c.optimizer} lr {self.optimizer.lr:g}, batch {c.batch_size}, {c.backend} "
                  f"backend -> {self.out_dir}")
         # Overflow warnings from NumPy would only precede the divergence message.
-        with _CtrlC() as ctrl_c, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        with StopRequests() as ctrl_c, np.errstate(over="ignore", invalid="ignore",
+                                                    divide="ignore"):
             self._ctrl_c = ctrl_c
             stop = None
             try:
                 while self.epoch < c.epochs:
+                    if ctrl_c.requested:     # came during validation or the saves
+                        raise KeyboardInterrupt
                     meter = self._train_epoch()
                     self._end_epoch(meter)
-            except KeyboardInterrupt:
-                stop = self._interrupted()
+            except KeyboardInterrupt as err:
+                stop = self._interrupted(getattr(err, "signum", None) or ctrl_c.signum or 2)
             except NonFiniteError as err:
                 stop = self._diverged(err)
+            except RunFolderError as err:
+                stop = RunFolderError(f"{err}; training stopped: {self._kept()}; free some "
+                                      f"space (or fix the folder), then continue with: "
+                                      f"{self.resume_command()}", err.errno, err.strerror)
             except backend.gpu_error_types() as err:
                 if not backend.is_out_of_memory(err):
                     raise
@@ -602,7 +753,8 @@ class Trainer:
                 self._ctrl_c = None
         if stop is not None:
             try:
-                self.plot_history()      # the curves of the epochs that were done
+                if len(self.history) > epochs_before:   # the curves of the epochs done here
+                    self.plot_history()
             except Exception as err:     # must not hide why training stopped
                 self.log(f"(history.png not drawn: {err})")
             raise stop
@@ -689,9 +841,11 @@ class Trainer:
         if self.scheduler is not None:
             self.scheduler.step(val["top1_error"])
         is_best = self.best_error is None or val["top1_error"] < self.best_error
-        if is_best:
-            self.best_error = val["top1_error"]
         self.epoch, self.step, self._meter = self.epoch + 1, 0, None
+        if is_best:
+            self.best_error, self.best_epoch = val["top1_error"], self.epoch
+        # In this order: last.npz records which epoch best.npz must hold, so a
+        # crash between the writes is repaired on resume (see _repair).
         self.save("last.npz")
         if is_best:
             self.save("best.npz")
@@ -712,36 +866,63 @@ class Trainer:
             self.on_epoch(self, record)
 
     # ---------------------------------------------------------------- stopping
-    def resume_command(self):
-        return f"python -m tinyalexnet train --resume {self.out_dir}"
+    def resume_command(self, *options):
+        """The command line that continues this run (with ``options`` added)."""
+        return " ".join(["python -m tinyalexnet train --resume", shlex.quote(self.out_dir),
+                         *options])
 
-    def _interrupted(self):
+    def _kept(self):
+        """What is on disk now: "the checkpoint RUN/last.npz (after epoch 2) is kept"."""
+        path = self.path("last.npz")
+        try:
+            meta = checkpoint.read_meta(path)
+        except CheckpointError:
+            return "no checkpoint was saved"
+        return f"the last checkpoint {path} ({_state_name(meta)}) is kept"
+
+    def _interrupted(self, signum=2):
         where = f"epoch {self.epoch + 1}, step {self.step}/{self.steps_per_epoch}"
+        what = "interrupted" if signum == 2 else f"stopped by {signal_name(signum)}"
+        saved = os.path.exists(self.path("last.npz"))
         if self._critical:
             # Cut inside an update: the state in memory is half old, half new.
-            saved = self.path("last.npz") if os.path.exists(self.path("last.npz")) else None
-            kept = f"the last checkpoint {saved} is kept" if saved else "nothing was saved"
-            return Interrupted(f"interrupted during an update at {where}; {kept}"
+            return Interrupted(f"{what} during an update at {where}; {self._kept()}"
                                + (f"; continue with: {self.resume_command()}" if saved else ""),
-                               saved)
+                               self.path("last.npz") if saved else None, signum)
         if self._extra_before is not None:
             # The step in progress is not counted: give back the dropout masks it drew.
             self.model.set_extra_state(self._extra_before)
-        path = self.save("last.npz", self._meter)
-        return Interrupted(f"interrupted at {where}: saved {path}; continue with: "
-                           f"{self.resume_command()}", path)
+        try:
+            bad = self._meter.read()["first_bad"] if self._meter is not None else None
+            if bad is not None:
+                raise _LossNotFinite(bad + 1)
+            path = self.save("last.npz", self._meter)
+        except NonFiniteError as err:    # never save a diverged state over a good one
+            stop = self._diverged(err)
+            return NonFiniteError(f"{what} at {where}, not saved: {stop}")
+        except RunFolderError as err:
+            return RunFolderError(f"{what} at {where}, but the checkpoint could not be saved "
+                                  f"({err}); {self._kept()}"
+                                  + (f"; continue with: {self.resume_command()}" if saved
+                                     else ""), err.errno, err.strerror)
+        return Interrupted(f"{what} at {where}: saved {path}; continue with: "
+                           f"{self.resume_command()}", path, signum)
 
     def _diverged(self, err):
         # A layer's own check (NumPy) stops the step in progress; the running
-        # loss (GPU) names the first step whose loss was not finite.
+        # loss (GPU) names the first step whose loss was not finite.  Nothing
+        # non-finite is ever saved (see save()), so what is on disk is finite.
         step = getattr(err, "step", self.global_step + 1)
-        saved = self.path("last.npz")
-        kept = (f"the last good checkpoint {saved} is kept" if os.path.exists(saved)
-                else "no checkpoint was written")
         lr = self.optimizer.lr
+        lower = f"{lr / 10:g}"
+        if os.path.exists(self.path("last.npz")):
+            advice = (f"{self._kept()}; continue from it with a lower learning rate: "
+                      f"{self.resume_command('--lr', lower)}")
+        else:
+            advice = (f"no checkpoint was written; start again with a lower learning rate, "
+                      f"e.g. --lr {lower}")
         return NonFiniteError(f"training diverged at step {step} (epoch {self.epoch + 1}): {err}; "
-                              f"try a lower learning rate than {lr:g}, e.g. --lr {lr / 10:g}; "
-                              f"{kept}")
+                              f"try a lower learning rate than {lr:g}; {advice}")
 
     # ---------------------------------------------------------------- testing
     def evaluate(self, dataset=None, ten_crop=False):
@@ -768,16 +949,114 @@ def _csv_value(v):
     return repr(v) if isinstance(v, float) else str(v)
 
 
-def _write_atomic(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def _read_text(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, ValueError):
+        return None
 
 
-def default_out_dir(model, dataset, root="runs"):
-    """``runs/<model>-<dataset>-<n>`` with the first n not taken yet."""
-    n = 1
-    while os.path.exists(os.path.join(root, f"{model}-{dataset}-{n}")):
-        n += 1
-    return os.path.join(root, f"{model}-{dataset}-{n}")
+# --------------------------------------------------------------------- run folders
+
+def claim_run_folder(out_dir, config, root="runs"):
+    """The RunFolder for a new run: ``out_dir``, or a new ``runs/<model>-<dataset>-<n>``."""
+    if out_dir is None:
+        return RunFolder.new(root, f"{config.model}-{config.dataset}")
+    return RunFolder.claim(out_dir)
+
+
+def _same_folder(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _state_name(meta):
+    """"after epoch 3" or "at epoch 4, step 17": where a checkpoint's run stood."""
+    if not meta.get("step"):
+        return f"after epoch {meta.get('epoch')}"
+    return f"at epoch {meta.get('epoch', 0) + 1}, step {meta.get('step')}"
+
+
+def _check_newest(ck, folder):
+    """Refuse to resume ``ck`` in ``folder`` unless it is that folder's newest state."""
+    last = os.path.join(folder, "last.npz")
+    if not os.path.exists(last) or _same_folder(ck.path, last):
+        return
+    try:
+        newest = checkpoint.read_meta(last)
+    except CheckpointError as err:
+        what = f"{last} cannot be read ({err})"
+    else:
+        same = (newest.get("run_id"), newest.get("global_step")) == (ck.get("run_id"),
+                                                                    ck.get("global_step"))
+        if same:
+            return                       # the same state (best.npz of the newest epoch)
+        if newest.get("run_id") == ck.get("run_id"):
+            what = f"the run went on: {last} holds it {_state_name(newest)}"
+        else:
+            what = f"{last} holds another run ({_state_name(newest)})"
+    raise TinyAlexNetError(
+        f"{ck.path} holds the run {_state_name(ck.meta)}, but {what}; resuming the older state "
+        f"in {folder} would overwrite the newer; continue the newest with --resume "
+        f"{shlex.quote(folder)}, or "
+        f"start a new run from this checkpoint with --resume {shlex.quote(ck.path)} --out "
+        f"NEW_FOLDER")
+
+
+def run_config(ck):
+    """The TrainConfig stored in checkpoint ``ck``, checked like one given by hand."""
+    config = ck.get("config")
+    if config is None or ck.get("epoch") is None:
+        raise TinyAlexNetError(f"{ck.path}: holds weights only, not a run to resume")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    if not set(config) <= fields:
+        raise CheckpointError(f"{ck.path}: the run's settings are not understood (unknown "
+                              f"{sorted(set(config) - fields)})")
+    config = TrainConfig(**config)
+    try:
+        check_config(config)
+    except TinyAlexNetError as err:
+        raise CheckpointError(f"{ck.path}: the run's settings are damaged ({err})") from None
+    return config
+
+
+def check_run_meta(ck, scheduler):
+    """The training state in ``ck`` (counters, history, scheduler) hangs together."""
+    def damaged(what):
+        raise CheckpointError(f"{ck.path}: {what} (edited or damaged file)")
+    for key in ("epoch", "step", "global_step"):
+        if ck.get(key) is None:
+            damaged(f"no {key!r} counter")
+    history = ck.get("history") or []
+    if len(history) != ck["epoch"]:
+        damaged(f"{len(history)} history records for {ck['epoch']} epochs")
+    for record in history:
+        if not set(HISTORY_FIELDS) <= set(record):
+            damaged(f"a history record lacks {sorted(set(HISTORY_FIELDS) - set(record))}")
+    partial = ck.get("partial")
+    if partial is not None and not (isinstance(partial.get("count"), int)
+                                    and partial["count"] >= 0):
+        damaged("the partial epoch's image count is not a count")
+    if scheduler is not None:
+        saved = ck.get("scheduler")
+        if saved is None or set(saved) != set(scheduler.state_dict()):
+            damaged(f"the {type(scheduler).__name__} state is "
+                    f"{sorted(saved) if saved else 'missing'}, expected "
+                    f"{sorted(scheduler.state_dict())}")
+
+
+def _holds_best(path, epoch, error):
+    """Whether ``path`` is the checkpoint of ``epoch``'s end with validation error ``error``."""
+    try:
+        meta = checkpoint.read_meta(path)
+    except CheckpointError:
+        return False
+    return (meta.get("epoch"), meta.get("step"), meta.get("best_error")) == (epoch, 0, error)
+
+
+def _copy_atomic(source, target):
+    with open(source, "rb") as f:
+        write_atomic(target, lambda out: shutil.copyfileobj(f, out))

@@ -20,7 +20,7 @@ from ..layers import (Conv2d, Dropout, Linear, LocalResponseNorm, MaxPool2d, ReL
 from ..layers.im2col import col2im as ref_col2im, im2col as ref_im2col
 from ..layers.naive import conv2d_naive
 from ..layers.tanh import Tanh
-from ..optim import SGD
+from ..optim import SGD, Adam
 from ..transforms import crop as ref_crop
 from .report import Exercise, earlier_failures
 
@@ -593,6 +593,40 @@ def check_sgd_step(sgd_step, backend="numpy"):
                        opt.state["velocity"]["weight"])
     return ex.finish()
 
+
+
+def check_adam_step(adam_step, backend="numpy"):
+    """Exercise 6.4: Adam's update with its bias correction, three steps, twice (the second
+    time with a large eps and small gradients, where eps's place in the formula shows).
+    The results of steps 1 and 3 are compared with ``optim.Adam``."""
+    ex = Exercise("6.4", "adam_step", hint="t counts the steps from 1: divide m by 1 - beta1**t "
+                  "and v by 1 - beta2**t before using them, take the square root of v_hat and "
+                  "add eps after it; keep m and v themselves uncorrected for the next step. "
+                  "Return (w, m, v).")
+    xp = B.get_backend(backend)
+    with ex.attempt():
+        for case, (scale, eps) in enumerate(((1.0, 1e-8), (1e-3, 1e-3))):
+            layer = _layer(Linear(4, 3, rng=6 + case), backend)
+            opt = Adam(layer, lr=0.01, betas=(0.9, 0.999), eps=eps)
+            w = layer.params["weight"].copy()
+            m, v = xp.zeros_like(w), xp.zeros_like(w)
+            for t in range(1, 4):
+                g = _rand(w.shape, 180 + 10 * case + t, backend=backend) * scale
+                layer.grads["weight"][...] = g
+                layer.grads["bias"][...] = 0
+                opt.step()
+                result = adam_step(w, g, m, v, t, 0.01, 0.9, 0.999, eps)
+                if not isinstance(result, (tuple, list)) or len(result) != 3:
+                    ex.result.problem = "adam_step must return three arrays: (new w, new m, new v)"
+                    return ex.finish()
+                w, m, v = result
+                if t == 2:
+                    continue                  # steps 1 and 3 are reported
+                label = f"eps {eps:g}, step {t}"
+                ex.compare(f"w after {label} vs optim.Adam", w, layer.params["weight"])
+                ex.compare(f"m after {label} vs optim.Adam", m, opt.state["m"]["weight"])
+                ex.compare(f"v after {label} vs optim.Adam", v, opt.state["v"]["weight"])
+    return ex.finish()
 
 # ---------------------------------------------------------------- lesson 7
 # (in, out, kernel, stride, padding, groups, input size): AlexNet's five convolutions

@@ -192,6 +192,17 @@ def sgd_step(w, g, v, lr, momentum=0.9, weight_decay=0.0005):
     return w + v, v
 
 
+
+def adam_step(w, g, m, v, t, lr, beta1=0.9, beta2=0.999, eps=1e-8):
+    """One Adam step at step number t (from 1): m, v running means of g and g^2, corrected
+    for their start at 0.  -> (w, m, v)."""
+    xp = get_array_module(w)
+    m = beta1 * m + (1 - beta1) * g
+    v = beta2 * v + (1 - beta2) * g * g
+    m_hat = m / (1 - beta1 ** t)
+    v_hat = v / (1 - beta2 ** t)
+    return w - lr * m_hat / (xp.sqrt(v_hat) + eps), m, v
+
 # ---------------------------------------------------------------- lesson 7: assembling AlexNet
 def conv_output_size(size, kernel, stride=1, padding=0):
     """Positions a kernel can take along one axis."""
