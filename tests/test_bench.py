@@ -148,6 +148,40 @@ def test_the_bench_default_is_the_trainers_on_the_gpu_too(standin, tmp_path):
     assert _runner_checks("cupy") == trained
 
 
+def test_an_option_added_later_reaches_the_probe_with_no_code_for_it(monkeypatch):
+    """A flag and a choice added to add_arguments (as another conv algorithm would be)."""
+    def with_more(parser):
+        parser = original(parser)
+        parser.add_argument("--new-flag", action="store_true")
+        parser.add_argument("--new-choice", choices=["a", "b"], default=None)
+        return parser
+
+    original = bench.add_arguments
+    monkeypatch.setattr(bench, "add_arguments", with_more)
+    args = _args(TINY + ["--new-flag", "--new-choice", "b"])
+    probe = _args(bench._probe_argv(args, "ours", None)[2:])
+    assert probe.new_flag is True and probe.new_choice == "b" and probe.model == "small"
+
+
+class _Pass:
+    """A stand-in framework for check_outputs: fixed logits, loss and gradients."""
+
+    def __init__(self, grads):
+        self.x, self.grads = np.zeros((2, 3)), grads
+
+    def eval_pass(self, dtype, n):
+        return np.ones((2, 4)), 1.5, self.grads
+
+
+def test_the_output_check_refuses_a_nan_anywhere():
+    grads = {"a.weight": np.ones(3), "b.weight": np.ones(3)}
+    assert check_outputs(_Pass(grads), _Pass(dict(grads)), "float32")[0]
+    for name in grads:                          # a NaN in either place, first or last
+        bad = dict(grads, **{name: np.array([1.0, np.nan, 1.0])})
+        ok, numbers, lines = check_outputs(_Pass(grads), _Pass(bad), "float32")
+        assert not ok and numbers["grad_worst"] == name and "DISAGREE" in lines[-1]
+
+
 def test_the_memory_probe_gets_every_option_that_shapes_a_step():
     """Every option of add_arguments but the timing and reporting ones reaches the probe,
     with its value: an option added later (e.g. another conv algorithm) needs no code here."""
