@@ -27,11 +27,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tinyalexnet import cli
 from tinyalexnet.cli import main
 from tinyalexnet.datasets import ImageFolder, load_dataset, load_image_file
 from tinyalexnet.datasets import folder as folder_module
 from tinyalexnet.errors import DataError
-from tinyalexnet.transforms import Pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = ["--limit", "100", "--batch-size", "50", "--no-progress"]
@@ -344,13 +344,13 @@ def test_predict_streams_its_images_in_batches(run_dir, tmp_path, test_images, c
     assert main(["predict", str(run_dir), *paths, "--batch-size", "64"]) == 0
     together = predictions(capsys.readouterr().out)
     calls = []
-    real_load_files = Pipeline.load_files
+    real_load_files = cli.load_image_files
 
-    def load_files(self, batch_paths):
+    def load_files(batch_paths, shape):
         calls.append((len(batch_paths), sys.stdout.getvalue().count("\n")))
-        return real_load_files(self, batch_paths)
+        return real_load_files(batch_paths, shape)
 
-    monkeypatch.setattr(Pipeline, "load_files", load_files)
+    monkeypatch.setattr(cli, "load_image_files", load_files)
     assert main(["predict", str(run_dir), *paths, "--batch-size", "3"]) == 0
     streamed = predictions(capsys.readouterr().out)
     # three decodes of at most 3 images; each batch's answers (6 lines an image) printed

@@ -27,7 +27,7 @@ at the end); 2, with the one-line reason, when the backend cannot be used.
 import copy
 import time
 
-from . import backend, bench
+from . import backend, machine
 from .backend import numpy as np
 from .errors import TinyAlexNetError
 from .gradcheck import check_layer, check_loss
@@ -256,8 +256,9 @@ def images_per_second(name, model_name, batch, warmup, steps):
     in between, so on a GPU the host queues step after step as in training."""
     xp = backend.get_backend(name)
     model = get_model(model_name, seed=0).to(name)
-    model.set_check_finite(False)
-    loss_fn = SoftmaxCrossEntropy().set_check_finite(False)
+    checks = backend.check_finite_default(name)       # the NaN checks as training has them
+    model.set_check_finite(checks)
+    loss_fn = SoftmaxCrossEntropy().set_check_finite(checks)
     optimizer = SGD(model, lr=0.01, momentum=0.9, weight_decay=5e-4)
     rng = np.random.default_rng(2)
     x = backend.to_backend(rng.standard_normal((batch,) + model.input_shape)
@@ -296,8 +297,8 @@ def run(args):
     for what, text in backend.device_info(name).items():
         print(f"  {what}: {text}")
     if name == "numpy":
-        print(f"  CPU: {bench.cpu_name()}")
-        print(f"  {bench.blas_info()[1]}")
+        print(f"  CPU: {machine.cpu_name()}")
+        print(f"  {machine.blas_info()[1]}")
     tf32_before = None
     if name == "cupy":
         # TF32 would round the float32 products to ~3 digits: the step comparison would

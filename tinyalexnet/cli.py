@@ -25,11 +25,12 @@ import sys
 
 from . import __version__, backend, bench, check, checkpoint, plots, signals
 from .backend import numpy as np
-from .datasets import load_dataset
-from .datasets.folder import check_image_file, image_file_error, not_a_regular_file
-from .errors import NonFiniteError, TinyAlexNetError
 from .config import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig, make_config, recipe_name
+from .datasets import load_dataset
+from .datasets.folder import (check_image_file, image_file_error, load_image_files,
+                              not_a_regular_file)
 from .datasets.split import limit_dataset
+from .errors import NonFiniteError, TinyAlexNetError
 from .metrics import evaluate, log_softmax
 from .models import MODELS, get_model, model_name
 from .runfolder import write_text_atomic
@@ -250,9 +251,9 @@ def _model_and_pipeline(ck, backend_name):
         raise TinyAlexNetError(f"{ck.path}: holds no input pipeline settings, so its images "
                                "cannot be prepared as in training")
     model = checkpoint.build_model(ck, backend_name)
-    # Per-layer NaN checks read a flag back at every layer: free on NumPy, a wait for
-    # the GPU per layer elsewhere.  evaluate and predict check their results instead.
-    model.set_check_finite(backend_name == "numpy")
+    # Per-layer NaN checks as in training (free on NumPy, a wait for the GPU per layer
+    # elsewhere); on the GPU evaluate and predict check their results instead.
+    model.set_check_finite(backend.check_finite_default(backend_name))
     return model, Pipeline.from_config(ck["pipeline"])
 
 
@@ -297,7 +298,7 @@ def run_predict(args):
     # and each batch's answers printed as soon as they are known.
     for start in range(0, len(args.images), args.batch_size):
         paths = args.images[start:start + args.batch_size]
-        x = pipeline(pipeline.load_files(paths), train=False, xp=xp)
+        x = pipeline(load_image_files(paths, pipeline.source_shape), train=False, xp=xp)
         probs = backend.as_numpy(xp.exp(log_softmax(model.forward(x))))
         for path, p in zip(paths, probs):
             if not np.isfinite(p).all():

@@ -190,7 +190,7 @@ class Trainer:
             self.loss_fn = SoftmaxCrossEntropy()
             # Per-layer NaN checks read a value back from the device at every layer:
             # free on NumPy, a stall on the GPU (there the running loss is checked).
-            checks = c.backend == "numpy"
+            checks = backend.check_finite_default(c.backend)
             self.model.set_check_finite(checks)
             self.loss_fn.set_check_finite(checks)
             self.optimizer = make_optimizer(c, self.model)
