@@ -349,3 +349,77 @@ def test_ten_crop_evaluation_averages_softmax_over_the_ten_views(data):
                     axis=0)
     assert result["top1_error"] == pytest.approx(np.mean(probs.argmax(1) != labels))
     assert result["loss"] == pytest.approx(-np.log(probs[np.arange(60), labels]).mean(), rel=1e-4)
+
+
+# ----------------------------------------------------------------------------- names
+
+def as_an_earlier_version_wrote_it(path):
+    """Rewrite the checkpoint at ``path`` with the names an earlier version stored: the
+    model "small", the recipe "seed003".  Every array stays as it was."""
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(str(arrays["meta"]))
+    assert (meta["model"], meta["config"]["recipe"]) == ("alexnet_small", "adam15")
+    meta["model"] = "small"
+    meta["config"].update(model="small", recipe="seed003")
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+
+
+def test_a_checkpoint_with_the_earlier_names_resumes_as_the_same_run(data, tmp_path):
+    full = trainer(data, tmp_path / "full", config(recipe="adam15"))
+    full.fit()
+    first = trainer(data, tmp_path / "old", config(recipe="adam15", epochs=1))
+    first.fit()
+    as_an_earlier_version_wrote_it(tmp_path / "old" / "last.npz")
+    ck = checkpoint.load(tmp_path / "old" / "last.npz")
+    model = checkpoint.build_model(ck)                    # what evaluate and predict do
+    x = np.random.default_rng(0).standard_normal((2, 1, 32, 32)).astype(np.float32)
+    first.model.eval()
+    assert np.array_equal(model.forward(x), first.model.forward(x))
+    resumed = Trainer.resume(tmp_path / "old", overrides={"epochs": 2}, datasets=data,
+                             progress=False, log=None)
+    assert (resumed.config.model, resumed.config.recipe) == ("alexnet_small", "adam15")
+    resumed.fit()
+    same_state(full, resumed)                   # the same run as one never stopped
+    assert without_timing(resumed.history) == without_timing(full.history)
+    with np.load(tmp_path / "old" / "last.npz", allow_pickle=False) as f:
+        meta = json.loads(str(f["meta"]))
+    assert (meta["model"], meta["config"]["model"], meta["config"]["recipe"]) == \
+        ("alexnet_small", "alexnet_small", "adam15")    # written with today's names
+
+
+def test_the_command_line_takes_the_earlier_names_and_shows_one(capsys):
+    from tinyalexnet.cli import build_parser
+    args = build_parser().parse_args(["train", "--model", "small", "--recipe", "seed003"])
+    assert (args.model, args.recipe) == ("alexnet_small", "adam15")
+    assert build_parser().parse_args(["info", "small"]).model == "alexnet_small"
+    assert make_config("seed003", model="small") == make_config("adam15", model="alexnet_small")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "seed003" not in help_text and "{alexnet_small,alexnet32,alexnet}" in help_text
+    assert "adam15 (Adam 1e-3, batch 64, 15 epochs, no augmentation" in help_text
+
+
+def test_every_attribute_is_set_in_init(data, tmp_path):
+    """A reader finds all of a Trainer's attributes (and its stops') in __init__: training,
+    a Ctrl-C and a resume add none."""
+    def press_ctrl_c(t):
+        if t.global_step == t.steps_per_epoch + 2:
+            raise KeyboardInterrupt
+
+    t = trainer(data, tmp_path, on_step=press_ctrl_c)
+    names, stop_names = set(vars(t)), set(vars(t.stops))
+    with pytest.raises(Interrupted):
+        t.fit()
+    assert set(vars(t)) == names and set(vars(t.stops)) == stop_names
+    resumed = Trainer.resume(tmp_path, datasets=data, progress=False, log=None)
+    resumed.fit()
+    assert set(vars(resumed)) == names and set(vars(resumed.stops)) == stop_names
+
+
+def test_scores_come_from_the_loss_layers_own_log_softmax():
+    from tinyalexnet import metrics
+    from tinyalexnet.layers import loss
+    assert metrics.log_softmax is loss.log_softmax and log_softmax is loss.log_softmax
