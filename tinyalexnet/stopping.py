@@ -65,6 +65,7 @@ class RunStops:
 
     def __enter__(self):
         self.epochs_before = len(self.trainer.history)
+        self.in_update, self.dropout_before = False, None     # nothing left of an earlier fit()
         with contextlib.ExitStack() as stack:
             self.signals = stack.enter_context(StopRequests())
             stack.enter_context(np.errstate(over="ignore", invalid="ignore", divide="ignore"))

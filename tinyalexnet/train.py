@@ -48,24 +48,23 @@ from .backend import numpy as np
 from .config import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig, check_config, make_config
 from .datasets import iterate_batches, load_dataset
 from .datasets.prefetch import prefetch
-from .datasets.split import Subset, limit_dataset, split_validation, subset
+from .datasets.split import limit_dataset, split_validation
 from .errors import NonFiniteError, TinyAlexNetError
-from .history import FIELDS as HISTORY_FIELDS
 from .layers import SoftmaxCrossEntropy
 from .metrics import LossNotFinite, RunningMeter, evaluate, log_softmax, topk_correct, tqdm_disable
 from .models import get_model
 from .optim import SGD, Adam, ReduceLROnPlateau, StepLR
-from .resume import check_run_meta, resume_run, run_config
+from .resume import check_run_meta, resume_run
 from .runfolder import RunFolder
 from .stopping import Interrupted, RunStops
 from .transforms import Pipeline, paper_canvas
 
-# Names other modules and notebooks import from here (they live in the files above).
+# Defined here, and (from config, metrics, datasets.split, stopping) still importable from
+# here as they were before those files existed.
 __all__ = ["Trainer", "load_data", "dataset_options", "claim_run_folder", "INPUT_SIDE",
            "TrainConfig", "RECIPES", "OPTIMIZERS", "SCHEDULES", "make_config", "check_config",
            "evaluate", "log_softmax", "topk_correct", "RunningMeter", "Interrupted",
-           "Subset", "subset", "split_validation", "limit_dataset", "HISTORY_FIELDS",
-           "run_config", "check_run_meta"]
+           "split_validation", "limit_dataset"]
 
 # --------------------------------------------------------------------- what a run reads
 
@@ -237,6 +236,7 @@ class Trainer:
                                disable=tqdm_disable(self.progress))
                     with contextlib.closing(batches), bar:
                         for step, indices, batch in batches:
+                            # the step, just below: pipeline, forward, loss, backward, update
                             self._train_step(step, indices, meter, batch)
                             bar.update(1)
                             if (step + 1) % self.read_every == 0:    # on a GPU: a sync
