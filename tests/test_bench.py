@@ -19,7 +19,7 @@ from tinyalexnet.models import get_model
 from tinyalexnet.torch_twin import check_outputs
 from tinyalexnet.train import Trainer, make_config
 
-TINY = ["--model", "small", "--batch-size", "2", "--steps", "1", "--warmup", "1",
+TINY = ["--model", "alexnet_small", "--batch-size", "2", "--steps", "1", "--warmup", "1",
         "--layer-steps", "1"]
 
 
@@ -44,7 +44,7 @@ def test_bench_prints_speed_memory_and_layers(capsys, tmp_path):
     assert _number(r"^peak memory \(RSS\)\s+([\d.]+) MiB", text) > 0
     assert "NumPy BLAS:" in text
     # one row per layer of the model, plus the loss and the update
-    model = get_model("small")
+    model = get_model("alexnet_small")
     for name in list(model.layers) + ["loss", "sgd update"]:
         assert re.search(rf"^{re.escape(name)}\s+\S+\s+[\d.]+\s+[\d.]+\s+[\d.]+%", text,
                          re.MULTILINE), f"no timing row for {name}"
@@ -127,7 +127,7 @@ def _trainer_checks(tmp_path, backend_name):
     rng = np.random.default_rng(0)
     data = ArrayDataset(rng.integers(0, 256, (8, 1, 28, 28)).astype(np.uint8),
                         rng.integers(0, 2, 8), ["a", "b"], name="tiny")
-    config = make_config(model="small", backend=backend_name, epochs=1, batch_size=4)
+    config = make_config(model="alexnet_small", backend=backend_name, epochs=1, batch_size=4)
     trainer = Trainer(config, tmp_path / backend_name, datasets=(data, data, data),
                       progress=False, log=None)
     checks = {name: m.check_finite for name, m in trainer.model.named_modules() if name}
@@ -160,7 +160,7 @@ def test_an_option_added_later_reaches_the_probe_with_no_code_for_it(monkeypatch
     monkeypatch.setattr(bench, "add_arguments", with_more)
     args = _args(TINY + ["--new-flag", "--new-choice", "b"])
     probe = _args(bench._probe_argv(args, "ours", None)[2:])
-    assert probe.new_flag is True and probe.new_choice == "b" and probe.model == "small"
+    assert probe.new_flag is True and probe.new_choice == "b" and probe.model == "alexnet_small"
 
 
 class _Pass:
@@ -185,9 +185,9 @@ def test_the_output_check_refuses_a_nan_anywhere():
 def test_the_memory_probe_gets_every_option_that_shapes_a_step():
     """Every option of add_arguments but the timing and reporting ones reaches the probe,
     with its value: an option added later (e.g. another conv algorithm) needs no code here."""
-    argv = ["--model", "small", "--batch-size", "3", "--dtype", "float64", "--num-classes", "7",
-            "--cache-cols", "on", "--check-finite", "off", "--seed", "5", "--tf32", "on",
-            "--steps", "4", "--warmup", "0", "--layer-steps", "0", "--no-memory",
+    argv = ["--model", "alexnet_small", "--batch-size", "3", "--dtype", "float64",
+            "--num-classes", "7", "--cache-cols", "on", "--check-finite", "off", "--seed", "5",
+            "--tf32", "on", "--steps", "4", "--warmup", "0", "--layer-steps", "0", "--no-memory",
             "--json", "x.json", "--compare", "torch", "--threads", "9"]
     args = _args(argv)
     probe = _args(bench._probe_argv(args, "torch", threads=2)[2:])      # after "-m module"
@@ -237,7 +237,7 @@ def test_bench_runs_on_the_standin_with_tf32_pool_memory_and_events(standin, cap
     result = json.loads(out_json.read_text())
     assert result["tf32"] == {"tinyalexnet": "on"} and result["backend"] == "cupy"
     assert result["peak_memory_bytes"]["tinyalexnet"] > 0
-    assert len(result["layers"]) == len(get_model("small").layers) + 2
+    assert len(result["layers"]) == len(get_model("alexnet_small").layers) + 2
     assert bench.backend.tf32_enabled()            # what --tf32 on set
 
 

@@ -18,7 +18,7 @@ from tinyalexnet.optim import SGD, Adam
 
 def trained_small(seed=0, optimizer=Adam, classes=10):
     """A small model after two optimizer steps, so weights and optimizer state are non-trivial."""
-    model = get_model("small", num_classes=classes, in_channels=1, seed=seed)
+    model = get_model("alexnet_small", num_classes=classes, in_channels=1, seed=seed)
     opt = optimizer(model, lr=1e-3)
     loss = SoftmaxCrossEntropy()
     rng = np.random.default_rng(seed)
@@ -32,7 +32,7 @@ def trained_small(seed=0, optimizer=Adam, classes=10):
 
 def save_small(path, **kw):
     model, opt = trained_small(**kw)
-    meta = dict(checkpoint.model_meta(model, "small"), epoch=1, note="hello")
+    meta = dict(checkpoint.model_meta(model, "alexnet_small"), epoch=1, note="hello")
     checkpoint.save(path, model, meta, opt)
     return model, opt
 
@@ -42,11 +42,11 @@ def test_round_trip_restores_weights_optimizer_and_dropout_counters(tmp_path):
     model, opt = save_small(path)
     meta_extra = model.get_extra_state()
     assert meta_extra["drop6"]["calls"] == 2   # two training forwards drew two masks
-    checkpoint.save(path, model, dict(checkpoint.model_meta(model, "small"),
+    checkpoint.save(path, model, dict(checkpoint.model_meta(model, "alexnet_small"),
                                       extra_state=meta_extra), opt)
     ck = checkpoint.load(path)
-    fresh = get_model("small", num_classes=10, in_channels=1, seed=99)
-    ck.load_model(fresh, "small")
+    fresh = get_model("alexnet_small", num_classes=10, in_channels=1, seed=99)
+    ck.load_model(fresh, "alexnet_small")
     for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
         assert np.array_equal(a, b), name
     assert fresh.get_extra_state() == meta_extra
@@ -65,7 +65,7 @@ def test_meta_survives(tmp_path):
     save_small(tmp_path / "c.npz")
     ck = checkpoint.load(tmp_path / "c.npz")
     assert ck["note"] == "hello" and ck["epoch"] == 1
-    assert ck["model"] == "small" and ck["num_classes"] == 10 and ck["in_channels"] == 1
+    assert ck["model"] == "alexnet_small" and ck["num_classes"] == 10 and ck["in_channels"] == 1
     assert ck["input_shape"] == [1, 32, 32]
     assert ck["optimizer"]["name"] == "Adam" and ck["optimizer"]["steps"] == 2
 
@@ -88,7 +88,7 @@ def test_failed_write_leaves_the_old_checkpoint_intact(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint.np, "savez", savez_then_fail)
     model, opt = trained_small(seed=1)
     with pytest.raises(OSError, match="No space"):
-        checkpoint.save(path, model, checkpoint.model_meta(model, "small"), opt)
+        checkpoint.save(path, model, checkpoint.model_meta(model, "alexnet_small"), opt)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["last.npz"]          # no temporary file left behind
     monkeypatch.undo()
@@ -106,7 +106,7 @@ def test_interrupted_rename_leaves_the_old_checkpoint_intact(tmp_path, monkeypat
     monkeypatch.setattr(checkpoint.os, "replace", no_replace)
     model, opt = trained_small(seed=1)
     with pytest.raises(KeyboardInterrupt):
-        checkpoint.save(path, model, checkpoint.model_meta(model, "small"), opt)
+        checkpoint.save(path, model, checkpoint.model_meta(model, "alexnet_small"), opt)
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["last.npz"]
 
@@ -143,13 +143,13 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
     other = get_model("alexnet32", num_classes=10, in_channels=1)
     with pytest.raises(CheckpointError) as info:
         ck.load_model(other, "alexnet32")
-    assert "'small'" in str(info.value) and "'alexnet32'" in str(info.value)
-    more_classes = get_model("small", num_classes=5, in_channels=1)
+    assert "'alexnet_small'" in str(info.value) and "'alexnet32'" in str(info.value)
+    more_classes = get_model("alexnet_small", num_classes=5, in_channels=1)
     with pytest.raises(CheckpointError, match="10 classes"):
-        ck.load_model(more_classes, "small")
-    rgb = get_model("small", num_classes=10, in_channels=3)
+        ck.load_model(more_classes, "alexnet_small")
+    rgb = get_model("alexnet_small", num_classes=10, in_channels=3)
     with pytest.raises(CheckpointError, match="1x32x32"):
-        ck.load_model(rgb, "small")
+        ck.load_model(rgb, "alexnet_small")
 
 
 def test_weights_of_another_shape_are_refused_even_under_the_same_name(tmp_path):
@@ -157,7 +157,7 @@ def test_weights_of_another_shape_are_refused_even_under_the_same_name(tmp_path)
     ck = checkpoint.load(tmp_path / "c.npz")
     ck.weights["fc8.weight"] = np.zeros((10, 3), np.float32)
     with pytest.raises(CheckpointError, match=r"fc8.weight has shape \(10, 3\)"):
-        ck.load_model(get_model("small", num_classes=10, in_channels=1), "small")
+        ck.load_model(get_model("alexnet_small", num_classes=10, in_channels=1), "alexnet_small")
 
 
 def test_optimizer_of_another_kind_is_refused(tmp_path):
@@ -320,7 +320,7 @@ def test_a_wrong_model_message_names_two_different_models(tmp_path):
     save_small(path)
     messages = []
     ck = checkpoint.load(path)
-    for model, name in ((get_model("small", num_classes=5, in_channels=1), "small"),
+    for model, name in ((get_model("alexnet_small", num_classes=5, in_channels=1), "alexnet_small"),
                         (get_model("alexnet32", num_classes=10, in_channels=1), "alexnet32")):
         with pytest.raises(CheckpointError) as info:
             ck.load_model(model, name)
@@ -336,7 +336,7 @@ def test_a_wrong_model_message_names_two_different_models(tmp_path):
     ck = checkpoint.load(path)
     ck.weights["fc8.weight"] = np.zeros((10, 3), np.float32)
     with pytest.raises(CheckpointError) as info:
-        ck.load_model(get_model("small", num_classes=10, in_channels=1), "small")
+        ck.load_model(get_model("alexnet_small", num_classes=10, in_channels=1), "alexnet_small")
     messages.append(str(info.value))
     assert "edited or damaged" in messages[-1] and "expected (10, 256)" in messages[-1]
     for message in messages:

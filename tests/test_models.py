@@ -1,9 +1,10 @@
 """The three models: shapes, parameter counts, initialisation, and a whole-network
 gradient check on a small network built like AlexNet.
 
-Numbers come from the paper and seed 003 (see the reference notes): 60,965,224
-parameters for the paper's network at 1000 classes with 55-27-27-13-13-13-13-6
-feature maps, 4,539,786 for seed 003's 32x32 network at 10 classes.
+Numbers come from the paper and from a published PyTorch/TensorFlow CIFAR-10
+comparison: 60,965,224 parameters for the paper's network at 1000 classes with
+55-27-27-13-13-13-13-6 feature maps, 4,539,786 for the comparison's 32x32 network
+at 10 classes.
 """
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ ALEXNET_SHAPES = {
 ALEXNET_PARAMS = {"conv1": 34_944, "conv2": 307_456, "conv3": 885_120, "conv4": 663_936,
                   "conv5": 442_624, "fc6": 37_752_832, "fc7": 16_781_312, "fc8": 4_097_000}
 
-# Seed 003's Keras summary of its 32x32 AlexNet (10 classes).
+# The comparison's Keras summary of its 32x32 AlexNet (10 classes).
 ALEXNET32_SHAPES = {
     "conv1": (96, 22, 22), "pad1": (96, 26, 26), "pool1": (96, 12, 12),
     "conv2": (256, 12, 12), "pool2": (256, 5, 5), "conv3": (384, 5, 5), "conv4": (384, 5, 5),
@@ -217,11 +218,13 @@ def test_paper_init_on_small_model():
 
 
 def test_get_model_default_init_and_names():
-    assert set(MODELS) == {"small", "alexnet32", "alexnet"}
-    assert (get_model("small")["conv2"].params["bias"] == 0).all()           # He by default
-    assert (get_model("small", init="paper")["conv2"].params["bias"] == 1).all()
+    assert set(MODELS) == {"alexnet_small", "alexnet32", "alexnet"}
+    assert all(MODELS[name].__name__ == name for name in MODELS)   # one name: the builder's
+    assert (get_model("alexnet_small")["conv2"].params["bias"] == 0).all()   # He by default
+    assert (get_model("alexnet_small", init="paper")["conv2"].params["bias"] == 1).all()
     assert get_model("alexnet32", num_classes=7).output_shape((3, 32, 32)) == (7,)
-    with pytest.raises(TinyAlexNetError, match="unknown model 'vgg'.*small, alexnet32, alexnet"):
+    with pytest.raises(TinyAlexNetError,
+                       match="unknown model 'vgg'.*alexnet_small, alexnet32, alexnet"):
         get_model("vgg")
 
 

@@ -184,7 +184,8 @@ def test_two_runs_started_together_get_two_folders(tmp_path):
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
     runs = sorted(os.listdir(tmp_path / "runs"))
-    assert runs == ["small-fashion-mnist-subset-1", "small-fashion-mnist-subset-2"]
+    assert runs == ["alexnet_small-fashion-mnist-subset-1",
+                    "alexnet_small-fashion-mnist-subset-2"]
     ids = {checkpoint.read_meta(tmp_path / "runs" / r / "last.npz")["run_id"] for r in runs}
     assert len(ids) == 2
     for r in runs:       # last.npz and best.npz of each folder come from one run

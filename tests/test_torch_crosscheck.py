@@ -125,7 +125,7 @@ def _model_pass(model, net, x, labels):
                          for name, _, g in model.named_parameters()}
 
 
-@pytest.mark.parametrize("name", ["small", "alexnet32"])
+@pytest.mark.parametrize("name", ["alexnet_small", "alexnet32"])
 def test_every_model_and_its_torch_twin_agree_with_gradients(name):
     """The benchmark's twin (torch_twin.to_torch): our model and torch's layers with our
     weights give the same logits and the same gradient of every parameter, in float64."""
@@ -141,7 +141,7 @@ def test_every_model_and_its_torch_twin_agree_with_gradients(name):
 
 
 def test_torch_twin_maps_lrn_alpha_groups_and_weights():
-    model = get_model("small")
+    model = get_model("alexnet_small")
     net = to_torch(model, torch)
     assert net.norm1.alpha == pytest.approx(model["norm1"].alpha * model["norm1"].size)
     assert net.conv2.groups == model["conv2"].groups == 2

@@ -492,7 +492,7 @@ def test_predict_prints_a_file_name_that_is_not_utf8(run_dir, tmp_path, test_ima
 def test_info_refuses_sizes_it_cannot_build(capsys):
     user_error(["info", "alexnet", "--num-classes", "100000000"], capsys, "--num-classes",
                "100,000,000", "at most 30,000")
-    user_error(["info", "small", "--in-channels", "1000000"], capsys, "--in-channels",
+    user_error(["info", "alexnet_small", "--in-channels", "1000000"], capsys, "--in-channels",
                "at most 1,000")
-    assert main(["info", "small", "--num-classes", "21841"]) == 0    # ImageNet-21k's classes
+    assert main(["info", "alexnet_small", "--num-classes", "21841"]) == 0   # ImageNet-21k's
     assert "Total parameters: " in capsys.readouterr().out

@@ -64,14 +64,14 @@ from . import backend, machine
 from .backend import numpy as np
 from .errors import TinyAlexNetError
 from .layers import Conv2d, SoftmaxCrossEntropy
-from .models import MODELS, get_model
+from .models import MODELS, get_model, model_name
 from .optim import SGD
 from .torch_twin import TorchRunner, check_outputs
 
 
 def add_arguments(parser):
     """The options of ``bench``, added to an argparse parser."""
-    parser.add_argument("--model", choices=sorted(MODELS), default="alexnet32",
+    parser.add_argument("--model", type=model_name, choices=sorted(MODELS), default="alexnet32",
                         help="network to time (default: alexnet32)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per step (default: 64)")
     parser.add_argument("--backend", choices=backend.BACKENDS, default="numpy",

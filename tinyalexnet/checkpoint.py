@@ -39,7 +39,7 @@ import zipfile
 from . import backend
 from .backend import numpy as np
 from .errors import CheckpointError, NonFiniteError
-from .models import MODELS, get_model
+from .models import MODELS, get_model, model_name
 from .runfolder import write_atomic
 
 FORMAT = "tinyalexnet-checkpoint"
@@ -107,7 +107,7 @@ class Checkpoint:
         return self.meta.get(key, default)
 
     def describe(self):
-        """``"'small' (10 classes, input 1x32x32)"``: how messages name the model inside."""
+        """``"'alexnet_small' (10 classes, input 1x32x32)"``: how messages name the model."""
         return describe_model(self.meta)
 
     # -------------------------------------------------------------- restoring
@@ -319,6 +319,7 @@ def _read_meta(path, z, member):
         raise CheckpointError(f"{path}: checkpoint format version {meta['version']} is newer "
                               f"than this tinyalexnet understands ({VERSION}); upgrade tinyalexnet")
     check_meta(path, meta)
+    meta["model"] = model_name(meta["model"])    # an earlier version's name ("small") too
     return meta
 
 
@@ -481,7 +482,7 @@ def model_meta(model, name):
     """What identifies a model in a checkpoint: its name, classes, channels and input shape."""
     input_shape = list(getattr(model, "input_shape", ()))
     fc = [p for n, p in model.state_dict().items() if n.endswith("weight")]
-    return {"model": name, "num_classes": int(fc[-1].shape[0]) if fc else None,
+    return {"model": model_name(name), "num_classes": int(fc[-1].shape[0]) if fc else None,
             "in_channels": int(input_shape[0]) if input_shape else None,
             "input_shape": input_shape}
 

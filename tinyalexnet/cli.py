@@ -1,6 +1,6 @@
 """The command line: ``python -m tinyalexnet COMMAND ...``.
 
-    train      train a model (no arguments: the small model on the embedded data, CPU)
+    train      train a model (no arguments: alexnet_small on the embedded data, CPU)
     evaluate   top-1/top-5 error of a checkpoint on a test set, confusion matrix
     predict    the top-5 classes of image files
     info       a model's layer table: shapes, parameters, multiply-adds
@@ -25,15 +25,17 @@ import sys
 
 from . import __version__, backend, bench, check, checkpoint, plots, signals
 from .backend import numpy as np
+from .config import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig, make_config, recipe_name
 from .datasets import load_dataset
 from .datasets.folder import (check_image_file, image_file_error, load_image_files,
                               not_a_regular_file)
+from .datasets.split import limit_dataset
 from .errors import NonFiniteError, TinyAlexNetError
-from .models import MODELS, get_model
+from .metrics import evaluate, log_softmax
+from .models import MODELS, get_model, model_name
 from .runfolder import write_text_atomic
-from .train import (OPTIMIZERS, RECIPES, SCHEDULES, Interrupted, Trainer, TrainConfig,
-                    dataset_options, evaluate, limit_dataset, log_softmax,
-                    make_config)
+from .stopping import Interrupted
+from .train import Trainer, dataset_options
 from .transforms import Pipeline
 
 EXIT_USER_ERROR = 2
@@ -50,7 +52,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
 # ----------------------------------------------------------------------------- train
 
-TRAIN_HELP = "train a model (no arguments: the small model on the embedded Fashion-MNIST subset)"
+TRAIN_HELP = ("train a model (no arguments: alexnet_small on the embedded Fashion-MNIST "
+              "subset)")
 # What may change when a run is resumed; everything else comes from its checkpoint.
 RESUMABLE = ("epochs", "backend", "data_dir", "download", "lr")
 
@@ -72,12 +75,14 @@ def add_train_arguments(p):
     g.add_argument("--lighting", action=argparse.BooleanOptionalAction, default=None,
                    help="PCA colour noise (colour data sets)")
     g = p.add_argument_group("model and optimisation")
-    g.add_argument("--recipe", choices=list(RECIPES),
+    g.add_argument("--recipe", type=recipe_name, choices=list(RECIPES),
                    help="preset settings: default (Adam 1e-3, batch 64, 6 epochs), paper (SGD "
                         "0.01, momentum 0.9, weight decay 5e-4, batch 128, lr /10 on plateau, "
-                        "augmentation), "
-                        "seed003 (Adam 1e-3, batch 64, 15 epochs); other options override it")
-    g.add_argument("--model", choices=list(MODELS), help=f"network (default {d.model})")
+                        "augmentation), adam15 (Adam 1e-3, batch 64, 15 epochs, no augmentation, "
+                        "as in a published PyTorch/TensorFlow CIFAR-10 comparison); other "
+                        "options override it")
+    g.add_argument("--model", type=model_name, choices=list(MODELS),
+                   help=f"network (default {d.model})")
     g.add_argument("--init", choices=["paper", "he"], help="weight initialisation")
     g.add_argument("--epochs", type=int, help="number of epochs (resume: train up to this many)")
     g.add_argument("--batch-size", type=int, help="images per step")
@@ -328,7 +333,8 @@ MAX_INFO_CHANNELS = 1_000
 
 
 def add_info_arguments(p):
-    p.add_argument("model", choices=list(MODELS), help="small, alexnet32 or alexnet")
+    p.add_argument("model", type=model_name, choices=list(MODELS),
+                   help="alexnet_small, alexnet32 or alexnet")
     p.add_argument("--num-classes", type=int, help="output classes (default: 1000 for alexnet, "
                                                    "10 otherwise)")
     p.add_argument("--in-channels", type=int, default=3, help="1 for grey images (default 3)")

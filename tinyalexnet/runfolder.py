@@ -1,6 +1,6 @@
 """Run folders: one owner at a time, and every file written all or nothing.
 
-A training run lives in one folder (``runs/small-fashion-mnist-subset-1/``)
+A training run lives in one folder (``runs/alexnet_small-fashion-mnist-subset-1/``)
 that holds its checkpoints and history.  Two rules keep it from being lost:
 
 One owner.  A process that writes to a run folder first *claims* it.  A new
@@ -95,7 +95,7 @@ def _reason(err):
 class RunFolder:
     """The folder of one run, owned by this process while ``locked``.
 
-        run = RunFolder.claim("runs/demo")         # or RunFolder.new("runs", "small-mnist")
+        run = RunFolder.claim("runs/demo")         # or RunFolder.new("runs", "alexnet32-mnist")
         ...write into run.path...
         run.unlock()                               # or: with run: ...
 

@@ -17,6 +17,13 @@ from ..errors import ShapeError, StateError
 from .module import Module
 
 
+def log_softmax(logits):
+    """log p[n, k] = z[n, k] - max_j z[n, j] - log sum_j exp(z[n, j] - max_j z[n, j])."""
+    xp = get_array_module(logits)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+
+
 class SoftmaxCrossEntropy(Module):
     def forward(self, logits, labels):
         """Mean cross-entropy over the batch, as a 0-d array on the logits' device."""
@@ -25,9 +32,7 @@ class SoftmaxCrossEntropy(Module):
         self._check_labels(logits, labels)
         labels = xp.asarray(labels)
         N = logits.shape[0]
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        log_sum = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
-        log_probs = shifted - log_sum
+        log_probs = log_softmax(logits)
         self._save((), log_probs, labels)
         return -log_probs[xp.arange(N), labels].mean()
 

@@ -15,9 +15,10 @@ parameters (62,378,344 without the split)::
     fc7 4096 -> 4096 ReLU dropout 0.5
     fc8 4096 -> num_classes        (softmax is in the loss)
 
-``alexnet32``: seed 003's AlexNet for 32x32 images (4,539,786 parameters at 10
-classes): conv1 loses its stride, a zero border keeps the pools' arithmetic,
-and the dense layers shrink to 512.
+``alexnet32``: the AlexNet for 32x32 images of a published PyTorch/TensorFlow
+CIFAR-10 comparison (4,539,786 parameters at 10 classes): conv1 loses its
+stride, a zero border keeps the pools' arithmetic, and the dense layers shrink
+to 512.
 
 ``alexnet_small``: AlexNet in miniature for the CPU lessons: every idea of the
 paper (five convs with ReLU, LRN after conv1 and conv2, overlapping pools,
@@ -64,7 +65,7 @@ def alexnet(num_classes=1000, in_channels=3, init="paper", seed=0):
 
 
 def alexnet32(num_classes=10, in_channels=3, init="he", seed=0):
-    """Seed 003's AlexNet for 32x32 inputs (4,539,786 parameters at 10 classes)."""
+    """AlexNet for 32x32 inputs, as in a published CIFAR-10 comparison (4,539,786 parameters)."""
     layers = [
         ("conv1", Conv2d(in_channels, 96, 11)), ("relu1", ReLU()),     # 32 -> 22
         ("pad1", ZeroPad2d(2)), ("pool1", MaxPool2d(3, 2)),           # 26 -> 12
