@@ -116,8 +116,3 @@ def synchronize(xp):
     """
     if xp is not numpy:
         xp.cuda.get_current_stream().synchronize()
-
-
-def to_scalar(x):
-    """A Python float from a 0-d array (a device-to-host copy on the GPU)."""
-    return float(as_numpy(x))
