@@ -42,7 +42,8 @@ def _pair(name, v):
 
 
 class Conv2d(Module):
-    """``Conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1, rng=None)``
+    """``Conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1, rng=None,
+    draw=True)``: PyTorch's arguments; ``kernel_size`` an integer or a pair (kh, kw).
 
     Weights are drawn from N(0, 2 / fan_in) (He) with ``rng`` (a NumPy Generator, a
     seed, or None for a fresh one); ``draw=False`` leaves them at zero for
@@ -66,7 +67,8 @@ class Conv2d(Module):
         # Run fast.py's batch-last version (True) or functional.py's readable one.
         self.fast = True
         # The first layer of a network has nobody to hand dx to; setting this to
-        # False skips col2im and a third of the layer's backward multiply-adds.
+        # False skips col2im and a third of the layer's backward multiply-adds
+        # (on the fast path; the readable one computes dx and drops it).
         self.input_grad = True
         # Keep im2col's matrix from forward for backward (kh*kw times the memory of
         # x, per layer) instead of rebuilding it from x.  See BENCHMARKS.md.

@@ -17,7 +17,7 @@ from .module import Module, check_setting
 
 
 class Linear(Module):
-    """``Linear(in_features, out_features, rng=None)``
+    """``Linear(in_features, out_features, rng=None, draw=True)``
 
     Weights are drawn from N(0, 2 / in_features) (He) with ``rng`` (a NumPy Generator,
     a seed, or None for a fresh one); ``draw=False`` leaves them at zero for

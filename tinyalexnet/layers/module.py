@@ -10,9 +10,12 @@ in ``layer.grads`` (both dicts keyed by ``"weight"`` / ``"bias"``).  Unlike
 PyTorch, backward *overwrites* the grads instead of adding to them, so there is
 no ``zero_grad()`` to forget.
 
+A layer's maths is in ``functional.py``; the class around it keeps the state.
 The rest is bookkeeping shared by all layers: names and ``state_dict()`` as in
-PyTorch, train/eval mode, moving to the GPU and back, changing dtype, and the
-input checks that turn a wrong shape into a one-line message naming the layer.
+PyTorch, train/eval mode, moving to the GPU and back, changing dtype, the one
+validator of the layers' settings (``check_setting``: a bad setting is a
+ConfigError when the layer is built), and the input checks that turn a wrong
+shape into a one-line ShapeError naming the layer.
 """
 import math
 import numbers
