@@ -145,8 +145,8 @@ def relu_forward(x):
 def relu_backward(dout, x):
     """dout where x > 0, else 0 (at x = 0 the slope is undefined; 0, as in every framework).
 
-    Only the sign of x matters: ReLU passes the bool mask ``x > 0`` as ``x``, a
-    quarter of the memory of x, and gets the same result.
+    Only the sign of x matters: the ReLU layer keeps just the bool mask ``x > 0``
+    from forward (a quarter of the memory of x) and multiplies dout by it.
     """
     return dout * (x > 0)
 
