@@ -6,6 +6,7 @@ accumulation, a swapped axis) must be reported as FAIL, and the reference
 solution as PASS, on every backend.
 """
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -569,6 +570,39 @@ def test_fill_solutions_replaces_only_exercise_cells():
     namespace = {"get_array_module": backend.get_array_module}
     exec(solved.cells[1].source, namespace)                        # the pasted source runs
     assert namespace["relu_backward"](np.ones(2), np.array([-1.0, 1.0])).tolist() == [0.0, 1.0]
+
+
+LESSONS_WITH_EXERCISES = [
+    p for p in sorted((Path(__file__).resolve().parent.parent / "lessons").glob("*.ipynb"))
+    if exercise_cells(nbformat.read(p, as_version=4))]
+
+
+def test_there_are_lessons_with_exercises():
+    assert len(LESSONS_WITH_EXERCISES) >= 9
+
+
+@pytest.mark.parametrize("path", LESSONS_WITH_EXERCISES, ids=lambda p: p.stem[:2])
+def test_pasted_solutions_stand_alone_in_their_lesson(path, capsys):
+    """Each solution's source, pasted where the lesson tests paste it, runs with nothing but
+    get_array_module and the lesson's earlier exercise cells (im2col before conv_forward,
+    maxpool_forward before its backward), and its checker passes.  The layers' functions
+    (functional.py) are these solutions, so they must never call a helper a lesson lacks."""
+    nb = nbformat.read(path, as_version=4)
+    namespace = {"get_array_module": backend.get_array_module}
+    names = []
+    for _, _, cell_names in exercise_cells(nb):
+        exec(solution_source(cell_names), namespace)
+        names += cell_names
+    for name in names:
+        result = getattr(ex, "check_" + name)(namespace[name])
+        assert result.passed, result.report()
+
+
+def test_the_pasted_source_says_where_it_lives():
+    assert solution_source(["conv_forward"]).startswith(
+        "# Reference solution (tinyalexnet/layers/functional.py)\n")
+    assert solution_source(["im2col", "sgd_step"]).startswith(
+        "# Reference solution (tinyalexnet/layers/im2col.py, tinyalexnet/exercises/solutions.py)")
 
 
 def test_unknown_solution_is_an_error():

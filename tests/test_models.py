@@ -9,6 +9,7 @@ at 10 classes.
 import numpy as np
 import pytest
 
+from tinyalexnet import init as initialisation
 from tinyalexnet.backend import as_numpy
 from tinyalexnet.errors import TinyAlexNetError
 from tinyalexnet.gradcheck import numerical_gradient, rel_error
@@ -226,6 +227,34 @@ def test_get_model_default_init_and_names():
     with pytest.raises(TinyAlexNetError,
                        match="unknown model 'vgg'.*alexnet_small, alexnet32, alexnet"):
         get_model("vgg")
+
+
+@pytest.mark.parametrize("name", ["small", "alexnet32"])
+@pytest.mark.parametrize("scheme", ["he", "paper"])
+def test_builders_draw_each_weight_once(monkeypatch, name, scheme):
+    """A model's build draws as many random numbers as it has weights, not twice as many."""
+    drawn = []
+    real_normal = initialisation.normal
+
+    def counting_normal(shape, std, rng, dtype="float32"):
+        drawn.append(int(np.prod(shape)))
+        return real_normal(shape, std, rng, dtype)
+
+    monkeypatch.setattr(initialisation, "normal", counting_normal)   # he_normal calls it too
+    model = get_model(name, init=scheme, seed=1)
+    weights = sum(int(p.size) for key, p, _ in model.named_parameters() if key.endswith("weight"))
+    assert sum(drawn) == weights
+
+
+@pytest.mark.parametrize("name", ["small", "alexnet32"])
+@pytest.mark.parametrize("scheme", ["he", "paper"])
+def test_a_built_model_holds_what_init_model_draws_for_its_seed(name, scheme):
+    """Building with a seed gives exactly init_model's weights for that seed, whatever the
+    model held before: one definition of a model's weights, reproducible run after run."""
+    built = get_model(name, init=scheme, seed=3)
+    redrawn = initialisation.init_model(get_model(name, init="he", seed=11), scheme, seed=3)
+    for (key, a), (_, b) in zip(built.state_dict().items(), redrawn.state_dict().items()):
+        np.testing.assert_array_equal(a, b, err_msg=key)
 
 
 def test_same_seed_same_network():

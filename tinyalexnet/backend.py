@@ -167,11 +167,6 @@ def synchronize(xp):
         xp.cuda.get_current_stream().synchronize()
 
 
-def to_scalar(x):
-    """A Python float from a 0-d array (a device-to-host copy on the GPU)."""
-    return float(as_numpy(x))
-
-
 # ---------------------------------------------------------------------------- GPU errors
 # How CUDA libraries word a failed allocation: the runtime and the driver say
 # "out of memory", cuBLAS (and cuSOLVER, cuFFT) "..._ALLOC_FAILED", cuRAND

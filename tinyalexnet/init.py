@@ -1,7 +1,14 @@
 """Weight initialisation: how a layer's numbers are drawn before training.
 
 Weights are drawn on the host with a NumPy ``Generator`` (so a seed gives the
-same network on the CPU and the GPU) and moved to the device afterwards.
+same network on the CPU and the GPU) and moved to the device afterwards.  This
+file is where parameters are made: layers call ``he_normal`` and ``zeros`` here
+and never touch NumPy themselves.
+
+A layer built on its own draws He weights (below) from the ``rng`` it is given.
+The model builders instead build their layers with ``draw=False`` (weights left
+at zero) and call ``init_model``, which draws every weight once, in layer order,
+from one Generator seeded by ``seed``.
 
 Two schemes are offered for whole models (see ``tinyalexnet.models``):
 
@@ -44,6 +51,11 @@ def default_rng(rng=None):
     if isinstance(rng, np.random.Generator):
         return rng
     return np.random.default_rng(rng)
+
+
+def zeros(shape, dtype="float32"):
+    """Zeros on the host: biases, gradients, and weights that ``init_model`` fills later."""
+    return np.zeros(shape, dtype=dtype)
 
 
 def normal(shape, std, rng, dtype="float32"):
