@@ -90,6 +90,10 @@ def add_arguments(parser):
                         help="extra instrumented steps for the per-layer times; 0 skips them")
     parser.add_argument("--cache-cols", choices=["on", "off"], default=None,
                         help="set Conv2d.cache_cols in every conv layer (default: the layers' own)")
+    # Winograd (see layers/winograd.py and bench_conv.py)
+    parser.add_argument("--conv", choices=["winograd", "im2col"], default=None,
+                        help="3x3 stride-1 conv layers: Winograd F(2x2, 3x3) or im2col "
+                             "(default: Conv2d.use_winograd)")
     parser.add_argument("--check-finite", action="store_true",
                         help="keep every layer's NaN/inf input check on (off by default: on the "
                              "GPU each check waits for the device)")
@@ -204,6 +208,10 @@ class OursRunner:
             for _, layer in self.model.named_modules():
                 if isinstance(layer, Conv2d):
                     layer.cache_cols = args.cache_cols == "on"
+        if getattr(args, "conv", None) is not None:                  # Winograd: --conv
+            for _, layer in self.model.named_modules():
+                if isinstance(layer, Conv2d):
+                    layer.use_winograd = args.conv == "winograd"
         # The NaN check reads a flag back from the device at every layer (a GPU sync);
         # the training loop on the GPU leaves it to the loss, and so do we by default.
         self.model.set_check_finite(args.check_finite)
@@ -516,6 +524,8 @@ def cpu_peak_memory(args, framework, threads):
            "--seed", str(args.seed)]
     if args.cache_cols is not None:
         cmd += ["--cache-cols", args.cache_cols]
+    if args.conv is not None:                                        # Winograd: --conv
+        cmd += ["--conv", args.conv]
     if args.check_finite:
         cmd += ["--check-finite"]
     if args.num_classes is not None:
@@ -614,6 +624,10 @@ def run(args):
     results["check_finite"] = args.check_finite
     print(f"settings: im2col cols kept for backward in {cached} of {len(convs)} conv layers "
           f"(Conv2d.cache_cols), per-layer NaN checks {'on' if args.check_finite else 'off'}")
+    winograd = sum(layer.winograd_applies() for layer in convs)      # Winograd: --conv
+    results["winograd_layers"] = f"{winograd}/{len(convs)}"
+    print(f"          Winograd F(2x2, 3x3) in {winograd} of {len(convs)} conv layers "
+          f"(Conv2d.use_winograd; the others: im2col)")
     if args.backend == "numpy":
         print(blas_line)
     ok = True

@@ -193,7 +193,7 @@ def run(args):
         fmt = lambda v: " / ".join(f"{a:.1e}" for a in v)       # noqa: E731
         print(f"{name:7s}{statistics.median(t['im2col']) * 1e3:10.1f}"
               f"{statistics.median(t['winograd']) * 1e3:10.1f}"
-              f"{statistics.median(ratios):10.2f}{_spread(ratios):>12s}"
+              f"{statistics.median(ratios):10.2f} {_spread(ratios):>11s}"
               f"   {fmt(e['im2col'])};  {fmt(e['winograd'])}")
     if layer_load is not None:
         print(f"other programs kept the CPUs {100 * layer_load:.0f}% busy"
