@@ -1203,6 +1203,35 @@ random = _Namespace("cupy.random", {   # NumPy's generators would hand out host 
     name: _NOT_EMULATED for name in ("default_rng", "get_random_state", "set_random_state",
                                      "RandomState", "BitGenerator")}, np.random)
 
+
+class _RoutinesLinalg(types.ModuleType):
+    """``cupy._core._routines_linalg``'s compute-type switch (TF32 for float32 products),
+    as CuPy 14 has it: unset until the first ``get_compute_type``, which reads
+    ``CUPY_TF32``.  The stand-in's products are NumPy's whatever it says."""
+    COMPUTE_TYPE_TBD, COMPUTE_TYPE_DEFAULT, COMPUTE_TYPE_PEDANTIC = 0, 1, 2
+    COMPUTE_TYPE_FP16, COMPUTE_TYPE_FP32, COMPUTE_TYPE_FP64 = 3, 4, 5
+    COMPUTE_TYPE_BF16, COMPUTE_TYPE_TF32 = 6, 7
+
+    def __init__(self):
+        super().__init__("cupy._core._routines_linalg")
+        self.compute_types = {}
+
+    def set_compute_type(self, dtype, compute_type):
+        if not 0 <= compute_type <= 7:
+            raise ValueError(f"Unknown compute type: {compute_type}")
+        self.compute_types[np.dtype(dtype).char.lower()] = compute_type
+
+    def get_compute_type(self, dtype):
+        key = np.dtype(dtype).char.lower()
+        if self.compute_types.get(key, 0) == self.COMPUTE_TYPE_TBD:
+            tf32 = key == "f" and int(os.getenv("CUPY_TF32", "0")) > 0
+            self.compute_types[key] = self.COMPUTE_TYPE_TF32 if tf32 else self.COMPUTE_TYPE_DEFAULT
+        return self.compute_types[key]
+
+
+_core = types.ModuleType("cupy._core")
+_core._routines_linalg = _RoutinesLinalg()
+
 cupy = _Namespace("cupy", {
     **CONSTANTS,
     "__version__": CUPY_VERSION + "+strict-standin",
@@ -1212,7 +1241,7 @@ cupy = _Namespace("cupy", {
     "get_array_module": get_array_module,
     "get_default_memory_pool": lambda: _pool,
     "is_available": lambda: True,
-    "cuda": cuda, "linalg": linalg, "random": random, "lib": _Lib(),
+    "cuda": cuda, "linalg": linalg, "random": random, "lib": _Lib(), "_core": _core,
     "fuse": fuse, "ElementwiseKernel": ElementwiseKernel, "RawKernel": RawKernel,
     "ReductionKernel": ReductionKernel,
     "bincount": _reading(np.bincount, "bincount", reads=2),   # any(x < 0) and max(x)
@@ -1253,4 +1282,5 @@ def install(monkeypatch):
     monkeypatch.delenv("TINYALEXNET_DISABLE_GPU", raising=False)
     _pool.set_limit(0)
     _local.allowed = True
+    _core._routines_linalg.compute_types.clear()        # CUPY_TF32 is read afresh
     return sys.modules[__name__]

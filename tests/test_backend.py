@@ -21,9 +21,11 @@ def fresh_gpu_probe(monkeypatch):
 
 
 def _fake_cupy(get_count):
+    """A CuPy stand-in for the probe: counts devices; arrays, kernels and products are NumPy's."""
     runtime = types.SimpleNamespace(getDeviceCount=get_count)
     return types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime),
-                                 ndarray=type("FakeCupyArray", (), {}))
+                                 ndarray=type("FakeCupyArray", (), {}), arange=np.arange,
+                                 matmul=np.matmul)
 
 
 def _one_line_error(fn, match):
@@ -61,7 +63,7 @@ def test_missing_cupy_is_reported_with_the_fix(fresh_gpu_probe):
     fresh_gpu_probe.setattr(backend, "cupy", None)
     fresh_gpu_probe.setattr(backend, "_CUPY_IMPORT_ERROR", ModuleNotFoundError("No module named 'cupy'"))
     msg = _one_line_error(lambda: get_backend("cupy"), "CuPy is not installed")
-    assert "pip install cupy-cuda12x" in msg and "No module named 'cupy'" in msg
+    assert 'pip install "cupy-cuda12x[ctk]"' in msg and "No module named 'cupy'" in msg
     _one_line_error(lambda: backend.as_cupy(np.zeros(2)), "CuPy is not installed")
     _one_line_error(lambda: Linear(2, 2).to_gpu(), "CuPy is not installed")
 

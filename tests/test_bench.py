@@ -101,3 +101,61 @@ def test_to_torch_maps_lrn_alpha_and_groups():
     assert net.norm1.alpha == pytest.approx(model["norm1"].alpha * model["norm1"].size)
     assert net.conv2.groups == model["conv2"].groups == 2
     assert torch.equal(net.conv2.weight, torch.from_numpy(model["conv2"].params["weight"]))
+
+
+def test_timed_steps_read_nothing_back_for_nan_checks(monkeypatch):
+    """Each NaN check is a read back from the device (a GPU sync inside the timed step):
+    none by default, the loss's included; one per layer and the loss with --check-finite."""
+    import numpy as np
+    calls = []
+    real = np.isfinite
+    monkeypatch.setattr(np, "isfinite", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ours = bench.OursRunner(_args(TINY))
+    ours.step()
+    assert calls == []
+    ours = bench.OursRunner(_args(TINY + ["--check-finite"]))
+    ours.step()
+    assert len(calls) == len(ours.model.layers) + 1
+
+
+def test_tf32_is_not_applicable_on_the_cpu(capsys, tmp_path):
+    out_json = tmp_path / "r.json"
+    assert bench.run(_args(TINY + ["--tf32", "on", "--no-memory", "--json", str(out_json)])) == 0
+    assert "TF32: not applicable on the CPU" in capsys.readouterr().out
+    assert json.loads(out_json.read_text())["tf32"] == "n/a"
+
+
+# ---------------------------------------------------------------------------- on the stand-in
+def test_a_timed_step_reads_nothing_back_from_the_device(standin):
+    """The timed step (forward, loss, backward, update) never waits for the device: no
+    float(), no NaN check, no .item() - on a GPU each would stall the queue mid-step."""
+    ours = bench.OursRunner(_args(TINY + ["--backend", "cupy"]))
+    ours.step()                                    # warm-up, as the benchmark does
+    with standin.count_host_reads() as reads:
+        ours.step()
+    assert reads.count == 0, reads
+    with standin.cupyx.allow_synchronize(False):   # raises DeviceSynchronized on any read
+        ours.step()
+
+
+def test_bench_runs_on_the_standin_with_tf32_pool_memory_and_events(standin, capsys, tmp_path):
+    out_json = tmp_path / "r.json"
+    assert bench.run(_args(TINY + ["--backend", "cupy", "--tf32", "on", "--json",
+                                   str(out_json)])) == 0
+    text = capsys.readouterr().out
+    assert "device: GPU strict CuPy stand-in" in text and "CuPy 14." in text
+    assert "TF32 (as each library reports it): tinyalexnet on" in text
+    assert _number(r"^peak memory \(pool\)\s+([\d.]+) MiB", text) >= 0
+    assert "memory reserved" in text
+    result = json.loads(out_json.read_text())
+    assert result["tf32"] == {"tinyalexnet": "on"} and result["backend"] == "cupy"
+    assert result["peak_memory_bytes"]["tinyalexnet"] > 0
+    assert len(result["layers"]) == len(get_model("small").layers) + 2
+    assert bench.backend.tf32_enabled()            # what --tf32 on set
+
+
+def test_tf32_off_overrides_the_environment(standin, monkeypatch):
+    monkeypatch.setenv("CUPY_TF32", "1")
+    assert bench.run(_args(TINY + ["--backend", "cupy", "--tf32", "off", "--no-memory",
+                                   "--layer-steps", "0"])) == 0
+    assert not bench.backend.tf32_enabled()

@@ -6,7 +6,7 @@ import signal
 import numpy as np
 import pytest
 
-from tinyalexnet import checkpoint
+from tinyalexnet import backend, checkpoint
 from tinyalexnet.datasets import ArrayDataset
 from tinyalexnet.errors import NonFiniteError, TinyAlexNetError
 from tinyalexnet.models import get_model
@@ -193,13 +193,17 @@ def test_nan_stops_training_names_the_step_and_keeps_the_checkpoint(data, tmp_pa
     assert len(json.loads((tmp_path / "history.json").read_text())) == 1
 
 
-class FakeOutOfMemory(Exception):
-    """Stands in for cupy.cuda.memory.OutOfMemoryError, which needs a GPU to happen."""
+class FakeGPUError(Exception):
+    """Stands in for CuPy's and the CUDA libraries' errors, which need a GPU to happen."""
 
 
-def test_running_out_of_gpu_memory_suggests_a_smaller_batch(data, tmp_path, monkeypatch):
-    import tinyalexnet.train as train_module
-    monkeypatch.setattr(train_module, "_out_of_memory_errors", lambda: (FakeOutOfMemory,))
+# CuPy's pool, and cuBLAS failing to allocate its workspace (which CuPy does not wrap)
+GPU_OUT_OF_MEMORY = ["Out of memory allocating 1,073,741,824 bytes", "CUBLAS_STATUS_ALLOC_FAILED"]
+
+
+@pytest.mark.parametrize("what", GPU_OUT_OF_MEMORY)
+def test_running_out_of_gpu_memory_suggests_a_smaller_batch(data, tmp_path, monkeypatch, what):
+    monkeypatch.setattr(backend, "gpu_error_types", lambda: (FakeGPUError,))
     t = trainer(data, tmp_path, config(epochs=1))
     t.fit()
     before = (tmp_path / "last.npz").read_bytes()
@@ -208,7 +212,7 @@ def test_running_out_of_gpu_memory_suggests_a_smaller_batch(data, tmp_path, monk
 
     def allocate_too_much(tr):
         if tr.step == 2:
-            raise FakeOutOfMemory("Out of memory allocating 1,073,741,824 bytes")
+            raise FakeGPUError(what)
 
     resumed.on_step = allocate_too_much
     with pytest.raises(TinyAlexNetError) as info:
@@ -218,6 +222,18 @@ def test_running_out_of_gpu_memory_suggests_a_smaller_batch(data, tmp_path, monk
     assert "out of GPU memory at epoch 2, step 3 with batch size 32" in message
     assert "try a smaller --batch-size, e.g. 16" in message
     assert (tmp_path / "last.npz").read_bytes() == before
+
+
+def test_other_gpu_errors_are_not_called_out_of_memory(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(backend, "gpu_error_types", lambda: (FakeGPUError,))
+    t = trainer(data, tmp_path, config(epochs=1))
+
+    def fail(tr):
+        raise FakeGPUError("cudaErrorIllegalAddress: an illegal memory access was encountered")
+
+    t.on_step = fail
+    with pytest.raises(FakeGPUError, match="cudaErrorIllegalAddress"):
+        t.fit()
 
 
 def test_a_learning_rate_far_too_high_diverges_with_advice(data, tmp_path):

@@ -29,26 +29,62 @@ except Exception as err:  # ImportError, or a CUDA library that fails to load
 
 _gpu_reason = None  # cached answer of gpu_unavailable_reason()
 
+INSTALL_HINT = ("install CuPy with its CUDA toolkit extra: pip install \"cupy-cuda12x[ctk]\" "
+                "(CUDA 12) or \"cupy-cuda13x[ctk]\" (CUDA 13), with NumPy 2")
+
 
 def gpu_unavailable_reason():
-    """Why the CuPy backend cannot be used here, or None when it can."""
+    """Why the CuPy backend cannot be used here, or None when it can.
+
+    Importing CuPy and counting devices needs only the driver; compiling a
+    kernel needs NVRTC and a matrix product needs cuBLAS, both parts of the CUDA
+    toolkit that a plain ``cupy-cuda12x`` wheel expects to find on the machine.
+    So the probe runs one tiny kernel and one tiny product too: a missing piece
+    is reported here, in one line, and not as a traceback from deep inside conv1.
+    """
     global _gpu_reason
     if _gpu_reason is not None:
         return _gpu_reason or None
     if os.environ.get("TINYALEXNET_DISABLE_GPU"):
         reason = "the GPU is disabled by TINYALEXNET_DISABLE_GPU"
     elif cupy is None:
-        reason = (f"CuPy is not installed ({_CUPY_IMPORT_ERROR.__class__.__name__}: "
-                  f"{_CUPY_IMPORT_ERROR}); install the CuPy wheel for your CUDA, "
-                  "e.g. 'pip install cupy-cuda12x'")
+        reason = (f"CuPy is not installed ({_one_line(_CUPY_IMPORT_ERROR)}); {INSTALL_HINT}")
     else:
         try:
             count = cupy.cuda.runtime.getDeviceCount()
             reason = "" if count > 0 else "CuPy found no CUDA device"
         except Exception as err:  # no driver, no device
-            reason = f"CuPy is installed but no CUDA GPU is usable ({err})"
+            reason = f"CuPy is installed but no CUDA GPU is usable ({_one_line(err)})"
+        if not reason:
+            reason = _probe_kernels(cupy) or ""
     _gpu_reason = reason
     return reason or None
+
+
+def _one_line(err):
+    """``"Type: message"`` of an exception, squeezed onto one line."""
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"
+
+
+def _probe_kernels(cp):
+    """Launch one elementwise kernel and one matrix product on the GPU.
+
+    Returns None when both launch, else the reason, naming the CUDA piece that is
+    probably missing.  Compiling a kernel (NVRTC) and loading cuBLAS happen on the
+    host, at the launch, so their failures show here.  Nothing is read back: the
+    probe runs on first use of the backend, which may be inside code that must
+    not wait for the device; whether the numbers are right is ``check``'s job."""
+    try:
+        x = cp.arange(6, dtype=numpy.float32) * 2 + 1            # compiled by NVRTC
+    except Exception as err:
+        return (f"CuPy sees the GPU but cannot compile or run a kernel ({_one_line(err)}); the "
+                f"CUDA toolkit's run-time compiler (NVRTC) is probably missing: {INSTALL_HINT}")
+    try:
+        cp.matmul(x.reshape(2, 3), x.reshape(3, 2))              # cuBLAS
+    except Exception as err:
+        return (f"CuPy runs kernels but its matrix product fails ({_one_line(err)}); the CUDA "
+                f"toolkit's cuBLAS is probably missing: {INSTALL_HINT}")
+    return None
 
 
 def gpu_available():
@@ -121,3 +157,106 @@ def synchronize(xp):
 def to_scalar(x):
     """A Python float from a 0-d array (a device-to-host copy on the GPU)."""
     return float(as_numpy(x))
+
+
+# ---------------------------------------------------------------------------- GPU errors
+# How CUDA libraries word a failed allocation: the runtime and the driver say
+# "out of memory", cuBLAS (and cuSOLVER, cuFFT) "..._ALLOC_FAILED", cuRAND
+# "..._ALLOCATION_FAILED".  CuPy's own pool raises OutOfMemoryError.
+_OUT_OF_MEMORY_WORDS = ("out of memory", "alloc_failed", "allocation_failed")
+_GPU_ERRORS = ("memory.OutOfMemoryError", "runtime.CUDARuntimeError", "driver.CUDADriverError",
+               "cublas.CUBLASError", "curand.CURANDError")
+
+
+def _cuda_attribute(path):
+    """``cupy.cuda.<path>``, or None where CuPy (or that library) is missing."""
+    obj = getattr(cupy, "cuda", None)
+    try:
+        for part in path.split("."):
+            obj = getattr(obj, part, None)   # cupy.cuda.cublas loads cuBLAS on first use
+    except Exception:                        # a library that does not load: not its errors
+        return None
+    return obj
+
+
+def gpu_error_types():
+    """The exception types of CuPy and the CUDA libraries it calls (empty without CuPy)."""
+    found = [_cuda_attribute(path) for path in _GPU_ERRORS]
+    return tuple(t for t in found if isinstance(t, type) and issubclass(t, BaseException))
+
+
+def is_out_of_memory(err):
+    """True when ``err`` says the GPU ran out of memory, whichever part of CUDA said it.
+
+    Catch ``gpu_error_types()`` and ask this; re-raise what it says no to::
+
+        except backend.gpu_error_types() as err:
+            if not backend.is_out_of_memory(err):
+                raise
+    """
+    types = gpu_error_types()
+    if not types or not isinstance(err, types):
+        return False
+    pool_error = _cuda_attribute("memory.OutOfMemoryError")
+    if isinstance(pool_error, type) and isinstance(err, pool_error):
+        return True
+    text = str(err).lower()
+    return any(word in text for word in _OUT_OF_MEMORY_WORDS)
+
+
+# ---------------------------------------------------------------------------- the device
+def _cupy_linalg():
+    """CuPy's matrix-product settings (``cupy._core._routines_linalg``), or a clear error."""
+    linalg = getattr(getattr(get_backend("cupy"), "_core", None), "_routines_linalg", None)
+    if linalg is None or not hasattr(linalg, "set_compute_type"):
+        raise BackendUnavailable("this CuPy offers no way to set TF32 "
+                                 "(cupy._core._routines_linalg.set_compute_type is missing)")
+    return linalg
+
+
+def set_tf32(enabled):
+    """Allow (True) or forbid (False) TF32 tensor cores in CuPy's float32 matrix products.
+
+    TF32 keeps float32's range but rounds the operands to 10 mantissa bits
+    (about 3 significant digits) inside the product: several times faster on
+    GPUs from Ampere on, and less exact.  CuPy decides once, at its first
+    float32 product, from the environment variable ``CUPY_TF32``; this sets the
+    choice explicitly at any time, so a program does not depend on when its
+    environment was read.  (On GPUs older than Ampere, CuPy warns and stays
+    without TF32; ``tf32_enabled()`` says what it chose.)
+    """
+    linalg = _cupy_linalg()
+    linalg.set_compute_type(numpy.float32, linalg.COMPUTE_TYPE_TF32 if enabled
+                            else linalg.COMPUTE_TYPE_DEFAULT)
+
+
+def tf32_enabled():
+    """True when CuPy's float32 matrix products may use TF32 (as CuPy itself reports it)."""
+    linalg = _cupy_linalg()
+    return linalg.get_compute_type(numpy.float32) == linalg.COMPUTE_TYPE_TF32
+
+
+def _version(v):
+    """CUDA's integer versions, 12040 -> "12.4"."""
+    return f"{v // 1000}.{v % 1000 // 10}"
+
+
+def device_info(name):
+    """What the backend ``name`` computes on: ``{what: text}``, for ``check`` and ``bench``."""
+    xp = get_backend(name)
+    if xp is numpy:
+        return {"backend": "numpy (CPU)", "NumPy": numpy.__version__}
+    dev = xp.cuda.Device()
+    props = xp.cuda.runtime.getDeviceProperties(dev.id)
+    gpu = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    info = {"backend": "cupy (CUDA GPU)", "GPU": f"{gpu} (device {dev.id}, compute capability "
+            f"{dev.compute_capability})",
+            "memory": f"{props['totalGlobalMem'] / 2**30:.1f} GiB",
+            "CUDA": f"runtime {_version(xp.cuda.runtime.runtimeGetVersion())}, driver supports "
+                    f"up to {_version(xp.cuda.runtime.driverGetVersion())}",
+            "CuPy": xp.__version__, "NumPy": numpy.__version__}
+    try:
+        info["TF32"] = "on" if tf32_enabled() else "off"
+    except BackendUnavailable as err:
+        info["TF32"] = f"unknown ({err})"
+    return info

@@ -40,9 +40,16 @@ detects; the environment variable ``OPENBLAS_CORETYPE`` overrides that choice.
 The report says which kernel is active, because it can change the result by a
 factor of two (see BENCHMARKS.md).
 
-On the GPU, float32 matrix products may use TF32 tensor cores: CuPy does when
-``CUPY_TF32=1`` is set before it starts, and the benchmark then allows TF32 in
-PyTorch too, so the two are always compared like for like.
+On the GPU, float32 matrix products may use TF32 tensor cores (10-bit
+mantissas inside the product: faster, about 3 significant digits).  ``--tf32
+on|off`` (default off) sets it explicitly and identically on both sides: in
+CuPy through ``backend.set_tf32`` (CuPy itself reads ``CUPY_TF32`` only once, at
+its first float32 product, so the environment variable is overridden and does
+not matter), in PyTorch through ``torch.backends.cuda.matmul.allow_tf32`` and
+``torch.backends.cudnn.allow_tf32`` (cuDNN's convolutions use TF32 by default:
+left alone, PyTorch would run TF32 convolutions against our float32 ones).
+The report reads each setting back from the library.  On the CPU there is no
+TF32 and the option changes nothing.
 """
 import argparse
 import datetime
@@ -68,6 +75,9 @@ from .optim import SGD
 # (see check_outputs).  float32 sums taken in another order differ by ~1e-6.
 TOLERANCE = {"float32": {"output": 1e-4},
              "float64": {"output": 1e-10, "grad": 1e-8}}
+# With TF32 on, each product rounds its operands to 11 significant bits (~5e-4), and
+# the two frameworks round different sums: 1e-2 still catches a wrong computation.
+TF32_OUTPUT_TOLERANCE = 1e-2
 
 
 def add_arguments(parser):
@@ -90,6 +100,9 @@ def add_arguments(parser):
                         help="extra instrumented steps for the per-layer times; 0 skips them")
     parser.add_argument("--cache-cols", choices=["on", "off"], default=None,
                         help="set Conv2d.cache_cols in every conv layer (default: the layers' own)")
+    parser.add_argument("--tf32", choices=["on", "off"], default="off",
+                        help="GPU: let float32 matrix products and convolutions use TF32 tensor "
+                             "cores, in both frameworks alike (default: off)")
     # Winograd (see layers/winograd.py and bench_conv.py)
     parser.add_argument("--conv", choices=["winograd", "im2col"], default=None,
                         help="3x3 stride-1 conv layers: Winograd F(2x2, 3x3) or im2col "
@@ -212,8 +225,9 @@ class OursRunner:
             for _, layer in self.model.named_modules():
                 if isinstance(layer, Conv2d):
                     layer.use_winograd = args.conv == "winograd"
-        # The NaN check reads a flag back from the device at every layer (a GPU sync);
-        # the training loop on the GPU leaves it to the loss, and so do we by default.
+        # The NaN check reads a flag back from the device at every layer and in the
+        # loss: on the GPU a sync between forward and backward of every timed step.
+        # The training loop on the GPU reads the running loss every 50 steps instead.
         self.model.set_check_finite(args.check_finite)
         self.loss = SoftmaxCrossEntropy().set_check_finite(args.check_finite)
         self.optimizer = SGD(self.model, lr=0.01, momentum=0.9, weight_decay=5e-4)
@@ -327,7 +341,7 @@ class TorchRunner:
                                        "PyTorch built with CUDA; this one sees no GPU")
             self.device = torch.device("cuda")
             torch.backends.cudnn.benchmark = True     # cuDNN at its best: it picks its fastest kernels
-            tf32 = _cupy_tf32()
+            tf32 = args.tf32 == "on"                  # cuDNN's default is True: set it, both ways
             torch.backends.cuda.matmul.allow_tf32 = tf32
             torch.backends.cudnn.allow_tf32 = tf32
         else:
@@ -415,10 +429,6 @@ def to_torch(model, torch):
     return net
 
 
-def _cupy_tf32():
-    return os.environ.get("CUPY_TF32", "0") == "1"
-
-
 # ---------------------------------------------------------------------------- environment
 def blas_info():
     """A line naming NumPy's BLAS, its kernel and its threads (threadpoolctl if present)."""
@@ -450,10 +460,9 @@ def cpu_name():
 
 def device_line(args, threads):
     if args.backend == "cupy":
-        xp = backend.get_backend("cupy")
-        props = xp.cuda.runtime.getDeviceProperties(xp.cuda.Device().id)
-        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-        return f"GPU {name} (CuPy {xp.__version__}, CUPY_TF32={'1' if _cupy_tf32() else '0'})"
+        info = backend.device_info("cupy")
+        return (f"GPU {info['GPU']}, {info['memory']}; CUDA {info['CUDA']}; CuPy {info['CuPy']}, "
+                f"NumPy {info['NumPy']}")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"CPU {cpu_name()}, {cores} cores available, {threads or '?'} BLAS threads"
 
@@ -562,7 +571,7 @@ def _rel_error(a, b):
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
 
 
-def check_outputs(ours, theirs, dtype, n=8):
+def check_outputs(ours, theirs, dtype, n=8, tf32=False):
     """Does PyTorch compute what we compute?  Returns (ok, numbers, report lines).
 
     In eval mode (dropout is the identity), with the same weights and images:
@@ -576,7 +585,7 @@ def check_outputs(ours, theirs, dtype, n=8):
     batch = ours.x.shape[0]
     o_logits, o_loss, _ = ours.eval_pass(dtype, batch)
     t_logits, t_loss, _ = theirs.eval_pass(dtype, batch)
-    tol = TOLERANCE[dtype]["output"]
+    tol = TF32_OUTPUT_TOLERANCE if tf32 and dtype == "float32" else TOLERANCE[dtype]["output"]
     out_err = max(_rel_error(o_logits, t_logits), abs(o_loss - t_loss) / max(abs(t_loss), 1e-30))
     o64 = ours.eval_pass("float64", n)
     t64 = theirs.eval_pass("float64", n)
@@ -586,7 +595,8 @@ def check_outputs(ours, theirs, dtype, n=8):
     worst = max(grad_errs, key=grad_errs.get)
     ok = out_err <= tol and out64 <= tol64["output"] and grad_errs[worst] <= tol64["grad"]
     lines = ["output check, eval mode (error = max|ours - PyTorch| / max|PyTorch|):",
-             f"  {dtype} logits and loss, batch {batch}: {out_err:.1e} (tolerance {tol:.0e})",
+             f"  {dtype} logits and loss, batch {batch}: {out_err:.1e} (tolerance {tol:.0e}"
+             f"{', TF32' if tol == TF32_OUTPUT_TOLERANCE else ''})",
              f"  float64 logits and loss, {min(n, batch)} images: {out64:.1e} "
              f"(tolerance {tol64['output']:.0e})",
              f"  float64 gradients: worst {grad_errs[worst]:.1e} in {worst} "
@@ -606,6 +616,9 @@ def run(args):
     if args.memory_probe:
         return _memory_probe(args)
     _check_args(args)
+    gpu = args.backend == "cupy"
+    if gpu:
+        backend.set_tf32(args.tf32 == "on")       # before the first product is timed
     blas_threads, blas_line = blas_info()
     threads = args.threads or blas_threads or (
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
@@ -631,13 +644,24 @@ def run(args):
     if args.backend == "numpy":
         print(blas_line)
     ok = True
+    results["tf32"] = {"tinyalexnet": "on" if backend.tf32_enabled() else "off"} if gpu else "n/a"
     if args.compare == "torch":
         theirs = TorchRunner(args, ours.model, threads)
         runners.append(theirs)
         torch = theirs.torch
         results["torch"] = f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads"
         print(results["torch"])
-        ok, results["check"], lines = check_outputs(ours, theirs, args.dtype)
+        if gpu:
+            results["tf32"]["PyTorch matmul"] = "on" if torch.backends.cuda.matmul.allow_tf32 else "off"
+            results["tf32"]["PyTorch cuDNN"] = "on" if torch.backends.cudnn.allow_tf32 else "off"
+    if gpu:
+        print("TF32 (as each library reports it): " + ", ".join(
+            f"{k} {v}" for k, v in results["tf32"].items()))
+    else:
+        print("TF32: not applicable on the CPU (float32 products are plain float32)")
+    if args.compare == "torch":
+        ok, results["check"], lines = check_outputs(ours, theirs, args.dtype,
+                                                    tf32=gpu and args.tf32 == "on")
         print("\n".join(lines))
 
     # Warm up, then alternate: ours, theirs, theirs, ours, ... so that a burst of other

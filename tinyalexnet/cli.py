@@ -4,6 +4,8 @@
     evaluate   top-1/top-5 error of a checkpoint on a test set, confusion matrix
     predict    the top-5 classes of image files
     info       a model's layer table: shapes, parameters, multiply-adds
+    bench      time training steps, optionally beside PyTorch
+    check      does this backend work? (run it after installing CuPy)
 
 Each command is a pair of functions, ``add_<command>_arguments(parser)`` and
 ``run_<command>(args) -> exit code``, listed in ``COMMANDS``.
@@ -20,15 +22,15 @@ import math
 import os
 import sys
 
-from . import __version__, backend, bench, checkpoint, plots
+from . import __version__, backend, bench, check, checkpoint, plots
 from .backend import numpy as np
 from .datasets import load_dataset
 from .datasets.folder import check_image_file, image_file_error, not_a_regular_file
 from .errors import NonFiniteError, TinyAlexNetError
 from .models import MODELS, get_model
 from .train import (OPTIMIZERS, RECIPES, SCHEDULES, Interrupted, Trainer, TrainConfig,
-                    _out_of_memory_errors, dataset_options, default_out_dir, evaluate,
-                    limit_dataset, log_softmax, make_config)
+                    dataset_options, default_out_dir, evaluate, limit_dataset, log_softmax,
+                    make_config)
 from .transforms import Pipeline
 
 EXIT_USER_ERROR = 2
@@ -353,6 +355,9 @@ COMMANDS = {
     "info": (INFO_HELP, add_info_arguments, run_info),
     "bench": ("time training steps (images/s, per layer, peak memory), optionally beside PyTorch",
               bench.add_arguments, bench.run),
+    "check": ("does this backend work? device, every layer's gradient check, one training step "
+              "of each model against NumPy in float64, a speed figure", check.add_arguments,
+              check.run),
 }
 
 
@@ -382,7 +387,9 @@ def main(argv=None):
     except TinyAlexNetError as err:
         print("error: " + " ".join(str(err).split("\n")), file=sys.stderr)
         return EXIT_USER_ERROR
-    except _out_of_memory_errors() as err:
+    except backend.gpu_error_types() as err:   # out of memory in any CUDA library
+        if not backend.is_out_of_memory(err):
+            raise
         print(f"error: out of GPU memory ({str(err).splitlines()[0]}); try a smaller "
               "--batch-size", file=sys.stderr)
         return EXIT_USER_ERROR

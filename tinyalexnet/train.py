@@ -42,6 +42,7 @@ from tqdm import tqdm
 from . import backend, checkpoint, plots
 from .backend import numpy as np
 from .datasets import iterate_batches, load_dataset
+from .datasets.prefetch import prefetch
 from .errors import NonFiniteError, TinyAlexNetError
 from .layers import SoftmaxCrossEntropy
 from .models import MODELS, get_model
@@ -377,12 +378,6 @@ class _CtrlC:
         return False
 
 
-def _out_of_memory_errors():
-    """The exception CuPy raises when GPU memory runs out (none without CuPy)."""
-    cupy = backend.cupy
-    return (cupy.cuda.memory.OutOfMemoryError,) if cupy is not None else ()
-
-
 def _tqdm_disable(progress):
     """tqdm's ``disable``: None (the default) hides bars when output is not a terminal."""
     return None if progress is None else not progress
@@ -411,6 +406,8 @@ class Trainer:
         history = trainer.fit()
         print(trainer.evaluate(trainer.test_set)["accuracy"])
     """
+
+    prefetch = True     # read the next batch in a background thread (datasets/prefetch.py)
 
     def __init__(self, config, out_dir, datasets=None, pipeline=None, progress=None, log=_print,
                  on_step=None, on_epoch=None, _resuming=False):
@@ -454,6 +451,9 @@ class Trainer:
         # How often the running numbers are read back: every step is free on
         # NumPy; on a GPU each read waits for the queue to drain.
         self.read_every = 1 if self.xp is np else config.log_every
+        # CuPy compiles each kernel on its first use (cached on disk after): the first
+        # epoch a process trains on a GPU is slower, and its log line says so.
+        self._compiling = self.xp is not np
         os.makedirs(self.out_dir, exist_ok=True)
 
     # ---------------------------------------------------------------- building
@@ -591,7 +591,9 @@ class Trainer:
                 stop = self._interrupted()
             except NonFiniteError as err:
                 stop = self._diverged(err)
-            except _out_of_memory_errors() as err:
+            except backend.gpu_error_types() as err:
+                if not backend.is_out_of_memory(err):
+                    raise
                 stop = TinyAlexNetError(
                     f"out of GPU memory at epoch {self.epoch + 1}, step {self.step + 1} with "
                     f"batch size {c.batch_size} ({str(err).splitlines()[0]}); try a smaller "
@@ -620,10 +622,12 @@ class Trainer:
         self._meter = meter
         bar = tqdm(total=self.steps_per_epoch, initial=self.step, unit="batch", leave=False,
                    desc=f"epoch {self.epoch + 1}/{c.epochs}", disable=_tqdm_disable(self.progress))
+        batches = prefetch(self.train_set, iterate_batches(
+            self.train_set, c.batch_size, c.seed, self.epoch, shuffle=True, start=self.step),
+            enabled=self.prefetch)            # the next batch is read while this one trains
         try:
-            for step, indices in iterate_batches(self.train_set, c.batch_size, c.seed, self.epoch,
-                                                 shuffle=True, start=self.step):
-                self._train_step(step, indices, meter)
+            for step, indices, batch in batches:
+                self._train_step(step, indices, meter, batch)
                 bar.update(1)
                 if (step + 1) % self.read_every == 0:
                     self._show(bar, meter)
@@ -632,14 +636,16 @@ class Trainer:
                 if self._ctrl_c is not None and self._ctrl_c.requested:
                     raise KeyboardInterrupt
         finally:
+            batches.close()
             bar.close()
         return meter
 
-    def _train_step(self, step, indices, meter):
-        """One step of SGD on the batch ``indices``; the state advances only at the end."""
+    def _train_step(self, step, indices, meter, batch=None):
+        """One step of SGD on the batch ``indices`` (``batch``: its images and labels, if
+        already read); the state advances only at the end."""
         c, xp = self.config, self.xp
         self._extra_before = self.model.get_extra_state()   # dropout counters, for Ctrl-C
-        images, labels = self.train_set.get_batch(indices)
+        images, labels = batch if batch is not None else self.train_set.get_batch(indices)
         rng = np.random.default_rng([c.seed, self.epoch, step])
         x = self.pipeline(images, train=True, rng=rng, xp=xp)   # one host->device copy
         logits = self.model.forward(x)
@@ -696,7 +702,9 @@ class Trainer:
                  f"acc {100 * record['train_acc']:.2f}%  val loss {record['val_loss']:.4f} "
                  f"top-1 err {100 * record['val_top1_error']:.2f}% top-5 err "
                  f"{100 * record['val_top5_error']:.2f}%  lr {record['lr']:.3g}  "
-                 f"{train_time:.1f} s  {rate:.0f} img/s" + ("  *best" if is_best else ""))
+                 f"{train_time:.1f} s  {rate:.0f} img/s" + ("  *best" if is_best else "")
+                 + ("  (includes CuPy's kernel compilation)" if self._compiling else ""))
+        self._compiling = False
         if self.optimizer.lr < record["lr"]:
             self.log(f"validation error stopped improving: learning rate {record['lr']:.3g} -> "
                      f"{self.optimizer.lr:.3g}")

@@ -141,8 +141,12 @@ class Conv2d(Module):
             cols = cols.reshape(G, -1, OH * OW * N)
         w = self.params["weight"].reshape(G, F // G, -1)
         self.grads["bias"][...] = dy.sum(axis=2).reshape(F)
-        self.grads["weight"][...] = xp.matmul(dy, cols.transpose(0, 2, 1)).reshape(
-            self.grads["weight"].shape)
+        # dW = dy @ cols^T, one 2-D product per group written straight into the grad.
+        # cols[g].T is a transposed view: BLAS (and cuBLAS) read it through their
+        # transpose flag.  A 3-D matmul would make CuPy copy all of cols first.
+        dw = self.grads["weight"].reshape(G, F // G, -1)                # a view of the grad
+        for g in range(G):
+            xp.matmul(dy[g], cols[g].T, out=dw[g])
         del cols                # a rebuilt cols can go before dcols, as large, is made
         if not self.input_grad:
             return None

@@ -271,13 +271,21 @@ def winograd_conv2d_backward(dout, cache, input_grad=True):
     if V is None:                                            # rebuilt, as forward made it
         V = transform(_matrix(xp, w.BT, x.dtype), input_tiles(x, padding, w))
         V = V.reshape(n * n, G_, Cg, P)
-    dU = xp.matmul(dM, V.transpose(0, 1, 3, 2))              # (n*n, G', F/G', Cg)
+    # dU = dM @ V^T and dV = U^T @ dM, one 2-D product per tile element and group: BLAS
+    # and cuBLAS read the transposed operand in place (a 4-D matmul would make CuPy copy it).
+    dU = xp.empty((n * n, G_, Fg, Cg), dtype=dout.dtype)
+    for k in range(n * n):
+        for g in range(G_):
+            xp.matmul(dM[k, g], V[k, g].T, out=dU[k, g])
     del V
     dg = transform(GT, dU.reshape(n, n, F * Cg))             # G^T dU G: (r, r, F*Cg)
     dW = xp.ascontiguousarray(dg.reshape(w.r, w.r, F, Cg).transpose(2, 3, 0, 1))
     if not input_grad:
         return None, dW, db
-    dV = xp.matmul(U.transpose(0, 1, 3, 2), dM)              # (n*n, G', Cg, P)
+    dV = xp.empty((n * n, G_, Cg, P), dtype=dout.dtype)
+    for k in range(n * n):
+        for g in range(G_):
+            xp.matmul(U[k, g].T, dM[k, g], out=dV[k, g])
     del dM
     dd = transform(B, dV.reshape(n, n, C * P))               # B dV B^T: every tile's gradient
     return add_tiles(dd, x_shape, padding, w), dW, db

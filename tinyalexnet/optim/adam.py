@@ -7,16 +7,20 @@ Seed 003 trained its AlexNets with Adam, lr 0.001.  For gradient g at step t::
     w <- w - lr * m_hat / (sqrt(v_hat) + eps),   m_hat = m / (1 - b1^t),  v_hat = v / (1 - b2^t)
 
 ``weight_decay`` adds wd * w to g first (L2, as ``torch.optim.Adam`` does).
+``fused=True`` runs the whole update as one GPU kernel per parameter (fused.py;
+on NumPy it changes nothing); the array code below is its reference.
 """
 from ..backend import get_array_module
 from ..errors import ConfigError
+from . import fused as fused_kernels
 from .optimizer import Optimizer
 
 
 class Adam(Optimizer):
     slots = ("m", "v")
 
-    def __init__(self, model, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(self, model, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 fused=False):
         super().__init__(model, lr)
         if len(betas) != 2:
             raise ConfigError(f"Adam: betas must be a pair (beta1, beta2), got {betas!r}")
@@ -26,6 +30,7 @@ class Adam(Optimizer):
         self._check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
         self.beta1, self.beta2 = betas
         self.eps, self.weight_decay = eps, weight_decay
+        self.fused = fused
 
     def hyperparameters(self):
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
@@ -33,6 +38,13 @@ class Adam(Optimizer):
 
     def update(self, name, p, g):
         xp = get_array_module(p)
+        kernel = fused_kernels.adam_kernel(xp) if self.fused else None
+        if kernel is not None:
+            t = self.steps
+            kernel(g, self.lr, self.beta1, self.beta2, self.eps, self.weight_decay,
+                   1 / (1 - self.beta1 ** t), 1 / (1 - self.beta2 ** t), p,
+                   self._slot("m", name, p), self._slot("v", name, p))
+            return
         if self.weight_decay:
             g = g + self.weight_decay * p
         m = self._slot("m", name, p)

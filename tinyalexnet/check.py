@@ -1,0 +1,328 @@
+"""``python -m tinyalexnet check``: does this machine compute what tinyalexnet needs?
+
+Run it after installing CuPy, before training anything::
+
+    python -m tinyalexnet check --backend cupy
+
+It prints four parts, as they run:
+
+1. **device**: what the backend computes on (GPU name, memory, CUDA runtime and
+   driver, CuPy and NumPy versions; on NumPy the CPU and its BLAS).
+2. **gradients**: every kind of layer, forward and backward in float64 on the
+   backend, against central differences (``tinyalexnet.gradcheck``), with the
+   test suite's bounds: 1e-9 for the layers that are linear around the point
+   checked (the difference quotient is then exact up to rounding), 1e-7 for
+   the smooth ones (tanh, LRN, softmax).
+3. **one training step of each model** (forward, loss, backward, the paper's
+   SGD) in float32 on the backend, against the same step in float64 on NumPy
+   from the same weights and batch.  See ``STEP_BOUND`` for the agreement asked
+   and why.
+4. **fused kernels** (GPU only): each fused CuPy kernel (``optim/fused.py``)
+   against the array code it replaces, on random values, and both timed.
+5. **speed**: images/s of a training step, one line (``bench`` says more).
+
+Exit status 0 when every check holds; 1 when one fails (each failure is named
+at the end); 2, with the one-line reason, when the backend cannot be used.
+"""
+import copy
+import time
+
+from . import backend, bench
+from .backend import numpy as np
+from .errors import TinyAlexNetError
+from .gradcheck import check_layer, check_loss
+from .layers import (Conv2d, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool2d, ReLU,
+                     SoftmaxCrossEntropy, Tanh, ZeroPad2d)
+from .models import MODELS, get_model
+from .optim import SGD, Adam, fused
+
+LINEAR = (1e-3, 1e-9)   # (step h, bound): layers linear around the point checked
+SMOOTH = (1e-6, 1e-7)   # tanh, LRN, softmax: the O(h^2) error of a central difference
+
+# float32 against float64, as |got - ref| / |ref| over a whole tensor (not elementwise:
+# in float32 a value within rounding of a ReLU's kink or a max-pool tie can send one
+# element's gradient another way, which is right in both and moves the norm by little).
+# float32 keeps 24 bits (u = 6e-8); a sum of K terms is typically off by sqrt(K) u,
+# and a step chains ~20 layers with sums of up to ~10^4 terms, forward and back.
+# Measured on NumPy (OpenBLAS): 4e-7..7e-7 for logits and loss, at most 1.1e-6 for a
+# gradient, in all three models.  The bounds leave a factor of ~100-1000 for another
+# library's summation order (cuBLAS splits sums differently) and are still far below
+# what a real mistake gives (a wrong index, scale or race: 1e-2 and more).  TF32
+# (~3 significant digits) would not pass: it is switched off while checking.
+STEP_BOUND = {"output": 1e-4, "gradient": 1e-3}
+STEP_BATCH = {"small": 8, "alexnet32": 8, "alexnet": 2}
+SPEED = {"numpy": ("small", 64, 1, 3), "cupy": ("alexnet", 128, 3, 10)}  # model, batch, warm-up, steps
+
+
+def add_arguments(parser):
+    parser.add_argument("--backend", choices=backend.BACKENDS, default="numpy",
+                        help="numpy (CPU) or cupy (CUDA GPU) (default: numpy)")
+    parser.add_argument("--models", default=",".join(STEP_BATCH),
+                        help=f"models to step, comma-separated (default: {','.join(STEP_BATCH)})")
+    parser.add_argument("--speed-model", choices=sorted(MODELS), default=None,
+                        help="model of the speed line (default: small on numpy, alexnet on cupy)")
+    parser.add_argument("--speed-batch", type=int, default=None,
+                        help="batch of the speed line (default: 64 on numpy, 128 on cupy)")
+    return parser
+
+
+def _why(err):
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"
+
+
+class Report:
+    """Collects pass/fail lines; prints each as it comes."""
+
+    def __init__(self):
+        self.failures, self.count = [], 0
+
+    def section(self, title):
+        print(f"\n{title}", flush=True)
+
+    def line(self, ok, text, failure=None):
+        self.count += 1
+        print(f"  {'ok  ' if ok else 'FAIL'}  {text}", flush=True)
+        if not ok:
+            self.failures.append(failure or text)
+
+
+# ---------------------------------------------------------------------------- 2. gradients
+def gradient_cases():
+    """(name, layer, input on the host, (h, bound)) for every kind of layer."""
+    rng = np.random.default_rng(0)
+
+    def randn(*shape, scale=1.0):
+        return rng.standard_normal(shape) * scale
+
+    def distinct(*shape, gap=0.01):
+        # all different, at least gap apart and gap/2 from 0: a step h < gap/2 never
+        # crosses a ReLU's kink or changes a max-pool's winner
+        n = int(np.prod(shape))
+        return rng.permutation((np.arange(n) - n // 2 + 0.5) * gap).reshape(shape)
+
+    return [
+        ("Conv2d 3x2, stride 2, padding 1, groups 2",
+         Conv2d(4, 6, (3, 2), stride=2, padding=1, groups=2, rng=0), randn(2, 4, 7, 6), LINEAR),
+        ("Conv2d 5x5, stride 3, padding 2", Conv2d(3, 5, 5, stride=3, padding=2, rng=1),
+         randn(1, 3, 9, 8), LINEAR),
+        ("ReLU", ReLU(), distinct(2, 3, 4, 5), LINEAR),
+        ("Tanh", Tanh(), randn(2, 3, 4), SMOOTH),
+        ("LocalResponseNorm (the paper's constants)", LocalResponseNorm(5, 1e-4, 0.75, 2.0),
+         randn(2, 8, 3, 3, scale=30.0), SMOOTH),
+        ("MaxPool2d 3x3, stride 2 (overlapping)", MaxPool2d(3, 2), distinct(2, 3, 7, 9), LINEAR),
+        ("ZeroPad2d", ZeroPad2d(2), randn(2, 3, 3, 4), LINEAR),
+        ("Dropout p=0.5 (training)", Dropout(0.5, seed=3), randn(4, 10), LINEAR),
+        ("Flatten", Flatten(), randn(2, 3, 2, 2), LINEAR),
+        ("Linear", Linear(7, 5, rng=2), randn(3, 7), LINEAR),
+    ]
+
+
+def check_gradients(report, name):
+    report.section(f"gradients: float64 on {name} against central differences")
+    for label, layer, x, (h, bound) in gradient_cases():
+        try:
+            layer.to(name, dtype="float64")
+            result = check_layer(layer, backend.to_backend(x, name), h=h, bound=bound)
+            errors = ", ".join(f"{k} {e:.1e}" for k, e in result.errors.items())
+            report.line(result.passed, f"{label}: {errors} (bound {bound:.0e})",
+                        f"gradient of {label}: {errors}, bound {bound:.0e}")
+        except Exception as err:
+            report.line(False, f"{label}: raised {_why(err)}")
+    logits = np.random.default_rng(1).standard_normal((4, 10)) * 3
+    labels = np.array([0, 3, 9, 3])
+    h, bound = SMOOTH
+    try:
+        result = check_loss(SoftmaxCrossEntropy(), backend.to_backend(logits, name), labels,
+                            h=h, bound=bound)
+        e = result.errors["logits"]
+        report.line(result.passed, f"SoftmaxCrossEntropy: logits {e:.1e} (bound {bound:.0e})",
+                    f"gradient of SoftmaxCrossEntropy: {e:.1e}, bound {bound:.0e}")
+    except Exception as err:
+        report.line(False, f"SoftmaxCrossEntropy: raised {_why(err)}")
+
+
+# ---------------------------------------------------------------------------- 3. one step
+def one_step(model, name, dtype, x, y):
+    """One SGD step of ``model`` on backend ``name`` in ``dtype``: {tensor: float64 host array}."""
+    model.to(name, dtype=dtype).train()
+    model.set_check_finite(False)                     # as the trainer runs on a GPU
+    loss_fn = SoftmaxCrossEntropy().set_check_finite(False)
+    optimizer = SGD(model, lr=0.01, momentum=0.9, weight_decay=5e-4)
+    logits = model.forward(backend.to_backend(x.astype(dtype), name))
+    loss = loss_fn.forward(logits, y)
+    model.backward(loss_fn.backward())
+    optimizer.step()
+    out = {"logits": logits, "loss": loss}
+    for param, _, grad in model.named_parameters():
+        out[f"{param} gradient"] = grad
+        out[f"{param} SGD velocity"] = optimizer.state["velocity"][param]
+    return {k: backend.as_numpy(v).astype(np.float64) for k, v in out.items()}
+
+
+def relative(got, ref):
+    """|got - ref| / |ref| (Euclidean norms over the whole tensor)."""
+    return float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-30))
+
+
+def check_steps(report, name, models):
+    report.section(f"one training step, float32 on {name} against float64 on NumPy "
+                   f"(|got - ref| / |ref|; bounds {STEP_BOUND['output']:.0e} for logits and "
+                   f"loss, {STEP_BOUND['gradient']:.0e} for gradients)")
+    for model_name in models:
+        batch = STEP_BATCH.get(model_name, 2)
+        try:
+            model = get_model(model_name, seed=0)
+            rng = np.random.default_rng(1)
+            x = rng.standard_normal((batch,) + model.input_shape)
+            y = rng.integers(0, model.output_shape(model.input_shape)[0], batch)
+            ref = one_step(copy.deepcopy(model), "numpy", "float64", x, y)
+            got = one_step(model, name, "float32", x, y)
+            del model
+            out = max(relative(got[k], ref[k]) for k in ("logits", "loss"))
+            errs = {k: relative(got[k], ref[k]) for k in ref if k not in ("logits", "loss")}
+            worst = max(errs, key=errs.get)
+            finite = all(np.isfinite(v).all() for v in got.values())
+            ok = finite and out <= STEP_BOUND["output"] and errs[worst] <= STEP_BOUND["gradient"]
+            text = (f"{model_name} ({'x'.join(map(str, x.shape[1:]))}, batch {batch}): logits "
+                    f"and loss {out:.1e}, worst of {len(errs)} gradients and velocities "
+                    f"{errs[worst]:.1e} ({worst})" + ("" if finite else ", NOT FINITE"))
+            report.line(ok, text, f"training step of {text}")
+        except Exception as err:
+            report.line(False, f"{model_name}: raised {_why(err)}")
+
+
+# ---------------------------------------------------------------------------- 4. fused kernels
+FUSED_BOUND = 1e-5    # float32, the same arithmetic in another order: a few ulps of the update
+
+
+def check_fused(report, name):
+    """Adam's fused kernel against Adam's array code: alexnet32's 16 parameters, 3 steps."""
+    report.section("fused kernels against the array code they replace")
+    xp = backend.get_backend(name)
+    if fused.adam_kernel(xp) is None:
+        print(f"  none on {name}: the array code is all there is")
+        return
+    try:
+        plain = get_model("alexnet32", seed=0).to(name)
+        fast = copy.deepcopy(plain)
+        rng = np.random.default_rng(3)
+        start = {k: backend.as_numpy(p).copy() for k, p, _ in plain.named_parameters()}
+        optimizers = (Adam(plain, weight_decay=5e-4), Adam(fast, weight_decay=5e-4, fused=True))
+        for _ in range(3):
+            for (_, _, ga), (_, _, gb) in zip(plain.named_parameters(), fast.named_parameters()):
+                ga[...] = xp.asarray(rng.standard_normal(ga.shape).astype(ga.dtype))
+                gb[...] = ga
+            for optimizer in optimizers:
+                optimizer.step()
+        worst, where = 0.0, ""
+        for (k, pa, _), (_, pb, _) in zip(plain.named_parameters(), fast.named_parameters()):
+            a, b = backend.as_numpy(pa), backend.as_numpy(pb)
+            e = float(np.linalg.norm(b - a) / max(np.linalg.norm(a - start[k]), 1e-30))
+            for slot in ("m", "v"):
+                sa = backend.as_numpy(optimizers[0].state[slot][k])
+                sb = backend.as_numpy(optimizers[1].state[slot][k])
+                e = max(e, relative(sb, sa))
+            e = e if np.isfinite(e) else float("inf")      # NaN compares as nothing
+            if e >= worst:
+                worst, where = e, k
+        times = [_update_seconds(xp, optimizer) for optimizer in optimizers]
+        report.line(worst <= FUSED_BOUND,
+                    f"Adam, one kernel per parameter: {worst:.1e} from the array code ({where}; "
+                    f"bound {FUSED_BOUND:.0e}); update of alexnet32's {len(start)} parameters "
+                    f"{1000 * times[0]:.2f} ms as array code, {1000 * times[1]:.2f} ms fused",
+                    f"fused Adam kernel: {worst:.1e} from the array code in {where}")
+    except Exception as err:
+        report.line(False, f"fused Adam kernel: raised {_why(err)}")
+
+
+def _update_seconds(xp, optimizer, repeat=20):
+    optimizer.step()                         # compiled and warm
+    backend.synchronize(xp)
+    start = time.perf_counter()
+    for _ in range(repeat):
+        optimizer.step()
+    backend.synchronize(xp)
+    return (time.perf_counter() - start) / repeat
+
+
+# ---------------------------------------------------------------------------- 5. speed
+def images_per_second(name, model_name, batch, warmup, steps):
+    """Training steps of ``model_name`` in float32 on ``name``: images per second.
+
+    The device is drained once before the clock starts and once at the end, never
+    in between, so on a GPU the host queues step after step as in training."""
+    xp = backend.get_backend(name)
+    model = get_model(model_name, seed=0).to(name)
+    model.set_check_finite(False)
+    loss_fn = SoftmaxCrossEntropy().set_check_finite(False)
+    optimizer = SGD(model, lr=0.01, momentum=0.9, weight_decay=5e-4)
+    rng = np.random.default_rng(2)
+    x = backend.to_backend(rng.standard_normal((batch,) + model.input_shape)
+                           .astype(np.float32), name)
+    y = rng.integers(0, model.output_shape(model.input_shape)[0], batch)
+
+    def step():
+        loss_fn.forward(model.forward(x), y)
+        model.backward(loss_fn.backward())
+        optimizer.step()
+
+    for _ in range(warmup):
+        step()
+    backend.synchronize(xp)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    backend.synchronize(xp)
+    return batch * steps / (time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------------------- the command
+def run(args):
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise TinyAlexNetError(f"check: unknown model {unknown[0]!r} in --models: expected "
+                               f"some of {', '.join(MODELS)}")
+    if args.speed_batch is not None and args.speed_batch < 1:
+        raise TinyAlexNetError(f"check: --speed-batch must be at least 1, got {args.speed_batch}")
+    name = args.backend
+    backend.get_backend(name)            # BackendUnavailable (exit 2) says why, in one line
+    report = Report()
+    print(f"tinyalexnet check, backend {name}")
+    report.section("device")
+    for what, text in backend.device_info(name).items():
+        print(f"  {what}: {text}")
+    if name == "numpy":
+        print(f"  CPU: {bench.cpu_name()}")
+        print(f"  {bench.blas_info()[1]}")
+    tf32_before = None
+    if name == "cupy":
+        # TF32 would round the float32 products to ~3 digits: the step comparison would
+        # measure TF32, not the code.  Off while checking, as it was after.
+        tf32_before = backend.tf32_enabled()
+        backend.set_tf32(False)
+        print(f"  TF32: off during the checks (it was {'on' if tf32_before else 'off'})")
+    try:
+        check_gradients(report, name)
+        check_steps(report, name, models)
+        check_fused(report, name)
+        report.section("speed")
+        model_name, batch, warmup, steps = SPEED[name]
+        model_name, batch = args.speed_model or model_name, args.speed_batch or batch
+        try:
+            ips = images_per_second(name, model_name, batch, warmup, steps)
+            print(f"  {model_name}, batch {batch}, float32 training steps: {ips:,.0f} images/s "
+                  f"({steps} steps after {warmup} warm-up; per layer: python -m tinyalexnet bench "
+                  f"--backend {name})")
+        except Exception as err:
+            report.line(False, f"speed: {model_name} raised {_why(err)}")
+    finally:
+        if tf32_before is not None:
+            backend.set_tf32(tf32_before)
+    if report.failures:
+        print(f"\ncheck: {len(report.failures)} of {report.count} checks FAILED on {name}:")
+        for failure in report.failures:
+            print(f"  - {failure}")
+        return 1
+    print(f"\ncheck: all {report.count} checks hold on {name}")
+    return 0
