@@ -32,7 +32,9 @@ RESULTS_MARK = "EXERCISE-RESULTS "
 
 def test_lessons_exist():
     numbers = [int(p.name[:2]) for p in LESSONS]
-    assert numbers == list(range(1, 12)), f"lessons 01..11 expected, found {numbers}"
+    # 12 comes from another branch; 13 (faster convolutions) is here
+    assert numbers[:11] == list(range(1, 12)) and 13 in numbers, \
+        f"lessons 01..11 and 13 expected, found {numbers}"
 
 
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)

@@ -5,7 +5,8 @@ saturating unit it replaced), ``lrn.py``,
 ``pool.py``, ``dropout.py``, ``linear.py``, ``flatten.py``, ``padding.py``,
 ``loss.py``; ``module.py`` is what they share and ``sequential.py`` chains them.
 ``naive.py`` holds slow, obviously correct loop versions that the tests (and
-lesson 3) check the fast ones against.
+lesson 3) check the fast ones against.  ``winograd.py`` is Winograd's F(2x2, 3x3)
+convolution, which Conv2d can run for 3x3 stride-1 layers (lesson 13).
 """
 from .module import Module
 from .conv import Conv2d

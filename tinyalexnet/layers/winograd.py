@@ -241,12 +241,16 @@ def winograd_conv2d_forward(x, weight, bias, padding=0, groups=1, w=F2x2_3x3, ke
     cache = (x, padding, groups, w, U, V if keep_tiles else None)
     del V
     # Y = A^T M A: (m, m, F, TH, TW, N); tile element (i, j) is pixel (m*th + i, m*tw + j).
-    Y = transform(AT, M).reshape(m, m, F, TH, TW, N).transpose(5, 2, 3, 0, 4, 1)
-    out = xp.empty((N, F, TH, m, TW, m), dtype=x.dtype)
-    xp.add(Y, bias.reshape(1, F, 1, 1, 1, 1), out=out)
-    out = out.reshape(N, F, m * TH, m * TW)
-    if (m * TH, m * TW) != (OH, OW):                         # the last tiles overhang: cut
-        out = xp.ascontiguousarray(out[:, :, :OH, :OW])
+    Y = transform(AT, M).reshape(m, m, F, TH, TW, N)
+    out = xp.empty((N, F, OH, OW), dtype=x.dtype)
+    for i in range(m):
+        for j in range(m):
+            # Pixels (m*th + i, m*tw + j) are the strided slice out[:, :, i::m, j::m]; a last
+            # row or column of tiles that overhangs the output is cut off.  Both views put f
+            # last: NumPy then copies in runs of F numbers, not of m (4x faster).
+            rows, cols = len(range(i, OH, m)), len(range(j, OW, m))
+            xp.add(Y[i, j, :, :rows, :cols].transpose(3, 1, 2, 0), bias,
+                   out=out[:, :, i::m, j::m].transpose(0, 2, 3, 1))
     return out, cache
 
 
@@ -261,12 +265,14 @@ def winograd_conv2d_backward(dout, cache, input_grad=True):
     P = TH * TW * N
     A, GT, B = (_matrix(xp, a, dout.dtype, transpose=True) for a in (w.AT, w.G, w.BT))
     db = dout.sum(axis=(0, 2, 3))
-    # dY in the tile layout (m, m, F*P); the overhanging outputs were cut, their gradient is 0.
-    if (m * TH, m * TW) != (OH, OW):
-        padded = xp.zeros((N, F, m * TH, m * TW), dtype=dout.dtype)
-        padded[:, :, :OH, :OW] = dout
-        dout = padded
-    dY = xp.ascontiguousarray(dout.reshape(N, F, TH, m, TW, m).transpose(3, 5, 1, 2, 4, 0))
+    # dY in the tile layout (m, m, F, TH, TW, N): forward's scatter, reversed.  Outputs of
+    # overhanging tiles were cut off: their gradient is 0.
+    overhang = (m * TH, m * TW) != (OH, OW)
+    dY = (xp.zeros if overhang else xp.empty)((m, m, F, TH, TW, N), dtype=dout.dtype)
+    for i in range(m):
+        for j in range(m):
+            rows, cols = len(range(i, OH, m)), len(range(j, OW, m))
+            dY[i, j, :, :rows, :cols] = dout[:, :, i::m, j::m].transpose(1, 2, 3, 0)
     dM = transform(A, dY.reshape(m, m, F * P)).reshape(n * n, G_, Fg, P)   # A dY A^T
     if V is None:                                            # rebuilt, as forward made it
         V = transform(_matrix(xp, w.BT, x.dtype), input_tiles(x, padding, w))
