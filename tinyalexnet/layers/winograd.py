@@ -175,7 +175,12 @@ def input_tiles(x, padding, w=F2x2_3x3):
     xp = get_array_module(x)
     N, C, H, W, OH, OW, TH, TW = _sizes(x.shape, padding, w)
     n, p = w.m + w.r - 1, padding
-    x_pad = xp.zeros((C, w.m * TH + w.r - 1, w.m * TW + w.r - 1, N), dtype=x.dtype)
+    Hp, Wp = w.m * TH + w.r - 1, w.m * TW + w.r - 1
+    x_pad = xp.empty((C, Hp, Wp, N), dtype=x.dtype)
+    x_pad[:, :p] = 0                                         # zero the border only: the
+    x_pad[:, p + H:] = 0                                     # interior is overwritten next
+    x_pad[:, :, :p] = 0
+    x_pad[:, :, p + W:] = 0
     x_pad[:, p:p + H, p:p + W] = x.transpose(1, 2, 3, 0)
     sc, sh, sw, sn = x_pad.strides
     view = xp.lib.stride_tricks.as_strided(
