@@ -135,6 +135,12 @@ def _matrix(xp, rows, dtype, transpose=False):
     return xp.ascontiguousarray(a.T) if transpose else a
 
 
+def kron(L):
+    """kron(L, L): the (a*a, b*b) matrix with kron[i*a + j, k*b + l] = L[i, k] * L[j, l]."""
+    a, b = L.shape
+    return (L[:, None, :, None] * L[None, :, None, :]).reshape(a * a, b * b)
+
+
 def transform(L, t):
     """L t L^T over the two leading axes, for all K trailing entries at once.
 
@@ -142,18 +148,14 @@ def transform(L, t):
     sum_{k, l} L[i, k] L[j, l] t[k, l]: each of the a*a results is a weighted sum
     of the b*b numbers of the tile, with weights L[i, k] L[j, l], the Kronecker
     product of L with itself.  So the whole transform of every tile is ONE
-    matrix product, (a*a, b*b) @ (b*b, K)::
-
-        kron(L, L)[i*a + j, k*b + l] = L[i, k] * L[j, l]
-
-    One pass over the K tiles' numbers: the data are large and the matrix tiny,
-    so passes over memory cost the time, not multiplications (two products,
-    L t and then (L t) L^T, take twice the passes for half the multiplications).
+    matrix product, (a*a, b*b) @ (b*b, K).  One pass over the K tiles' numbers:
+    the data are large and the matrix tiny, so passes over memory cost the time,
+    not multiplications (two products, L t and then (L t) L^T, take twice the
+    passes for half the multiplications).
     """
     xp = get_array_module(t)
     a, b = L.shape
-    kron = (L[:, None, :, None] * L[None, :, None, :]).reshape(a * a, b * b)
-    return xp.matmul(kron, t.reshape(b * b, -1)).reshape(a, a, -1)
+    return xp.matmul(kron(L), t.reshape(b * b, -1)).reshape(a, a, -1)
 
 
 def _sizes(x_shape, padding, w):
@@ -236,9 +238,9 @@ def winograd_conv2d_forward(x, weight, bias, padding=0, groups=1, w=F2x2_3x3, ke
     n, m, G_ = w.m + w.r - 1, w.m, groups
     AT, G, BT = (_matrix(xp, a, x.dtype) for a in (w.AT, w.G, w.BT))
     P = TH * TW * N
-    # U = G g G^T for every (f, c): (n, n, F*Cg) -> (n*n, G', F/G', Cg)
-    g = xp.ascontiguousarray(weight.transpose(2, 3, 0, 1)).reshape(w.r, w.r, F * Cg)
-    U = transform(G, g).reshape(n * n, G_, F // G_, Cg)
+    # U = G g G^T for every (f, c): kron(G) (n*n, r*r) @ g (r*r, F*Cg) -> (n*n, G', F/G', Cg).
+    # The weight's rows are the (f, c) kernels: BLAS reads it transposed in place.
+    U = xp.matmul(kron(G), weight.reshape(F * Cg, w.r * w.r).T).reshape(n * n, G_, F // G_, Cg)
     # V = B^T d B for every (c, tile): (n, n, C*P) -> (n*n, G', Cg, P)
     V = transform(BT, input_tiles(x, padding, w)).reshape(n * n, G_, Cg, P)
     # The element-wise stage, summed over channels: one batched product per tile element.
@@ -268,7 +270,8 @@ def winograd_conv2d_backward(dout, cache, input_grad=True):
     _, G_, Fg, Cg = U.shape
     F, n, m = Fg * G_, w.m + w.r - 1, w.m
     P = TH * TW * N
-    A, GT, B = (_matrix(xp, a, dout.dtype, transpose=True) for a in (w.AT, w.G, w.BT))
+    A, B = (_matrix(xp, a, dout.dtype, transpose=True) for a in (w.AT, w.BT))
+    G = _matrix(xp, w.G, dout.dtype)
     db = dout.sum(axis=(0, 2, 3))
     # dY in the tile layout (m, m, F, TH, TW, N): forward's scatter, reversed.  Outputs of
     # overhanging tiles were cut off: their gradient is 0.
@@ -289,8 +292,8 @@ def winograd_conv2d_backward(dout, cache, input_grad=True):
         for g in range(G_):
             xp.matmul(dM[k, g], V[k, g].T, out=dU[k, g])
     del V
-    dg = transform(GT, dU.reshape(n, n, F * Cg))             # G^T dU G: (r, r, F*Cg)
-    dW = xp.ascontiguousarray(dg.reshape(w.r, w.r, F, Cg).transpose(2, 3, 0, 1))
+    # dW = G^T dU G for every (f, c), i.e. kron(G)^T applied to dU: (F*Cg, r*r) directly
+    dW = xp.matmul(dU.reshape(n * n, F * Cg).T, kron(G)).reshape(F, Cg, w.r, w.r)
     if not input_grad:
         return None, dW, db
     dV = xp.empty((n * n, G_, Cg, P), dtype=dout.dtype)
