@@ -13,7 +13,7 @@ import pytest
 
 from tinyalexnet import backend
 from tinyalexnet.errors import ShapeError
-from tinyalexnet.gradcheck import numerical_gradient, rel_error
+from tinyalexnet.gradcheck import check_layer, numerical_gradient, rel_error
 from tinyalexnet.layers import Conv2d
 from tinyalexnet.layers import winograd as wg
 from tinyalexnet.layers.naive import conv2d_naive
@@ -265,3 +265,59 @@ def test_wrong_kernel_or_channels_is_a_one_line_error():
         wg.winograd_conv2d_forward(x, np.zeros((2, 4, 5, 5)), np.zeros(2))
     with pytest.raises(ShapeError, match=r"x \(N, 8, H, W\) expected .* got x \(1, 4, 5, 5\)"):
         wg.winograd_conv2d_forward(x, np.zeros((2, 4, 3, 3)), np.zeros(2), groups=2)
+
+
+# ------------------------------------------------------------------ the switch in Conv2d
+def test_conv2d_switch_applies_to_3x3_stride_1_only():
+    assert Conv2d(4, 6, 3, padding=1, groups=2, rng=0).use_winograd is False   # the default
+    for kernel, stride, applies in [(3, 1, True), (3, 2, False), (5, 1, False), ((3, 1), 1, False)]:
+        conv = Conv2d(4, 6, kernel, stride=stride, rng=0)
+        conv.use_winograd = True
+        assert conv.winograd_applies() is applies, (kernel, stride)
+
+
+@pytest.mark.parametrize("cache_cols", [False, True])
+def test_conv2d_runs_winograd_when_switched_on(xp, backend_name, monkeypatch, cache_cols):
+    """Which path ran is seen from the functions called, and both give the same numbers."""
+    calls = []
+    for name in ("winograd_conv2d_forward", "winograd_conv2d_backward"):
+        real = getattr(wg, name)
+        monkeypatch.setattr("tinyalexnet.layers.conv." + name,
+                            lambda *a, _real=real, _name=name, **k: calls.append(_name)
+                            or _real(*a, **k))
+    case = CASES[0]
+    conv, x = _conv_and_input(xp, backend_name, case, 12)
+    conv.cache_cols = cache_cols
+    want = conv.forward(x)
+    dout = _rand(xp, want.shape, 13)
+    want_dx = conv.backward(dout)
+    want_dW = conv.grads["weight"].copy()
+    assert calls == []                                        # im2col: Winograd never called
+    conv.use_winograd = True
+    out = conv.forward(x)
+    dx = conv.backward(dout)
+    assert calls == ["winograd_conv2d_forward", "winograd_conv2d_backward"]
+    assert (conv._cache[2][-1] is not None) == cache_cols     # cache_cols keeps the tiles V
+    assert _rel(out, want) <= 1e-12 and _rel(dx, want_dx) <= 1e-12
+    assert _rel(conv.grads["weight"], want_dW) <= 1e-12
+    conv.input_grad = False
+    conv.forward(x)
+    assert conv.backward(dout) is None
+    assert _rel(conv.grads["weight"], want_dW) <= 1e-12
+
+
+def test_conv2d_with_winograd_gradient_check(xp, backend_name):
+    """check_layer (float64, central differences, bound 1e-6) on the Winograd path."""
+    conv, x = _conv_and_input(xp, backend_name, (2, 4, 5, 7, 6, 1, 2), 14)
+    conv.use_winograd = True
+    result = check_layer(conv, x)
+    assert result.bound == 1e-6
+    assert result.passed, str(result)
+
+
+def test_conv2d_winograd_backward_checks_dout(xp, backend_name):
+    conv, x = _conv_and_input(xp, backend_name, CASES[1], 15)
+    conv.use_winograd = True
+    conv.forward(x)
+    with pytest.raises(ShapeError, match="backward expected dout of shape"):
+        conv.backward(_rand(xp, (1, 4, 2, 2), 16))

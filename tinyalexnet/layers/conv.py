@@ -25,8 +25,9 @@ Backward rebuilds cols from x unless ``cache_cols`` is set, which trades
 kh*kw times the input's memory for one im2col per step.
 
 3x3 stride-1 layers (conv3-5) can instead run Winograd's F(2x2, 3x3)
-(winograd.py): the same result with 2.25x fewer multiplications in the
-products.  ``use_winograd`` switches it (see the end of this file).
+(winograd.py): the same result with up to 2.25x fewer multiplications in the
+products.  ``use_winograd = True`` switches it on (see the end of this file);
+with ``cache_cols`` it keeps its transformed tiles instead of cols.
 """
 from ..backend import get_array_module
 from ..errors import ShapeError
@@ -65,8 +66,8 @@ class Conv2d(Module):
         # Keep im2col's matrix from forward for backward (kh*kw times the memory of
         # x, per layer) instead of rebuilding it from x.  See BENCHMARKS.md.
         self.cache_cols = False
-        # Winograd's F(2x2, 3x3) instead of im2col where it applies (3x3, stride 1);
-        # False forces im2col.  See the Winograd section at the end of the class.
+        # Winograd's F(2x2, 3x3) instead of im2col where it applies (3x3, stride 1).
+        # See the Winograd section at the end of the class, and USE_WINOGRAD below.
         self.use_winograd = USE_WINOGRAD
         kh, kw = self.kernel_size
         shape = (out_channels, in_channels // groups, kh, kw)
@@ -174,6 +175,9 @@ class Conv2d(Module):
         return dx
 
 
-# The default of Conv2d.use_winograd (measured: BENCHMARKS.md, "Winograd").
-USE_WINOGRAD = True
+# The default of Conv2d.use_winograd.  Off: on this project's 2-core CPU, Winograd was
+# not reliably faster than im2col with NumPy's two BLAS threads (0.86-1.19x per layer,
+# 0.91-1.09x per training step) and much slower on a busy machine (BENCHMARKS.md,
+# "Winograd").  Measure your machine with python -m tinyalexnet.bench_conv.
+USE_WINOGRAD = False
 _WINOGRAD = "winograd"      # what forward saves in place of x's shape on the Winograd path
