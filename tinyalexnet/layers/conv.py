@@ -176,8 +176,9 @@ class Conv2d(Module):
 
 
 # The default of Conv2d.use_winograd.  Off: on this project's 2-core CPU, Winograd was
-# not reliably faster than im2col with NumPy's two BLAS threads (0.86-1.19x per layer,
-# 0.91-1.09x per training step) and much slower on a busy machine (BENCHMARKS.md,
-# "Winograd").  Measure your machine with python -m tinyalexnet.bench_conv.
+# not reliably faster than im2col with NumPy's two BLAS threads (0.84-1.19x per layer,
+# 0.91-1.09x per training step), and much slower on a busy machine; with one BLAS
+# thread it was 1.13-1.31x per layer (BENCHMARKS.md, "Winograd").  Measure yours:
+# python -m tinyalexnet.bench_conv.
 USE_WINOGRAD = False
 _WINOGRAD = "winograd"      # what forward saves in place of x's shape on the Winograd path
