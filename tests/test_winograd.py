@@ -293,6 +293,8 @@ def test_conv2d_runs_winograd_when_switched_on(xp, backend_name, monkeypatch, ca
     want_dx = conv.backward(dout)
     want_dW = conv.grads["weight"].copy()
     assert calls == []                                        # im2col: Winograd never called
+    for g in conv.grads.values():
+        g[...] = 0                                            # no stale gradient can pass
     conv.use_winograd = True
     out = conv.forward(x)
     dx = conv.backward(dout)
@@ -300,6 +302,7 @@ def test_conv2d_runs_winograd_when_switched_on(xp, backend_name, monkeypatch, ca
     assert (conv._cache[2][-1] is not None) == cache_cols     # cache_cols keeps the tiles V
     assert _rel(out, want) <= 1e-12 and _rel(dx, want_dx) <= 1e-12
     assert _rel(conv.grads["weight"], want_dW) <= 1e-12
+    assert _rel(conv.grads["bias"], dout.sum(axis=(0, 2, 3))) <= 1e-12
     conv.input_grad = False
     conv.forward(x)
     assert conv.backward(dout) is None
