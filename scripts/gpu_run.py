@@ -13,7 +13,8 @@ them.  The most valuable steps come first:
   2. pytest    the suite's CuPy cases with the GPU visible (counted from JUnit XML)
   3. bench     alexnet, batch 128, against PyTorch/cuDNN, TF32 off on both sides
   4. bench     the same with TF32 on for both; peak GPU memory of both; per-layer table
-  5. train     alexnet32 on Fashion-MNIST, Adam 1e-3, batch 64, 15 epochs: time end to
+  5. train     alexnet32 on Fashion-MNIST, recipe adam15 (Adam 1e-3, batch 64, 15 epochs,
+               as in a published PyTorch/TensorFlow CIFAR-10 comparison): time end to
                end (process start to exit, data loading included) and test accuracy
   6. train     the paper's alexnet at 227x227 (upsampled), 2 epochs: images/s, accuracy
 
@@ -75,7 +76,7 @@ def plan(data_dir, out, runs, rehearse, be="cupy", python=(sys.executable,)):
             else ["--dataset", "fashion-mnist", "--data-dir", data_dir])
     have_torch = _importable("torch")
     bench = py + ["-m", "tinyalexnet", "bench", "--backend", be]
-    bench += (["--model", "small", "--batch-size", "2", "--steps", "2", "--warmup", "1",
+    bench += (["--model", "alexnet_small", "--batch-size", "2", "--steps", "2", "--warmup", "1",
                "--layer-steps", "1"] + (["--no-memory"] if be == "numpy" else []) if tiny
               else ["--model", "alexnet", "--batch-size", "128", "--steps", "20", "--warmup", "3",
                     "--layer-steps", "5"])
@@ -92,7 +93,8 @@ def plan(data_dir, out, runs, rehearse, be="cupy", python=(sys.executable,)):
         Step("machine", "the machine", py + [os.path.abspath(__file__), "--describe"], 30,
              read_machine),
         Step("check", f"check --backend {be}", py + ["-m", "tinyalexnet", "check", "--backend", be]
-             + (["--models", "small", "--speed-model", "small", "--speed-batch", "8"] if tiny
+             + (["--models", "alexnet_small", "--speed-model", "alexnet_small", "--speed-batch",
+                 "8"] if tiny
                 else []), 90, read_check),
         Step("pytest", "the suite's CuPy cases", pytest, 100, read_pytest(out)),
         Step("bench_fp32", "bench alexnet 128 vs PyTorch, TF32 off",
@@ -101,12 +103,13 @@ def plan(data_dir, out, runs, rehearse, be="cupy", python=(sys.executable,)):
         Step("bench_tf32", "bench alexnet 128 vs PyTorch, TF32 on",
              bench + ["--tf32", "on", "--json", os.path.join(out, "bench_tf32_on.json")], 60,
              read_bench(os.path.join(out, "bench_tf32_on.json"))),
-        Step("train_alexnet32", "train alexnet32, Adam 1e-3, batch 64, 15 epochs",
-             train + ["--model", "small" if tiny else "alexnet32", "--optimizer", "adam", "--lr",
-                      "0.001", "--batch-size", "32" if tiny else "64", "--epochs",
-                      "2" if tiny else "15", "--out", alexnet32], 200, read_train, alexnet32),
+        Step("train_alexnet32", "train alexnet32, recipe adam15 (Adam 1e-3, batch 64, 15 "
+             "epochs)",
+             train + ["--recipe", "adam15", "--model", "alexnet_small" if tiny else "alexnet32",
+                      "--out", alexnet32] + (["--batch-size", "32", "--epochs", "2"] if tiny
+                                             else []), 200, read_train, alexnet32),
         Step("train_alexnet227", "train alexnet 227x227, 2 epochs",
-             train + ["--model", "small" if tiny else "alexnet", "--epochs", "1" if tiny else "2",
+             train + ["--model", "alexnet_small" if tiny else "alexnet", "--epochs", "1" if tiny else "2",
                       "--out", alexnet227], 150, read_train, alexnet227),
     ]
 

@@ -215,7 +215,7 @@ def _command_raising(monkeypatch, err):
 
 def test_the_cli_turns_any_gpu_out_of_memory_into_one_line(monkeypatch, capsys):
     cli = _command_raising(monkeypatch, FakeCublasError("CUBLAS_STATUS_ALLOC_FAILED"))
-    assert cli.main(["info", "small"]) == 2
+    assert cli.main(["info", "alexnet_small"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: out of GPU memory (")
     assert "CUBLAS_STATUS_ALLOC_FAILED" in err and "--batch-size" in err
@@ -224,4 +224,4 @@ def test_the_cli_turns_any_gpu_out_of_memory_into_one_line(monkeypatch, capsys):
 def test_the_cli_keeps_the_traceback_of_other_gpu_errors(monkeypatch):
     cli = _command_raising(monkeypatch, FakeCublasError("CUBLAS_STATUS_EXECUTION_FAILED"))
     with pytest.raises(FakeCublasError):
-        cli.main(["info", "small"])
+        cli.main(["info", "alexnet_small"])

@@ -10,12 +10,16 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tinyalexnet import bench
+from tinyalexnet.datasets import ArrayDataset
 from tinyalexnet.models import get_model
+from tinyalexnet.torch_twin import check_outputs
+from tinyalexnet.train import Trainer, make_config
 
-TINY = ["--model", "small", "--batch-size", "2", "--steps", "1", "--warmup", "1",
+TINY = ["--model", "alexnet_small", "--batch-size", "2", "--steps", "1", "--warmup", "1",
         "--layer-steps", "1"]
 
 
@@ -40,7 +44,7 @@ def test_bench_prints_speed_memory_and_layers(capsys, tmp_path):
     assert _number(r"^peak memory \(RSS\)\s+([\d.]+) MiB", text) > 0
     assert "NumPy BLAS:" in text
     # one row per layer of the model, plus the loss and the update
-    model = get_model("small")
+    model = get_model("alexnet_small")
     for name in list(model.layers) + ["loss", "sgd update"]:
         assert re.search(rf"^{re.escape(name)}\s+\S+\s+[\d.]+\s+[\d.]+\s+[\d.]+%", text,
                          re.MULTILINE), f"no timing row for {name}"
@@ -86,36 +90,119 @@ def test_torch_twin_disagrees_when_a_weight_differs():
     torch = pytest.importorskip("torch")
     args = _args(TINY)
     ours = bench.OursRunner(args)
-    theirs = bench.TorchRunner(args, ours.model, threads=1)
+    theirs = bench._torch_runner(args, ours.model, ours.num_classes, threads=1)
     with torch.no_grad():
         theirs.model.conv3.weight[0, 0, 0, 0] += 0.5
-    ok, numbers, lines = bench.check_outputs(ours, theirs, "float32")
+    ok, numbers, lines = check_outputs(ours, theirs, "float32")
     assert not ok
     assert "DISAGREE" in lines[-1]
 
 
-def test_to_torch_maps_lrn_alpha_and_groups():
-    torch = pytest.importorskip("torch")
-    model = get_model("small")
-    net = bench.to_torch(model, torch)
-    assert net.norm1.alpha == pytest.approx(model["norm1"].alpha * model["norm1"].size)
-    assert net.conv2.groups == model["conv2"].groups == 2
-    assert torch.equal(net.conv2.weight, torch.from_numpy(model["conv2"].params["weight"]))
-
-
-def test_timed_steps_read_nothing_back_for_nan_checks(monkeypatch):
-    """Each NaN check is a read back from the device (a GPU sync inside the timed step):
-    none by default, the loss's included; one per layer and the loss with --check-finite."""
-    import numpy as np
+def _isfinite_calls(monkeypatch, argv):
+    """How many NaN checks (np.isfinite calls) one timed step of ``bench argv`` makes."""
     calls = []
     real = np.isfinite
     monkeypatch.setattr(np, "isfinite", lambda *a, **k: calls.append(1) or real(*a, **k))
-    ours = bench.OursRunner(_args(TINY))
+    ours = bench.OursRunner(_args(TINY + argv))
     ours.step()
-    assert calls == []
-    ours = bench.OursRunner(_args(TINY + ["--check-finite"]))
-    ours.step()
-    assert len(calls) == len(ours.model.layers) + 1
+    monkeypatch.setattr(np, "isfinite", real)
+    return len(calls), ours
+
+
+def test_timed_steps_have_the_nan_checks_training_has(monkeypatch, tmp_path):
+    """On NumPy a timed step checks every layer's input and the loss's, as a training step
+    does (counted through np.isfinite); --check-finite off and on override."""
+    count, ours = _isfinite_calls(monkeypatch, [])
+    assert count == len(ours.model.layers) + 1
+    assert _isfinite_calls(monkeypatch, ["--check-finite", "off"])[0] == 0
+    assert _isfinite_calls(monkeypatch, ["--check-finite"])[0] == count     # bare: on
+    # ... and it is the Trainer's own setting on this backend, layer for layer
+    trained = _trainer_checks(tmp_path, "numpy")
+    assert trained == {name: True for name in trained}
+    assert _runner_checks("numpy") == trained
+
+
+def _trainer_checks(tmp_path, backend_name):
+    """{layer: check_finite} as a Trainer on ``backend_name`` sets them, and the loss's."""
+    rng = np.random.default_rng(0)
+    data = ArrayDataset(rng.integers(0, 256, (8, 1, 28, 28)).astype(np.uint8),
+                        rng.integers(0, 2, 8), ["a", "b"], name="tiny")
+    config = make_config(model="alexnet_small", backend=backend_name, epochs=1, batch_size=4)
+    trainer = Trainer(config, tmp_path / backend_name, datasets=(data, data, data),
+                      progress=False, log=None)
+    checks = {name: m.check_finite for name, m in trainer.model.named_modules() if name}
+    checks["loss"] = trainer.loss_fn.check_finite
+    return checks
+
+
+def _runner_checks(backend_name):
+    ours = bench.OursRunner(_args(TINY + ["--backend", backend_name]))
+    checks = {name: m.check_finite for name, m in ours.model.named_modules() if name}
+    checks["loss"] = ours.loss.check_finite
+    return checks
+
+
+def test_the_bench_default_is_the_trainers_on_the_gpu_too(standin, tmp_path):
+    trained = _trainer_checks(tmp_path, "cupy")
+    assert trained == {name: False for name in trained}
+    assert _runner_checks("cupy") == trained
+
+
+def test_an_option_added_later_reaches_the_probe_with_no_code_for_it(monkeypatch):
+    """A flag and a choice added to add_arguments (as another conv algorithm would be)."""
+    def with_more(parser):
+        parser = original(parser)
+        parser.add_argument("--new-flag", action="store_true")
+        parser.add_argument("--new-choice", choices=["a", "b"], default=None)
+        return parser
+
+    original = bench.add_arguments
+    monkeypatch.setattr(bench, "add_arguments", with_more)
+    args = _args(TINY + ["--new-flag", "--new-choice", "b"])
+    probe = _args(bench._probe_argv(args, "ours", None)[2:])
+    assert probe.new_flag is True and probe.new_choice == "b" and probe.model == "alexnet_small"
+
+
+class _Pass:
+    """A stand-in framework for check_outputs: fixed logits, loss and gradients."""
+
+    def __init__(self, grads):
+        self.x, self.grads = np.zeros((2, 3)), grads
+
+    def eval_pass(self, dtype, n):
+        return np.ones((2, 4)), 1.5, self.grads
+
+
+def test_the_output_check_refuses_a_nan_anywhere():
+    grads = {"a.weight": np.ones(3), "b.weight": np.ones(3)}
+    assert check_outputs(_Pass(grads), _Pass(dict(grads)), "float32")[0]
+    for name in grads:                          # a NaN in either place, first or last
+        bad = dict(grads, **{name: np.array([1.0, np.nan, 1.0])})
+        ok, numbers, lines = check_outputs(_Pass(grads), _Pass(bad), "float32")
+        assert not ok and numbers["grad_worst"] == name and "DISAGREE" in lines[-1]
+
+
+def test_the_memory_probe_gets_every_option_that_shapes_a_step():
+    """Every option of add_arguments but the timing and reporting ones reaches the probe,
+    with its value: an option added later (e.g. another conv algorithm) needs no code here."""
+    argv = ["--model", "alexnet_small", "--batch-size", "3", "--dtype", "float64",
+            "--num-classes", "7", "--cache-cols", "on", "--check-finite", "off", "--seed", "5",
+            "--tf32", "on", "--steps", "4", "--warmup", "0", "--layer-steps", "0", "--no-memory",
+            "--json", "x.json", "--compare", "torch", "--threads", "9"]
+    args = _args(argv)
+    probe = _args(bench._probe_argv(args, "torch", threads=2)[2:])      # after "-m module"
+    assert probe.memory_probe == "torch" and probe.threads == 2
+    given = {a.dest for a in bench.add_arguments(argparse.ArgumentParser())._actions
+             if a.option_strings} - {"help"}
+    forwarded = given - bench.NOT_FOR_THE_PROBE
+    for name in forwarded:
+        assert getattr(probe, name) == getattr(args, name), name
+    assert forwarded >= {"model", "batch_size", "dtype", "num_classes", "cache_cols",
+                         "check_finite", "seed"}
+    for name in ("steps", "warmup", "layer_steps", "no_memory", "json", "compare"):
+        assert getattr(probe, name) != getattr(args, name), name      # defaults: not timed
+    assert bench._probe_argv(_args([]), "ours", None) == ["-m", "tinyalexnet.bench",
+                                                          "--memory-probe", "ours"]
 
 
 def test_tf32_is_not_applicable_on_the_cpu(capsys, tmp_path):
@@ -150,7 +237,7 @@ def test_bench_runs_on_the_standin_with_tf32_pool_memory_and_events(standin, cap
     result = json.loads(out_json.read_text())
     assert result["tf32"] == {"tinyalexnet": "on"} and result["backend"] == "cupy"
     assert result["peak_memory_bytes"]["tinyalexnet"] > 0
-    assert len(result["layers"]) == len(get_model("small").layers) + 2
+    assert len(result["layers"]) == len(get_model("alexnet_small").layers) + 2
     assert bench.backend.tf32_enabled()            # what --tf32 on set
 
 

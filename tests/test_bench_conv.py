@@ -21,12 +21,12 @@ def _args(module, argv):
 
 
 def test_bench_conv_reports_every_3x3_layer(capsys):
-    assert bench_conv.run(_args(bench_conv, ["--model", "small", "--batch-size", "2",
+    assert bench_conv.run(_args(bench_conv, ["--model", "alexnet_small", "--batch-size", "2",
                                              "--repeats", "1"])) == 0
     text = capsys.readouterr().out
-    model = get_model("small")
+    model = get_model("alexnet_small")
     shapes = dict((name, shape) for name, _, shape in bench_conv.conv_inputs(model))
-    for name in ("conv3", "conv4", "conv5"):             # small's 3x3 stride-1 layers
+    for name in ("conv3", "conv4", "conv5"):             # alexnet_small's 3x3 stride-1 layers
         direct = model.layers[name].macs(shapes[name]) / 1e6
         row = re.search(rf"^{name}\s+\d+->\d+, 7x7, g\d\s+([\d.]+)\s+([\d.]+)", text, re.MULTILINE)
         assert row, f"no multiplication row for {name} in:\n{text}"
@@ -34,7 +34,7 @@ def test_bench_conv_reports_every_3x3_layer(capsys):
         assert re.search(rf"^{name}\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+-[\d.]+\s+\d", text,
                          re.MULTILINE), f"no timing row for {name}"
     assert not re.search(r"^conv[12]\s", text, re.MULTILINE)     # 5x5 kernels: not reported
-    assert re.search(r"whole training step of small.*speed-up [\d.]+ \(spread", text, re.S)
+    assert re.search(r"whole training step of alexnet_small.*speed-up [\d.]+ \(spread", text, re.S)
 
 
 def test_bench_conv_bad_option_is_one_line():
@@ -47,7 +47,7 @@ def test_bench_conv_bad_option_is_one_line():
 
 def test_bench_conv_switch_sets_every_layer(capsys):
     for choice, expected in (("im2col", 0), ("winograd", 3)):
-        args = _args(bench, ["--model", "small", "--batch-size", "2", "--steps", "1",
+        args = _args(bench, ["--model", "alexnet_small", "--batch-size", "2", "--steps", "1",
                              "--warmup", "0", "--layer-steps", "0", "--no-memory",
                              "--conv", choice])
         runner = bench.OursRunner(args)

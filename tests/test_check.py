@@ -21,7 +21,7 @@ def _run(capsys, *argv):
 
 
 def test_check_passes_on_numpy_and_covers_every_layer(capsys):
-    code, out, _ = _run(capsys, "--models", "small,alexnet32")
+    code, out, _ = _run(capsys, "--models", "alexnet_small,alexnet32")
     assert code == 0, out
     assert "check: all" in out and "FAIL" not in out
     # Every layer class the package exports is gradient-checked (an independent list:
@@ -29,21 +29,22 @@ def test_check_passes_on_numpy_and_covers_every_layer(capsys):
     kinds = set(layers.__all__) - {"Module", "Sequential"}
     gradient_lines = re.findall(r"^  ok    (\w+)[ :]", out.split("one training step")[0], re.M)
     assert kinds <= set(gradient_lines), kinds - set(gradient_lines)
-    for model in ("small", "alexnet32"):
+    for model in ("alexnet_small", "alexnet32"):
         line = re.search(rf"^  ok    {model} .*logits and loss ([\d.e+-]+), worst of \d+ "
                          rf"gradients and velocities ([\d.e+-]+)", out, re.M)
         assert line, out
         # float32 against float64: close, but not identical (a float32 step really ran)
         assert 0 < float(line.group(1)) <= check.STEP_BOUND["output"]
         assert 0 < float(line.group(2)) <= check.STEP_BOUND["gradient"]
-    assert re.search(r"^  small, batch 64, float32 training steps: [\d,]+ images/s", out, re.M)
+    assert re.search(r"^  alexnet_small, batch 64, float32 training steps: [\d,]+ images/s", out,
+                     re.M)
     assert "backend: numpy" in out and "NumPy BLAS" in out
 
 
 def test_a_wrong_backward_pass_fails_with_its_name(capsys, monkeypatch):
     right = LocalResponseNorm.backward
     monkeypatch.setattr(LocalResponseNorm, "backward", lambda self, d: 1.01 * right(self, d))
-    code, out, _ = _run(capsys, "--models", "small")
+    code, out, _ = _run(capsys, "--models", "alexnet_small")
     assert code == 1
     summary = out.split("checks FAILED on numpy:")[1]
     assert "gradient of LocalResponseNorm" in summary
@@ -59,10 +60,10 @@ def test_a_float32_only_bug_fails_the_training_step(capsys, monkeypatch):
         return out * 1.001 if out.dtype.name == "float32" else out
 
     monkeypatch.setattr(MaxPool2d, "forward", forward)
-    code, out, _ = _run(capsys, "--models", "small")
+    code, out, _ = _run(capsys, "--models", "alexnet_small")
     assert code == 1
     summary = out.split("checks FAILED on numpy:")[1]
-    assert "training step of small" in summary and "gradient of" not in summary
+    assert "training step of alexnet_small" in summary and "gradient of" not in summary
 
 
 def test_an_unavailable_backend_exits_2_with_the_reason(capsys, monkeypatch):
@@ -76,7 +77,7 @@ def test_an_unavailable_backend_exits_2_with_the_reason(capsys, monkeypatch):
 
 
 def test_an_unknown_model_is_a_one_line_error(capsys):
-    code, _, err = _run(capsys, "--models", "small,vgg")
+    code, _, err = _run(capsys, "--models", "alexnet_small,vgg")
     assert code == 2 and err.count("\n") == 1 and "'vgg'" in err
 
 
@@ -85,7 +86,7 @@ def test_images_per_second_counts_the_images_of_the_steps(name, monkeypatch):
     """The speed figure is batch * steps over the time of the steps alone."""
     clock = iter([100.0, 102.0])
     monkeypatch.setattr(check.time, "perf_counter", lambda: next(clock))
-    assert check.images_per_second(name, "small", 4, 1, 3) == pytest.approx(4 * 3 / 2.0)
+    assert check.images_per_second(name, "alexnet_small", 4, 1, 3) == pytest.approx(4 * 3 / 2.0)
 
 
 def test_check_runs_on_the_strict_cupy_standin(capsys, standin, monkeypatch):
@@ -100,9 +101,10 @@ def test_check_runs_on_the_strict_cupy_standin(capsys, standin, monkeypatch):
         return real_step(model, name, dtype, x, y)
 
     monkeypatch.setattr(check, "one_step", one_step)
-    code, out, _ = _run(capsys, "--backend", "cupy", "--models", "small", "--speed-model",
-                        "small", "--speed-batch", "8")
-    assert re.search(r"^  small, batch 8, float32 training steps: [\d,]+ images/s", out, re.M)
+    code, out, _ = _run(capsys, "--backend", "cupy", "--models", "alexnet_small", "--speed-model",
+                        "alexnet_small", "--speed-batch", "8")
+    assert re.search(r"^  alexnet_small, batch 8, float32 training steps: [\d,]+ images/s", out,
+                     re.M)
     assert seen == [("numpy", False), ("cupy", False)]
     assert code == 0, out
     assert "backend: cupy (CUDA GPU)" in out and "GPU: strict CuPy stand-in" in out
@@ -110,6 +112,6 @@ def test_check_runs_on_the_strict_cupy_standin(capsys, standin, monkeypatch):
     # TF32 is off while checking, whatever the environment said, and restored after
     assert "TF32: off during the checks (it was on)" in out
     assert backend.tf32_enabled()
-    assert re.search(r"^  ok    small .*, worst of \d+ gradients", out, re.M)
+    assert re.search(r"^  ok    alexnet_small .*, worst of \d+ gradients", out, re.M)
     line = re.search(r"^  ok    Adam, one kernel per parameter: ([\d.e+-]+) from", out, re.M)
     assert line and float(line.group(1)) <= check.FUSED_BOUND

@@ -88,7 +88,7 @@ def test_info_prints_the_summary_table(capsys):
     code, out, _ = run(["info", "alexnet"], capsys)
     assert code == 0
     assert "Total parameters: 60,965,224" in out and "conv1" in out and "96x55x55" in out
-    code, out, _ = run(["info", "small", "--in-channels", "1"], capsys)
+    code, out, _ = run(["info", "alexnet_small", "--in-channels", "1"], capsys)
     assert code == 0 and "input                       1x32x32" in out
 
 
@@ -174,13 +174,13 @@ def test_bad_option_values(capsys):
     user_error(["train", "--lr", "-1"], capsys, "--lr", "positive")
     user_error(["train", "--batch-size", "0"], capsys, "--batch-size")
     user_error(["train", "--epochs", "many"], capsys, "--epochs", "invalid int")
-    user_error(["train", "--model", "vgg"], capsys, "vgg", "small")
+    user_error(["train", "--model", "vgg"], capsys, "vgg", "alexnet_small")
     user_error(["train", "--backend", "tpu"], capsys, "tpu")
     user_error(["train", "--val-fraction", "1.5"], capsys, "--val-fraction")
     user_error(["train", "--limit", "1"], capsys, "--limit")
     user_error(["train", "--no-such-option"], capsys, "--no-such-option")
     user_error(["evaluate"], capsys, "checkpoint")
-    user_error(["info", "small", "--num-classes", "0"], capsys, "--num-classes")
+    user_error(["info", "alexnet_small", "--num-classes", "0"], capsys, "--num-classes")
     user_error(["frobnicate"], capsys, "frobnicate")
 
 
@@ -200,8 +200,8 @@ def test_run_folder_mistakes(run_dir, tmp_path, capsys):
     before = (run_dir / "last.npz").read_bytes()
     user_error(["train", "--out", str(run_dir), *QUICK], capsys, "already holds a run",
                "--resume")
-    user_error(["train", "--resume", str(run_dir), "--lr", "0.1"], capsys, "--lr",
-               "cannot change")
+    user_error(["train", "--resume", str(run_dir), "--batch-size", "10"], capsys,
+               "--batch-size", "cannot change")
     user_error(["train", "--resume", str(run_dir), "--model", "alexnet32"], capsys, "--model")
     user_error(["train", "--resume", str(tmp_path / "nothing")], capsys, "no such checkpoint")
     user_error(["train", "--resume"], capsys, "--resume")

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tinyalexnet.datasets import ImageFolder, load_dataset, load_image_file
+from tinyalexnet.datasets import ImageFolder, load_dataset, load_image_file, load_image_files
 from tinyalexnet.errors import DataError
 
 COLOURS = {"blue": (0, 0, 255), "green": (0, 200, 0), "red": (255, 0, 0)}
@@ -132,3 +132,19 @@ def test_folder_layout_errors(tmp_path):
     make_tree(tmp_path / "train")
     with pytest.raises(DataError, match="no test/ or val/ folder"):
         load_dataset("folder", "test", data_dir=tmp_path)
+
+
+def test_load_image_files_makes_the_batch_a_pipeline_expects(tmp_path):
+    """predict's path: any files -> uint8 (B, C, h, w) in the checkpoint's source shape."""
+    digit = np.zeros((28, 28), np.uint8)
+    digit[5:20, 10:14] = 255
+    Image.fromarray(digit).save(tmp_path / "a.png")
+    Image.fromarray(np.full((60, 90, 3), 200, np.uint8)).save(tmp_path / "b.jpg")
+    batch = load_image_files([tmp_path / "a.png", tmp_path / "b.jpg"], (1, 28, 28))
+    assert batch.shape == (2, 1, 28, 28) and batch.dtype == np.uint8
+    np.testing.assert_array_equal(batch[0, 0], digit)
+    assert abs(int(batch[1].mean()) - 200) <= 2                      # grey of a grey-ish JPEG
+    assert load_image_files([], (3, 8, 5)).shape == (0, 3, 8, 5)
+    (tmp_path / "c.png").write_text("no picture")
+    with pytest.raises(DataError, match="c.png: cannot decode"):
+        load_image_files([tmp_path / "c.png"], (1, 28, 28))

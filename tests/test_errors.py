@@ -150,6 +150,16 @@ def test_dout_of_the_wrong_shape(make, shape):
             f"expected dout of shape {out.shape}", "got list")
 
 
+@pytest.mark.parametrize("make,shape", ALL_LAYERS[:-1])
+def test_what_forward_saved_comes_back_as_a_tuple(make, shape):
+    """Always a tuple, even of one array: ``(x,) = self._saved(dout)`` must never unpack an
+    array of batch size 1 into its only sample."""
+    layer = make()
+    out = layer.forward(_x(1, *shape[1:]))
+    saved = layer._saved(np.ones(out.shape))
+    assert isinstance(saved, tuple) and len(saved) >= 1
+
+
 def test_loss_backward_errors():
     loss = SoftmaxCrossEntropy()
     _raises(StateError, loss.backward, "SoftmaxCrossEntropy", "before forward()")
@@ -186,16 +196,30 @@ def test_load_state_dict_mismatches():
 
 # --------------------------------------------------------------------------- settings
 BAD_SETTINGS = [
-    (lambda: Conv2d(3, 4, 3, groups=2), ShapeError, ["Conv2d", "(3)", "(4)", "divisible by groups (2)"]),
-    (lambda: Conv2d(4, 6, 3, groups=4), ShapeError, ["Conv2d", "(6)", "groups (4)"]),
-    (lambda: LocalResponseNorm(4), ShapeError, ["LocalResponseNorm", "odd", "got 4"]),
-    (lambda: LocalResponseNorm(0), ShapeError, ["LocalResponseNorm", "got 0"]),
-    (lambda: Dropout(1.0), ShapeError, ["Dropout", "[0, 1)", "got 1.0"]),
-    (lambda: Dropout(-0.1), ShapeError, ["Dropout", "got -0.1"]),
-    (lambda: ZeroPad2d(-1), ShapeError, ["ZeroPad2d", ">= 0", "got -1"]),
-    (lambda: ZeroPad2d(1.5), ShapeError, ["ZeroPad2d", "got 1.5"]),
-    (lambda: Linear(0, 3), ShapeError, ["Linear", "in_features", "got 0"]),
-    (lambda: Linear(3, 2.0), ShapeError, ["Linear", "out_features", "got 2.0"]),
+    # A layer's settings are hyper-parameters: a ConfigError, from the one validator.
+    (lambda: Conv2d(3, 4, 3, groups=2), ConfigError, ["Conv2d", "(3)", "(4)", "divisible by groups (2)"]),
+    (lambda: Conv2d(4, 6, 3, groups=4), ConfigError, ["Conv2d", "(6)", "groups (4)"]),
+    (lambda: Conv2d(3, 4, (3, 3, 3)), ConfigError, ["Conv2d", "kernel_size", "pair", "(3, 3, 3)"]),
+    (lambda: Conv2d(True, 4, 3), ConfigError, ["Conv2d", "in_channels", "got True"]),
+    (lambda: LocalResponseNorm(4), ConfigError, ["LocalResponseNorm", "odd", "got 4"]),
+    (lambda: LocalResponseNorm(0), ConfigError, ["LocalResponseNorm", "got 0"]),
+    (lambda: LocalResponseNorm(5.0), ConfigError, ["LocalResponseNorm", "size", "got 5.0"]),
+    (lambda: LocalResponseNorm(5, alpha=-1e-4), ConfigError, ["alpha", ">= 0", "got -0.0001"]),
+    (lambda: LocalResponseNorm(5, beta="0.75"), ConfigError, ["beta", "a number", "got '0.75'"]),
+    (lambda: LocalResponseNorm(5, k=0.0), ConfigError, ["LocalResponseNorm", "k", "> 0", "got 0.0"]),
+    (lambda: MaxPool2d(3.0, 2), ConfigError, ["MaxPool2d", "kernel_size", "got 3.0"]),
+    (lambda: MaxPool2d(3, False), ConfigError, ["MaxPool2d", "stride", "got False"]),
+    (lambda: Dropout(1.0), ConfigError, ["Dropout", "[0, 1)", "got 1.0"]),
+    (lambda: Dropout(-0.1), ConfigError, ["Dropout", "got -0.1"]),
+    (lambda: Dropout(float("nan")), ConfigError, ["Dropout", "got nan"]),
+    (lambda: Dropout(True), ConfigError, ["Dropout", "p", "got True"]),
+    (lambda: Dropout(0.5, seed=1.5), ConfigError, ["Dropout", "seed", "an integer", "got 1.5"]),
+    (lambda: ZeroPad2d(-1), ConfigError, ["ZeroPad2d", ">= 0", "got -1"]),
+    (lambda: ZeroPad2d(1.5), ConfigError, ["ZeroPad2d", "got 1.5"]),
+    (lambda: Linear(0, 3), ConfigError, ["Linear", "in_features", "got 0"]),
+    (lambda: Linear(3, 2.0), ConfigError, ["Linear", "out_features", "got 2.0"]),
+    (lambda: Linear(True, 3), ConfigError, ["Linear", "in_features", "got True"]),
+    (lambda: Linear(np.bool_(True), 3), ConfigError, ["Linear", "in_features", "got "]),
     (lambda: get_model("vgg"), ConfigError, ["unknown model 'vgg'", "small, alexnet32, alexnet"]),
     (lambda: get_model("small", init="xavier"), ConfigError, ["'xavier'", "'paper' or 'he'"]),
     (lambda: Linear(2, 2).to("tpu"), BackendUnavailable, ["'tpu'", "numpy, cupy"]),
@@ -205,6 +229,26 @@ BAD_SETTINGS = [
 @pytest.mark.parametrize("make,exc,fragments", BAD_SETTINGS)
 def test_bad_settings(make, exc, fragments):
     _raises(exc, make, *fragments)
+
+
+def test_valid_settings_come_back_as_python_numbers():
+    """NumPy integers and floats are accepted and stored as int and float (a NumPy float64
+    scalar would turn float32 activations into float64)."""
+    conv = Conv2d(np.int64(3), np.int32(4), np.int64(3), stride=np.int64(2))
+    assert type(conv.in_channels) is type(conv.stride) is int and conv.kernel_size == (3, 3)
+    drop = Dropout(np.float64(0.25), seed=np.int64(7))
+    assert type(drop.p) is float and type(drop.seed) is int
+    lrn = LocalResponseNorm(np.int64(3), np.float32(1e-4), 1, 2)
+    assert type(lrn.size) is int and all(type(v) is float for v in (lrn.alpha, lrn.beta, lrn.k))
+    assert Dropout(0).p == 0.0 and ZeroPad2d(0).padding == 0 and LocalResponseNorm(1).size == 1
+
+
+def test_error_kinds():
+    """A bad setting is a ConfigError; NaN in an array of the right shape is not a ShapeError."""
+    assert issubclass(ConfigError, TinyAlexNetError) and issubclass(NonFiniteError, TinyAlexNetError)
+    assert not issubclass(NonFiniteError, ShapeError) and not issubclass(ConfigError, ShapeError)
+    # Both stay ValueErrors, as they were, for code that catches ValueError.
+    assert issubclass(NonFiniteError, ValueError) and issubclass(ConfigError, ValueError)
 
 
 # --------------------------------------------------------------------------- integer settings
@@ -227,7 +271,7 @@ def test_unchecked_conv_and_pool_settings(make):
     def build_and_run():
         make().forward(_x(1, 3, 8, 8))
 
-    _raises(TinyAlexNetError, build_and_run, "must be an integer >=")
+    _raises(ConfigError, build_and_run, "must be an integer >=")
 
 
 def test_maxpool_with_a_large_window():

@@ -1,21 +1,49 @@
-"""Every fast path against its plain reference.
+"""Every fast path (layers/fast.py) against the readable maths it replaces (layers/functional.py).
 
-The layers run tuned versions of a few operations (batch-last im2col/col2im,
-buffered max pooling, ...).  Each is checked here against the version written
-to be read (``im2col``/``col2im``, the loops in ``layers/naive.py``), and every
-backward pass that changed for speed is gradient-checked in float64.
+Conv2d, MaxPool2d and LocalResponseNorm run fast.py's versions by default and
+functional.py's with ``fast = False``.  Here each fast version must give what
+the readable one gives, on random inputs with odd and non-square sizes, stride,
+padding, groups and ties: exactly where only the order of copies differs,
+within float64 rounding where sums run in another order.  The gradient checks
+of both paths are in test_layers.py, the loop references in test_naive.py.
 """
 import numpy as np
 import pytest
 
 from tinyalexnet import backend
-from tinyalexnet.gradcheck import check_layer
-from tinyalexnet.layers import Conv2d, LocalResponseNorm, MaxPool2d, ReLU
-from tinyalexnet.layers.im2col import (col2im, col2im_batch_last, conv_output_size, im2col,
-                                       im2col_batch_last)
-from tinyalexnet.layers.naive import conv2d_naive, lrn_naive, maxpool2d_naive
+from tinyalexnet.layers import Conv2d, LocalResponseNorm, MaxPool2d
+from tinyalexnet.layers.fast import col2im_batch_last, im2col_batch_last
+from tinyalexnet.layers.im2col import col2im, conv_output_size, im2col
 from tinyalexnet.models import get_model
 
+ROUNDING = 1e-12      # float64, the same sums in another order: relative to the largest value
+
+
+def _rand(xp, shape, seed, dtype="float64"):
+    return xp.asarray(np.random.default_rng(seed).standard_normal(shape).astype(dtype))
+
+
+def _close(a, b, bound=ROUNDING):
+    a, b = backend.as_numpy(a), backend.as_numpy(b)
+    assert a.shape == b.shape and a.dtype == b.dtype
+    assert np.abs(a - b).max() <= bound * max(np.abs(b).max(), 1e-300)
+
+
+def _both_paths(make, x, dout_seed, dtype="float64"):
+    """Forward and backward of the layer ``make()`` builds, once per path: {fast: (out, dx, grads)}."""
+    xp = backend.get_array_module(x)
+    results = {}
+    for fast in (True, False):
+        layer = make()
+        layer.fast = fast
+        out = layer.forward(x)
+        dout = _rand(xp, out.shape, dout_seed, dtype)
+        dx = layer.backward(dout)
+        results[fast] = (out, dx, {k: g.copy() for k, g in layer.grads.items()})
+    return results
+
+
+# --------------------------------------------------------------------------- im2col, col2im
 # (N, C, H, W, kh, kw, stride, padding): odd and non-square sizes, stride > 1,
 # padding, a batch of one, a kernel as large as the padded input.
 IM2COL_CASES = [
@@ -25,10 +53,6 @@ IM2COL_CASES = [
     (2, 3, 13, 13, 11, 11, 4, 0),
     (2, 1, 4, 4, 6, 6, 1, 1),
 ]
-
-
-def _rand(xp, shape, seed, dtype="float64"):
-    return xp.asarray(np.random.default_rng(seed).standard_normal(shape).astype(dtype))
 
 
 def _batch_last_to_reference(cols, N, OH, OW):
@@ -59,8 +83,7 @@ def test_col2im_batch_last_matches_reference_and_is_the_adjoint(xp, case):
     fast = col2im_batch_last(cols, (N, C, H, W), kh, kw, s, p)
     ref = col2im(_batch_last_to_reference(cols, N, OH, OW), (N, C, H, W), kh, kw, s, p)
     assert fast.shape == (N, C, H, W) and fast.flags.c_contiguous
-    # Same additions, possibly in another order: float64 rounding only.
-    assert float(xp.abs(fast - ref).max()) <= 1e-12 * float(xp.abs(ref).max())
+    _close(fast, ref)                                 # same additions, possibly reordered
     # <im2col(x), cols> == <x, col2im(cols)>: what makes dx right.
     x = _rand(xp, (N, C, H, W), 2)
     lhs = float((im2col_batch_last(x, kh, kw, s, p) * cols).sum())
@@ -75,39 +98,33 @@ def test_im2col_batch_last_keeps_float32(xp):
     assert col2im_batch_last(cols, (2, 3, 6, 6), 3, 3, 1, 1).dtype == xp.float32
 
 
+# --------------------------------------------------------------------------- Conv2d
 # (N, C, H, W, F, k, stride, padding, groups)
 CONV_CASES = [
     (2, 4, 7, 9, 6, 3, 2, 1, 2),
     (1, 3, 11, 11, 4, 5, 1, 2, 1),
     (3, 4, 8, 8, 4, 3, 1, 0, 4),
     (2, 3, 15, 15, 4, 11, 4, 0, 1),
+    (2, 6, 5, 7, 6, (3, 2), 2, 1, 3),
 ]
 
 
 @pytest.mark.parametrize("cache_cols", [False, True])
 @pytest.mark.parametrize("case", CONV_CASES)
-def test_conv_forward_matches_the_loops(xp, backend_name, case, cache_cols):
+def test_conv_fast_path_matches_the_readable_one(xp, backend_name, case, cache_cols):
     N, C, H, W, F, k, s, p, g = case
-    conv = Conv2d(C, F, k, stride=s, padding=p, groups=g, rng=5).to(backend_name, "float64")
-    conv.params["bias"][...] = _rand(xp, (F,), 6)
-    conv.cache_cols = cache_cols
-    x = _rand(xp, (N, C, H, W), 7)
-    got = backend.as_numpy(conv.forward(x))
-    want = conv2d_naive(x, conv.params["weight"], conv.params["bias"], s, p, g)
-    assert got.shape == want.shape
-    assert np.abs(got - want).max() <= 1e-12 * np.abs(want).max()
 
+    def make():
+        conv = Conv2d(C, F, k, stride=s, padding=p, groups=g, rng=5).to(backend_name, "float64")
+        conv.params["bias"][...] = _rand(xp, (F,), 6)
+        conv.cache_cols = cache_cols          # a fast-path option: the readable path ignores it
+        return conv
 
-@pytest.mark.parametrize("cache_cols", [False, True])
-@pytest.mark.parametrize("case", CONV_CASES[:3])
-def test_conv_backward_gradient_check(xp, backend_name, case, cache_cols):
-    N, C, H, W, F, k, s, p, g = case
-    conv = Conv2d(C, F, k, stride=s, padding=p, groups=g, rng=8).to(backend_name, "float64")
-    conv.cache_cols = cache_cols
-    result = check_layer(conv, _rand(xp, (N, C, H, W), 9))
-    # Convolution is linear: central differences are exact up to rounding.
-    assert result.bound == 1e-6
-    assert result.passed, str(result)
+    fast, readable = (_both_paths(make, _rand(xp, (N, C, H, W), 7), 8)[f] for f in (True, False))
+    for a, b in zip(fast[:2], readable[:2]):  # out, dx
+        _close(a, b)
+    for name in ("weight", "bias"):
+        _close(fast[2][name], readable[2][name])
 
 
 def test_conv_cache_cols_gives_identical_gradients(xp, backend_name):
@@ -126,79 +143,45 @@ def test_conv_cache_cols_gives_identical_gradients(xp, backend_name):
         assert np.array_equal(a, b)
 
 
-def test_conv_without_input_grad_still_fills_weight_grads(xp, backend_name):
-    conv = Conv2d(3, 4, 3, rng=13).to(backend_name, "float64")
-    x = _rand(xp, (2, 3, 6, 6), 14)
-    dout = _rand(xp, (2, 4, 4, 4), 15)
-    conv.forward(x)
-    conv.backward(dout)
-    want = backend.as_numpy(conv.grads["weight"]).copy()
-    conv.input_grad = False
-    conv.forward(x)
-    assert conv.backward(dout) is None
-    assert np.array_equal(backend.as_numpy(conv.grads["weight"]), want)
-
-
+# --------------------------------------------------------------------------- MaxPool2d
 # (N, C, H, W, kernel, stride)
-POOL_CASES = [(2, 3, 7, 7, 3, 2), (1, 2, 9, 6, 3, 2), (2, 2, 8, 8, 2, 2), (3, 1, 5, 7, 3, 1)]
+POOL_CASES = [(2, 3, 7, 7, 3, 2), (1, 2, 9, 6, 3, 2), (2, 2, 8, 8, 2, 2), (3, 1, 5, 7, 3, 1),
+              (2, 1, 8, 7, 2, 3)]
 
 
+@pytest.mark.parametrize("ties", [False, True])
 @pytest.mark.parametrize("case", POOL_CASES)
-def test_maxpool_forward_matches_the_loops(xp, backend_name, case):
+def test_maxpool_fast_path_matches_the_readable_one(xp, case, ties):
     N, C, H, W, k, s = case
-    pool = MaxPool2d(k, s)
-    x = _rand(xp, (N, C, H, W), 16, dtype="float32")
-    got = pool.forward(x)
-    assert got.dtype == xp.float32
-    assert np.array_equal(backend.as_numpy(got), maxpool2d_naive(x, k, s))
+    x = _rand(xp, (N, C, H, W), 16)
+    if ties:   # values from {-1, 0, 1}: most windows hold several maxima
+        x = xp.sign(xp.round(x))
+    fast, readable = (_both_paths(lambda: MaxPool2d(k, s), x, 17)[f] for f in (True, False))
+    # The same maxima, and every dout routed to the same pixel in the same order: exact.
+    for a, b in zip(fast[:2], readable[:2]):
+        assert a.dtype == b.dtype and np.array_equal(backend.as_numpy(a), backend.as_numpy(b))
 
 
-@pytest.mark.parametrize("case", POOL_CASES)
-def test_maxpool_backward_gradient_check(xp, case):
-    N, C, H, W, k, s = case
-    # Distinct values at least 1/n apart (n >> h = 1e-6): no ties, no maximum within
-    # h of a runner-up, so pooling is linear around x and central differences are
-    # exact up to rounding; hence a bound far below the usual 1e-6.
-    n = N * C * H * W
-    values = np.random.default_rng(17).permutation(n).astype("float64") / n
-    x = xp.asarray(values.reshape(N, C, H, W))
-    result = check_layer(MaxPool2d(k, s), x, bound=1e-8)
-    assert result.passed, str(result)
+# --------------------------------------------------------------------------- LocalResponseNorm
+LRN_CASES = [(5, 1e-2, 0.75, 2.0, (2, 7, 4, 5)), (3, 0.5, 0.5, 1.0, (1, 4, 3, 2)),
+             (7, 0.1, 0.75, 2.0, (2, 3, 2, 2)), (1, 0.1, 1.0, 2.0, (1, 2, 3, 3))]
 
 
-def test_maxpool_ties_go_to_the_first_offset(xp):
-    # A window of equal values: the whole gradient goes to its top-left pixel.
-    pool = MaxPool2d(3, 2)
-    x = xp.ones((1, 1, 3, 3), dtype=xp.float32)
-    pool.forward(x)
-    dx = backend.as_numpy(pool.backward(xp.ones((1, 1, 1, 1), dtype=xp.float32)))
-    want = np.zeros((1, 1, 3, 3), np.float32)
-    want[0, 0, 0, 0] = 1
-    assert np.array_equal(dx, want)
+@pytest.mark.parametrize("size,alpha,beta,k,shape", LRN_CASES)
+def test_lrn_fast_path_matches_the_readable_one(xp, size, alpha, beta, k, shape):
+    x = _rand(xp, shape, 18) * 3
+    fast, readable = (_both_paths(lambda: LocalResponseNorm(size, alpha, beta, k), x, 19)[f]
+                      for f in (True, False))
+    for a, b in zip(fast[:2], readable[:2]):
+        _close(a, b)
 
 
-def test_lrn_matches_the_loops_and_gradient_check(xp, backend_name):
-    x = _rand(xp, (2, 7, 4, 5), 18)
-    lrn = LocalResponseNorm(5, 1e-2, 0.75, 2.0)   # a large alpha makes the window matter
-    got = backend.as_numpy(lrn.forward(x))
-    want = lrn_naive(x, 5, 1e-2, 0.75, 2.0)
-    assert np.abs(got - want).max() <= 1e-13
-    result = check_layer(lrn, x)
-    assert result.passed, str(result)
-
-
-def test_relu_backward_gradient_check(xp):
-    # Inputs kept away from the kink at 0.
-    x = _rand(xp, (3, 4, 5), 19)
-    x = x + xp.sign(x) * 0.1
-    result = check_layer(ReLU(), x, bound=1e-8)
-    assert result.passed, str(result)
-
-
+# --------------------------------------------------------------------------- whole models
+@pytest.mark.parametrize("fast", [True, False])
 @pytest.mark.parametrize("name", ["small", "alexnet32"])
-def test_no_float64_upcast_in_a_float32_training_step(xp, backend_name, name):
-    """Every activation and every gradient of a float32 model stays float32."""
-    model = get_model(name, seed=0).to(backend_name)
+def test_no_float64_upcast_in_a_float32_training_step(xp, backend_name, name, fast):
+    """Every activation and every gradient of a float32 model stays float32, on either path."""
+    model = get_model(name, seed=0).to(backend_name).set_fast(fast)
     batch = 2
     x = _rand(xp, (batch,) + model.input_shape, 20, dtype="float32")
     h = x
@@ -213,9 +196,21 @@ def test_no_float64_upcast_in_a_float32_training_step(xp, backend_name, name):
         assert p.dtype == g.dtype == xp.float32, pname
 
 
-def test_lrn_with_numpy_float64_constants_keeps_float32(xp):
+def test_set_fast_switches_every_layer_that_has_both_paths():
+    model = get_model("small", seed=0)
+    switchable = [n for n, m in model.named_modules() if hasattr(m, "fast")]
+    assert sorted(switchable) == sorted(n for n, m in model.named_modules()
+                                        if isinstance(m, (Conv2d, MaxPool2d, LocalResponseNorm)))
+    assert all(model[n].fast for n in switchable)                # fast by default
+    model.set_fast(False)
+    assert not any(model[n].fast for n in switchable)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_lrn_with_numpy_float64_constants_keeps_float32(xp, fast):
     # Constants read from a file or computed with NumPy arrive as float64 scalars.
     lrn = LocalResponseNorm(5, np.float64(1e-4), np.float64(0.75), np.float64(2.0))
+    lrn.fast = fast
     x = _rand(xp, (2, 6, 3, 3), 21, dtype="float32")
     y = lrn.forward(x)
     assert y.dtype == xp.float32

@@ -78,7 +78,7 @@ def test_the_rehearsal_reads_the_numbers_of_each_step(rehearsal):
         assert steps[bench]["tf32"] == {"tinyalexnet": tf32}
         assert steps[bench]["peak_memory_bytes"]["tinyalexnet"] > 0   # the pool's hook
         layers = [row["layer"] for row in steps[bench]["layers"]]
-        assert layers == list(get_model("small").layers) + ["loss", "sgd update"]
+        assert layers == list(get_model("alexnet_small").layers) + ["loss", "sgd update"]
     train = steps["train_alexnet32"]
     assert train["epochs_done"] == 2 and len(train["images_per_s"]) == 2
     assert 0 <= train["test_accuracy"] <= 1 and train["test_count"] == 160
@@ -95,7 +95,7 @@ def test_the_markdown_summary_holds_the_table_and_the_layers(rehearsal):
     assert md.startswith("# tinyalexnet GPU run (CPU rehearsal)")
     rows = [line for line in md.splitlines() if line.startswith("| ") and " | ok | " in line]
     assert len(rows) == len(STEPS)
-    for name in get_model("small").layers:
+    for name in get_model("alexnet_small").layers:
         assert f"\n| {name} | " in md
 
 

@@ -4,8 +4,9 @@ import pytest
 
 from tinyalexnet.backend import as_numpy
 from tinyalexnet.gradcheck import (GradCheckResult, check_function, check_layer, check_loss,
-                                   numerical_gradient, rel_error)
-from tinyalexnet.layers import Dropout, Linear, SoftmaxCrossEntropy
+                                   check_model, numerical_gradient, rel_error)
+from tinyalexnet.layers import (Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential,
+                                SoftmaxCrossEntropy)
 
 
 def test_rel_error_values(xp):
@@ -30,6 +31,17 @@ def test_numerical_gradient_of_a_known_function(xp):
     expected[1] += before[0]
     assert rel_error(as_numpy(grad), expected) < 1e-9
     np.testing.assert_array_equal(as_numpy(x), before)               # x restored exactly
+
+
+def test_numerical_gradient_at_chosen_entries(xp):
+    """With indices, the same central differences at those flat positions only, in order."""
+    x = xp.asarray(np.random.default_rng(1).standard_normal((3, 5)))
+    before = as_numpy(x).copy()
+    picked = [13, 0, 7]
+    grad = numerical_gradient(lambda: (x ** 3).sum(), x, h=1e-5, indices=picked)
+    assert grad.shape == (3,)
+    assert rel_error(as_numpy(grad), 3 * before.reshape(-1)[picked] ** 2) < 1e-9
+    np.testing.assert_array_equal(as_numpy(x), before)
 
 
 def test_numerical_gradient_needs_contiguous_arrays(xp):
@@ -113,3 +125,40 @@ def test_check_function(xp, randn):
     assert set(check_function(forward, lambda d: (None, d * x), [x, y]).errors) == {"input 1"}
     bad = check_function(forward, lambda d: (d * y, d * x), [x, y])   # forgot d sin(a) / da
     assert not bad and bad.errors["input 0"] > 1e-2 and bad.errors["input 1"] < 1e-7
+
+
+def _small_network(conv=Conv2d):
+    return Sequential([("conv1", conv(2, 3, 3, padding=1, rng=0)), ("relu1", ReLU()),
+                       ("pool1", MaxPool2d(3, 2)), ("flatten", Flatten()),
+                       ("fc2", Linear(3 * 3 * 3, 6, rng=1)), ("relu2", ReLU()),
+                       ("drop2", Dropout(0.5, seed=2)), ("fc3", Linear(6, 4, rng=3))])
+
+
+class _LeakyGradConv(Conv2d):
+    """A planted bug: the weight gradient is off by 1% of itself."""
+    def backward(self, dout):
+        dx = super().backward(dout)
+        self.grads["weight"] *= 1.01
+        return dx
+
+
+def test_check_model_passes_a_correct_network(backend_name, randn):
+    """Every tensor is sampled (or fully checked when small); bound 1e-6 in float64, with
+    dropout in training mode (the same mask at every evaluation)."""
+    model = _small_network().to(backend_name, dtype="float64").train()
+    x, labels = randn(3, 2, 7, 7, seed=4), np.array([0, 3, 1])
+    result = check_model(model, SoftmaxCrossEntropy(), x, labels, samples=10, bound=1e-6)
+    assert list(result.errors) == ["x", "conv1.weight", "conv1.bias", "fc2.weight", "fc2.bias",
+                                   "fc3.weight", "fc3.bias"]
+    assert result.passed, result.errors
+
+
+def test_check_model_catches_a_wrong_weight_gradient(backend_name, randn):
+    model = _small_network(_LeakyGradConv).to(backend_name, dtype="float64")
+    model["conv1"].input_grad = False                 # as the models' first layer: no x
+    x, labels = randn(3, 2, 7, 7, seed=4), np.array([0, 3, 1])
+    result = check_model(model, SoftmaxCrossEntropy(), x, labels, samples=10, bound=1e-6)
+    assert "x" not in result.errors
+    assert not result.passed
+    assert result.errors["conv1.weight"] > 1e-3                 # about 0.5%: caught
+    assert max(e for k, e in result.errors.items() if k != "conv1.weight") < 1e-6

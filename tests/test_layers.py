@@ -11,6 +11,10 @@ states its bound.  Two kinds of step h are used:
   bound can be 1e-9 (measured errors are ~1e-13);
 * smooth non-linear layers (LocalResponseNorm, the loss): h = 1e-6, bound 1e-7
   (measured errors are ~1e-10).
+
+Conv2d, MaxPool2d and LocalResponseNorm have two paths, fast.py's (the default)
+and functional.py's readable one (``fast = False``): both are checked here, and
+nowhere else (test_fast_paths.py compares the two paths with each other).
 """
 import numpy as np
 import pytest
@@ -22,6 +26,12 @@ from tinyalexnet.layers import (Conv2d, Dropout, Flatten, Linear, LocalResponseN
 
 LINEAR_H, LINEAR_BOUND = 1e-3, 1e-9    # exact-up-to-rounding cases (see the module docstring)
 SMOOTH_H, SMOOTH_BOUND = 1e-6, 1e-7    # smooth non-linear layers
+
+
+@pytest.fixture(params=[True, False], ids=["fast", "readable"])
+def fast(request):
+    """Run a two-path layer on fast.py's version and on functional.py's."""
+    return request.param
 
 
 def _f64(layer, backend_name):
@@ -55,15 +65,17 @@ CONV_CASES = [
 
 
 @pytest.mark.parametrize("cin,cout,k,s,p,g,shape", CONV_CASES)
-def test_conv2d_gradients(backend_name, randn, cin, cout, k, s, p, g, shape):
+def test_conv2d_gradients(backend_name, randn, fast, cin, cout, k, s, p, g, shape):
     layer = _f64(Conv2d(cin, cout, k, stride=s, padding=p, groups=g, rng=0), backend_name)
+    layer.fast = fast
     _set_random_params(layer, seed=1)
     result = check_layer(layer, randn(*shape, seed=2), h=LINEAR_H, bound=LINEAR_BOUND)
     _assert_checked(result, ["x", "weight", "bias"])
 
 
-def test_conv2d_without_input_grad_still_fills_param_grads(backend_name, randn):
+def test_conv2d_without_input_grad_still_fills_param_grads(backend_name, randn, fast):
     layer = _f64(Conv2d(3, 4, 3, padding=1, rng=0), backend_name)
+    layer.fast = fast
     layer.input_grad = False                      # what a model's first layer does
     result = check_layer(layer, randn(2, 3, 5, 4), h=LINEAR_H, bound=LINEAR_BOUND)
     _assert_checked(result, ["weight", "bias"])   # no dx to check, the rest still right
@@ -98,8 +110,9 @@ LRN_CASES = [
 
 
 @pytest.mark.parametrize("size,alpha,beta,k,shape,scale", LRN_CASES)
-def test_lrn_gradients(randn, size, alpha, beta, k, shape, scale):
+def test_lrn_gradients(randn, fast, size, alpha, beta, k, shape, scale):
     layer = LocalResponseNorm(size, alpha, beta, k)
+    layer.fast = fast
     x = randn(*shape, seed=4, scale=scale)
     # The case is only a test of the normalisation if the energy term changes the output:
     # compare with dividing by k^beta alone.
@@ -124,18 +137,20 @@ POOL_CASES = [
 
 
 @pytest.mark.parametrize("k,s,shape", POOL_CASES)
-def test_maxpool_gradients(distinct, k, s, shape):
+def test_maxpool_gradients(distinct, fast, k, s, shape):
     # Distinct values 0.01 apart and h = 1e-3: no perturbation changes an arg-max.
-    result = check_layer(MaxPool2d(k, s), distinct(*shape, seed=5), h=LINEAR_H,
-                         bound=LINEAR_BOUND)
+    layer = MaxPool2d(k, s)
+    layer.fast = fast
+    result = check_layer(layer, distinct(*shape, seed=5), h=LINEAR_H, bound=LINEAR_BOUND)
     _assert_checked(result, ["x"])
 
 
-def test_maxpool_routes_ties_to_one_position(xp):
+def test_maxpool_routes_ties_to_one_position(xp, fast):
     # A constant input is all ties: each window's gradient must go to exactly one
     # pixel (the first in row-major order), not be copied to all nine.
     x = xp.ones((1, 1, 5, 5))
     layer = MaxPool2d(3, 2)
+    layer.fast = fast
     layer.forward(x)
     dx = as_numpy(layer.backward(xp.ones((1, 1, 2, 2))))
     assert dx.sum() == 4.0
@@ -299,12 +314,14 @@ ALL_LAYERS = [
 @pytest.mark.parametrize("make,shape", ALL_LAYERS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_layers_keep_the_dtype(xp, backend_name, make, shape, dtype):
-    """float32 (training) and float64 (gradient checks) both stay what they are."""
+    """float32 (training) and float64 (gradient checks) both stay what they are, on each path."""
     layer = make().to(backend_name, dtype=dtype)
     x = xp.asarray(np.random.default_rng(0).standard_normal(shape), dtype=dtype)
-    out = layer.forward(x)
-    assert out.dtype == dtype
-    dx = layer.backward(xp.ones(out.shape, dtype=dtype))
-    assert dx.dtype == dtype and dx.shape == shape
-    for g in layer.grads.values():
-        assert g.dtype == dtype
+    for fast in ((True, False) if hasattr(layer, "fast") else (None,)):
+        layer.fast = fast
+        out = layer.forward(x)
+        assert out.dtype == dtype
+        dx = layer.backward(xp.ones(out.shape, dtype=dtype))
+        assert dx.dtype == dtype and dx.shape == shape
+        for g in layer.grads.values():
+            assert g.dtype == dtype

@@ -1,8 +1,10 @@
-"""The fast layers against the slow loop references in tinyalexnet/layers/naive.py.
+"""The layers' readable maths against the slow loop references in tinyalexnet/layers/naive.py.
 
 The references are first checked on examples small enough to work out by hand,
-then the fast layers are compared with them on random inputs.  Also: col2im
-is the adjoint of im2col, which is what makes conv's dx right.
+then the layers, on their readable path (``fast = False``: functional.py), are
+compared with them on random inputs; test_fast_paths.py compares the fast path
+with the readable one.  Also: col2im is the adjoint of im2col, which is what
+makes conv's dx right.
 """
 import numpy as np
 import pytest
@@ -48,7 +50,7 @@ def test_lrn_naive_by_hand():
     np.testing.assert_allclose(y.ravel(), [1 / 3.5, 2 / 8.0, 3 / 7.5], rtol=1e-15)
 
 
-# --------------------------------------------------------------------------- fast vs naive
+# --------------------------------------------------------------------------- readable vs naive
 CONV_CASES = [
     # in, out, kernel, stride, padding, groups, input shape
     (3, 4, 3, 1, 0, 1, (2, 3, 6, 6)),
@@ -64,17 +66,19 @@ CONV_CASES = [
 @pytest.mark.parametrize("cin,cout,k,s,p,g,shape", CONV_CASES)
 def test_conv2d_matches_naive(backend_name, randn, cin, cout, k, s, p, g, shape):
     layer = Conv2d(cin, cout, k, stride=s, padding=p, groups=g, rng=0).to(backend_name, "float64")
+    layer.fast = False
     rng = np.random.default_rng(1)
     layer.load_state_dict({"bias": rng.standard_normal(cout),
                            "weight": rng.standard_normal(layer.params["weight"].shape)})
     x = randn(*shape, seed=2)
-    fast = as_numpy(layer.forward(x))
+    readable = as_numpy(layer.forward(x))
     slow = conv2d_naive(x, layer.params["weight"], layer.params["bias"], s, p, g)
-    assert fast.shape == slow.shape
-    np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-12)
+    assert readable.shape == slow.shape
+    np.testing.assert_allclose(readable, slow, rtol=1e-12, atol=1e-12)
 
 
 def test_conv2d_float32_matches_float64_naive(xp, backend_name):
+    """The path training runs (fast, float32) against the loops in float64."""
     rng = np.random.default_rng(3)
     layer = Conv2d(4, 6, 3, stride=2, padding=1, groups=2, rng=0).to(backend_name)
     x = rng.standard_normal((2, 4, 9, 9))
@@ -91,7 +95,9 @@ def test_conv2d_float32_matches_float64_naive(xp, backend_name):
                                        (2, 3, (2, 2, 9, 7)), (5, 2, (1, 2, 11, 9))])
 def test_maxpool_matches_naive(randn, k, s, shape):
     x = randn(*shape, seed=4)
-    np.testing.assert_array_equal(as_numpy(MaxPool2d(k, s).forward(x)), maxpool2d_naive(x, k, s))
+    layer = MaxPool2d(k, s)
+    layer.fast = False
+    np.testing.assert_array_equal(as_numpy(layer.forward(x)), maxpool2d_naive(x, k, s))
 
 
 @pytest.mark.parametrize("size,alpha,beta,k,shape,scale", [
@@ -102,8 +108,10 @@ def test_maxpool_matches_naive(randn, k, s, shape):
 ])
 def test_lrn_matches_naive(randn, size, alpha, beta, k, shape, scale):
     x = randn(*shape, seed=5, scale=scale)
-    fast = as_numpy(LocalResponseNorm(size, alpha, beta, k).forward(x))
-    np.testing.assert_allclose(fast, lrn_naive(x, size, alpha, beta, k), rtol=1e-13, atol=1e-15)
+    layer = LocalResponseNorm(size, alpha, beta, k)
+    layer.fast = False
+    readable = as_numpy(layer.forward(x))
+    np.testing.assert_allclose(readable, lrn_naive(x, size, alpha, beta, k), rtol=1e-13, atol=1e-15)
 
 
 # --------------------------------------------------------------------------- im2col / col2im

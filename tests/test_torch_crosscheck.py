@@ -1,7 +1,9 @@
 """Optional: the layers and optimizers against PyTorch on the same weights and inputs.
 
 Skipped where torch is not installed (the project does not depend on it).  In
-float64 both sides agree to rounding; every gradient is compared too.
+float64 both sides agree to rounding; every gradient is compared too.  Whole
+models are compared with their twin from ``tinyalexnet.torch_twin``, the one the
+benchmark times.
 """
 import numpy as np
 import pytest
@@ -9,10 +11,12 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
+from tinyalexnet.errors import TinyAlexNetError  # noqa: E402
 from tinyalexnet.layers import (Conv2d, Linear, LocalResponseNorm, MaxPool2d,  # noqa: E402
-                                SoftmaxCrossEntropy)
-from tinyalexnet.models import alexnet_small  # noqa: E402
+                                Sequential, SoftmaxCrossEntropy, Tanh)
+from tinyalexnet.models import get_model  # noqa: E402
 from tinyalexnet.optim import SGD, Adam  # noqa: E402
+from tinyalexnet.torch_twin import to_torch  # noqa: E402
 
 RTOL, ATOL = 1e-10, 1e-12
 
@@ -108,24 +112,47 @@ def test_softmax_cross_entropy_matches_torch():
     _same(grad, tz.grad)
 
 
-def test_small_model_forward_matches_torch():
-    """alexnet_small, layer for layer in torch with the same weights, in eval mode."""
-    model = alexnet_small(seed=1).to(dtype="float64").eval()
-    w = {k: torch.tensor(v) for k, v in model.state_dict().items()}
-    x = _rand(2, 3, 32, 32, seed=14)
+def _model_pass(model, net, x, labels):
+    """Logits and every parameter gradient of one float64 eval-mode pass, in both."""
+    loss = SoftmaxCrossEntropy()
+    logits = model.forward(x)
+    loss.forward(logits, labels)
+    model.backward(loss.backward())
+    tx = torch.tensor(x)
+    ref = net(tx)
+    F.cross_entropy(ref, torch.tensor(labels)).backward()
+    return logits, ref, {name: (g, dict(net.named_parameters())[name].grad)
+                         for name, _, g in model.named_parameters()}
 
-    def ref(t):
-        lrn = dict(size=5, alpha=5e-4, beta=0.75, k=2.0)
-        t = F.max_pool2d(F.local_response_norm(F.relu(F.conv2d(t, w["conv1.weight"], w["conv1.bias"], padding=2)), **lrn), 3, 2)
-        t = F.max_pool2d(F.local_response_norm(F.relu(F.conv2d(t, w["conv2.weight"], w["conv2.bias"], padding=2, groups=2)), **lrn), 3, 2)
-        t = F.relu(F.conv2d(t, w["conv3.weight"], w["conv3.bias"], padding=1))
-        t = F.relu(F.conv2d(t, w["conv4.weight"], w["conv4.bias"], padding=1, groups=2))
-        t = F.max_pool2d(F.relu(F.conv2d(t, w["conv5.weight"], w["conv5.bias"], padding=1, groups=2)), 3, 2)
-        t = F.relu(F.linear(t.flatten(1), w["fc6.weight"], w["fc6.bias"]))
-        t = F.relu(F.linear(t, w["fc7.weight"], w["fc7.bias"]))
-        return F.linear(t, w["fc8.weight"], w["fc8.bias"])
 
-    _same(model.forward(x), ref(torch.tensor(x)))
+@pytest.mark.parametrize("name", ["alexnet_small", "alexnet32"])
+def test_every_model_and_its_torch_twin_agree_with_gradients(name):
+    """The benchmark's twin (torch_twin.to_torch): our model and torch's layers with our
+    weights give the same logits and the same gradient of every parameter, in float64."""
+    model = get_model(name, seed=1).to(dtype="float64").eval()
+    net = to_torch(model, torch).eval()
+    assert [n for n, _ in net.named_children()] == list(model.layers)
+    x = _rand(2, *model.input_shape, seed=14)
+    logits, ref, grads = _model_pass(model, net, x, np.array([3, 7]))
+    _same(logits, ref)
+    assert len(grads) == len(list(net.parameters()))
+    for param, (ours, theirs) in grads.items():
+        np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-9, atol=1e-12, err_msg=param)
+
+
+def test_torch_twin_maps_lrn_alpha_groups_and_weights():
+    model = get_model("alexnet_small")
+    net = to_torch(model, torch)
+    assert net.norm1.alpha == pytest.approx(model["norm1"].alpha * model["norm1"].size)
+    assert net.conv2.groups == model["conv2"].groups == 2
+    assert torch.equal(net.conv2.weight, torch.from_numpy(model["conv2"].params["weight"]))
+    assert next(net.parameters()).dtype == torch.float32                # our dtype, no rounding
+
+
+def test_torch_twin_of_a_layer_it_does_not_know_is_a_clear_error():
+    model = Sequential([("conv", Conv2d(1, 2, 3, rng=0)), ("tanh", Tanh())])
+    with pytest.raises(TinyAlexNetError, match="no PyTorch equivalent known for layer 'tanh'"):
+        to_torch(model, torch)
 
 
 def _optimizer_run(make_ours, make_theirs, steps=4):

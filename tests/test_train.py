@@ -188,7 +188,7 @@ def test_nan_stops_training_names_the_step_and_keeps_the_checkpoint(data, tmp_pa
     message = str(info.value)
     assert f"diverged at step {bad_step} " in message and "\n" not in message
     assert "lower learning rate" in message and "--lr 0.0001" in message
-    assert "last good checkpoint" in message
+    assert "last checkpoint" in message and "(after epoch 1)" in message
     assert (tmp_path / "last.npz").read_bytes() == before
     assert len(json.loads((tmp_path / "history.json").read_text())) == 1
 
@@ -257,7 +257,7 @@ def test_resuming_a_checkpoint_of_another_model_is_refused(data, tmp_path):
     trainer(data, tmp_path, config(epochs=1)).fit()
     ck = checkpoint.load(tmp_path / "last.npz")
     other = trainer(data, tmp_path / "other", config(epochs=1, model="alexnet32"))
-    with pytest.raises(TinyAlexNetError, match="'small'.*not model 'alexnet32'"):
+    with pytest.raises(TinyAlexNetError, match="'alexnet_small'.*not model 'alexnet32'"):
         other.load_state(ck)
 
 
@@ -269,12 +269,13 @@ def test_recipes():
         ("sgd", 0.01, 0.9, 0.0005, 128)
     assert (paper.schedule, paper.max_reductions, paper.init, paper.augment, paper.lighting) == \
         ("plateau", 3, "paper", True, True)
-    seed003 = make_config("seed003")
-    assert (seed003.optimizer, seed003.lr, seed003.batch_size, seed003.epochs) == \
-        ("adam", 0.001, 64, 15)
+    adam15 = make_config("adam15")
+    assert (adam15.optimizer, adam15.lr, adam15.batch_size, adam15.epochs, adam15.augment,
+            adam15.schedule) == ("adam", 0.001, 64, 15, False, "none")
     assert make_config("paper", lr=0.02, epochs=None).lr == 0.02      # options override
-    assert make_config().model == "small" and make_config().dataset == "fashion-mnist-subset"
-    assert set(RECIPES) == {"default", "paper", "seed003"}
+    assert make_config().model == "alexnet_small"
+    assert make_config().dataset == "fashion-mnist-subset"
+    assert set(RECIPES) == {"default", "paper", "adam15"}
     for bad in (dict(epochs=0), dict(lr=-1.0), dict(batch_size=0), dict(model="vgg"),
                 dict(val_fraction=1.0), dict(backend="tpu")):
         with pytest.raises(TinyAlexNetError, match="invalid --"):
@@ -323,7 +324,7 @@ def test_running_meter_remembers_the_first_non_finite_step():
 
 def test_evaluate_agrees_with_a_direct_computation(data):
     _, _, test = data
-    model = get_model("small", num_classes=4, in_channels=1, seed=3)
+    model = get_model("alexnet_small", num_classes=4, in_channels=1, seed=3)
     pipe = Pipeline.for_dataset(data[0], model.input_shape)
     result = evaluate(model, test, pipe, batch_size=23)          # 60 = 2 * 23 + 14
     images, labels = test.get_batch(np.arange(len(test)))
@@ -339,7 +340,7 @@ def test_evaluate_agrees_with_a_direct_computation(data):
 
 def test_ten_crop_evaluation_averages_softmax_over_the_ten_views(data):
     _, _, test = data
-    model = get_model("small", num_classes=4, in_channels=1, seed=3).eval()
+    model = get_model("alexnet_small", num_classes=4, in_channels=1, seed=3).eval()
     pipe = Pipeline.for_dataset(data[0], model.input_shape, augment=True)
     result = evaluate(model, test, pipe, batch_size=32, ten_crop=True)
     images, labels = test.get_batch(np.arange(len(test)))
@@ -348,3 +349,77 @@ def test_ten_crop_evaluation_averages_softmax_over_the_ten_views(data):
                     axis=0)
     assert result["top1_error"] == pytest.approx(np.mean(probs.argmax(1) != labels))
     assert result["loss"] == pytest.approx(-np.log(probs[np.arange(60), labels]).mean(), rel=1e-4)
+
+
+# ----------------------------------------------------------------------------- names
+
+def as_an_earlier_version_wrote_it(path):
+    """Rewrite the checkpoint at ``path`` with the names an earlier version stored: the
+    model "small", the recipe "seed003".  Every array stays as it was."""
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(str(arrays["meta"]))
+    assert (meta["model"], meta["config"]["recipe"]) == ("alexnet_small", "adam15")
+    meta["model"] = "small"
+    meta["config"].update(model="small", recipe="seed003")
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+
+
+def test_a_checkpoint_with_the_earlier_names_resumes_as_the_same_run(data, tmp_path):
+    full = trainer(data, tmp_path / "full", config(recipe="adam15"))
+    full.fit()
+    first = trainer(data, tmp_path / "old", config(recipe="adam15", epochs=1))
+    first.fit()
+    as_an_earlier_version_wrote_it(tmp_path / "old" / "last.npz")
+    ck = checkpoint.load(tmp_path / "old" / "last.npz")
+    model = checkpoint.build_model(ck)                    # what evaluate and predict do
+    x = np.random.default_rng(0).standard_normal((2, 1, 32, 32)).astype(np.float32)
+    first.model.eval()
+    assert np.array_equal(model.forward(x), first.model.forward(x))
+    resumed = Trainer.resume(tmp_path / "old", overrides={"epochs": 2}, datasets=data,
+                             progress=False, log=None)
+    assert (resumed.config.model, resumed.config.recipe) == ("alexnet_small", "adam15")
+    resumed.fit()
+    same_state(full, resumed)                   # the same run as one never stopped
+    assert without_timing(resumed.history) == without_timing(full.history)
+    with np.load(tmp_path / "old" / "last.npz", allow_pickle=False) as f:
+        meta = json.loads(str(f["meta"]))
+    assert (meta["model"], meta["config"]["model"], meta["config"]["recipe"]) == \
+        ("alexnet_small", "alexnet_small", "adam15")    # written with today's names
+
+
+def test_the_command_line_takes_the_earlier_names_and_shows_one(capsys):
+    from tinyalexnet.cli import build_parser
+    args = build_parser().parse_args(["train", "--model", "small", "--recipe", "seed003"])
+    assert (args.model, args.recipe) == ("alexnet_small", "adam15")
+    assert build_parser().parse_args(["info", "small"]).model == "alexnet_small"
+    assert make_config("seed003", model="small") == make_config("adam15", model="alexnet_small")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "seed003" not in help_text and "{alexnet_small,alexnet32,alexnet}" in help_text
+    assert "adam15 (Adam 1e-3, batch 64, 15 epochs, no augmentation" in help_text
+
+
+def test_every_attribute_is_set_in_init(data, tmp_path):
+    """A reader finds all of a Trainer's attributes (and its stops') in __init__: training,
+    a Ctrl-C and a resume add none."""
+    def press_ctrl_c(t):
+        if t.global_step == t.steps_per_epoch + 2:
+            raise KeyboardInterrupt
+
+    t = trainer(data, tmp_path, on_step=press_ctrl_c)
+    names, stop_names = set(vars(t)), set(vars(t.stops))
+    with pytest.raises(Interrupted):
+        t.fit()
+    assert set(vars(t)) == names and set(vars(t.stops)) == stop_names
+    resumed = Trainer.resume(tmp_path, datasets=data, progress=False, log=None)
+    resumed.fit()
+    assert set(vars(resumed)) == names and set(vars(resumed.stops)) == stop_names
+
+
+def test_scores_come_from_the_loss_layers_own_log_softmax():
+    from tinyalexnet import metrics
+    from tinyalexnet.layers import loss
+    assert metrics.log_softmax is loss.log_softmax and log_softmax is loss.log_softmax

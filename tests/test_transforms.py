@@ -3,12 +3,11 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from tinyalexnet import transforms as T
 from tinyalexnet.backend import as_numpy
 from tinyalexnet.datasets import ArrayDataset, load_dataset
-from tinyalexnet.errors import DataError, ShapeError, TinyAlexNetError
+from tinyalexnet.errors import ShapeError, TinyAlexNetError
 
 
 def rgb_dataset(n=64, size=32, seed=0):
@@ -128,6 +127,7 @@ def test_ten_crop_corners_centre_and_reflections(xp):
 
 
 def test_standardize_is_to_float_lighting_normalize_in_one_pass(xp):
+    """The pipeline's one pass equals the three taught steps called one after the other."""
     rng = np.random.default_rng(6)
     x = xp.asarray(rng.integers(0, 256, (5, 3, 4, 7)).astype(np.uint8))
     mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
@@ -140,6 +140,22 @@ def test_standardize_is_to_float_lighting_normalize_in_one_pass(xp):
     floats = T.standardize(T.to_float(x), mean, std)                   # already on [0, 1]
     np.testing.assert_allclose(as_numpy(floats), as_numpy(T.normalize(T.to_float(x), mean, std)),
                                rtol=1e-5, atol=1e-5)
+    # and against plain arithmetic in float64, written out here
+    ref = (as_numpy(x) / 255 + T.lighting_offset(eigval, eigvec, alpha)[:, :, None, None]
+           - np.array(mean)[:, None, None]) / np.array(std)[:, None, None]
+    np.testing.assert_allclose(as_numpy(fused), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_normalize_takes_a_mean_per_image(xp):
+    x = xp.asarray(np.arange(2 * 3 * 2 * 2, dtype=np.float32).reshape(2, 3, 2, 2))
+    mean = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])                # (B, C)
+    y = as_numpy(T.normalize(x, mean, [2.0, 4.0, 8.0]))
+    assert y.dtype == np.float32
+    for b in range(2):
+        for c in range(3):
+            np.testing.assert_allclose(y[b, c], (as_numpy(x)[b, c] - mean[b, c]) / [2, 4, 8][c],
+                                       rtol=1e-6)
+    assert T.normalize(x, [0, 0, 0], [1, 1, 1]) is not x                 # a new array
 
 
 def test_rgb_pca():
@@ -165,18 +181,76 @@ def test_lighting_adds_the_pca_offset_per_image(xp):
 
 # ----------------------------------------------------------------------------- geometry
 
-@pytest.mark.parametrize("source, target, expected", [
-    (28, 32, ("pad", None, 6, 6)),          # 28 -> 32, plus 4 to crop from
-    (32, 32, ("pad", None, 4, 4)),          # CIFAR on the 32x32 models: pad-4-and-crop
-    (29, 32, ("pad", None, 5, 6)),
-    (28, 227, ("upsample", 227, 28, 28)),   # Fashion-MNIST on the paper's model
-    (256, 227, ("crop", None, 0, 0)),       # the paper
-    (36, 32, ("crop", None, 0, 0)),
-    (300, 227, ("downsample", 256, 0, 0)),
-    (256, 32, ("downsample", 36, 0, 0)),
-])
-def test_plan(source, target, expected):
-    assert T.plan(source, target) == expected
+TARGETS = (8, 16, 28, 32, 64, 100, 227)
+
+
+def _plans():
+    for t in TARGETS:
+        for s in range(1, 3 * t + 1):
+            yield s, t, T.plan(s, t)
+
+
+def test_exactly_one_plan_row_holds_for_every_side():
+    """The table's conditions split the source sides 1, 2, 3, ... with no gap and no overlap."""
+    for t in TARGETS:
+        names = {"t": t, "m": t // 8, "c": T.paper_canvas(t)}
+        for s in range(1, 3 * t + 1):
+            holding = [row[0] for row in T.PLAN if eval(row[1], {"s": s, **names})]
+            assert len(holding) == 1, (s, t, holding)
+            assert T.plan(s, t)[0] == holding[0]
+
+
+def test_every_planned_canvas_holds_the_crop():
+    for s, t, (policy, size, before, after) in _plans():
+        canvas = (size or s) + before + after
+        assert canvas >= t, (s, t)
+        assert min(before, after) >= 0 and (size is None or size >= t), (s, t)
+
+
+def test_small_images_get_the_least_border_and_a_margin_to_shift_in():
+    """Images no larger than the model: a border brings them to t, centred, plus the same
+    margin m = t // 8 on every side (random crops shift by up to m, the centre crop is the
+    whole image); larger images get no border at all."""
+    for s, t, (policy, size, before, after) in _plans():
+        m, side = t // 8, size or s
+        if s > t:
+            assert before == after == 0, (s, t)
+            continue
+        assert side + before + after == t + 2 * m, (s, t)          # exactly t, plus m each side
+        assert abs(before - after) <= 1 and min(before, after) >= m, (s, t)
+        # the test view, the centre t x t of the canvas, shows the whole (resized) image
+        start = (side + before + after - t) // 2
+        assert start <= before and before + side <= start + t, (s, t)
+
+
+def test_resizing_only_when_sizes_are_far_apart():
+    """No resampling from three quarters of the model's side up to the paper's canvas
+    (256 for 227); below, upsampling to the model's side; above, shrinking to the canvas."""
+    for s, t, (policy, size, _, _) in _plans():
+        c = T.paper_canvas(t)
+        if t - t // 4 <= s <= c:
+            assert size is None, (s, t)
+        elif s < t:
+            assert size == t, (s, t)
+        else:
+            assert size == c >= t, (s, t)
+
+
+def test_the_paper_and_the_readme_sizes():
+    """The cases the paper and README name: 227 crops of 256 images, Fashion-MNIST padded to
+    32 for the small models and upsampled to 227 for alexnet, CIFAR's pad-4-and-crop-32."""
+    assert T.paper_canvas(227) == 256 and T.paper_canvas(32) == 36
+    assert T.plan(256, 227) == ("crop", None, 0, 0)
+    assert T.plan(28, 32)[0] == "pad" and T.plan(28, 227)[0] == "upsample"
+    assert T.plan(32, 32) == ("pad", None, 4, 4)
+    assert T.plan(300, 227)[:2] == ("downsample", 256)
+
+
+def test_the_plan_table_in_the_docstring_is_the_one_that_runs():
+    from tinyalexnet.transforms import pipeline
+    assert T.plan_table() in pipeline.__doc__
+    header = T.plan_table().splitlines()[0].split()
+    assert header[:2] == ["policy", "when"] and len(T.plan_table().splitlines()) == len(T.PLAN) + 1
 
 
 def test_pipeline_grey_28_to_32_is_padding_then_normalising():
@@ -250,6 +324,66 @@ def test_pipeline_ten_crop_centre_view_is_the_test_view():
     np.testing.assert_allclose(views[9], views[4][:, :, :, ::-1], atol=1e-6)
 
 
+@pytest.mark.parametrize("source, side", [(28, 32), (20, 227), (36, 32), (64, 32)],
+                         ids=["pad", "upsample", "crop", "downsample"])
+def test_the_pipeline_runs_the_taught_functions_in_order(source, side):
+    """Training view with crops, flips and lighting: the same numbers as calling resize,
+    pad, random_crop_params + crop, to_float, lighting_alpha + lighting and normalize
+    one after the other, with the pipeline's own plan and statistics."""
+    ds = rgb_dataset(6, size=source)
+    pipe = T.Pipeline.for_dataset(ds, (3, side, side), augment=True, lighting=True)
+    got = pipe(ds.images, train=True, rng=np.random.default_rng(3))
+    rng = np.random.default_rng(3)
+    x = ds.images
+    if pipe.resize is not None:
+        x = T.resize(T.to_float(x), pipe.resize)
+    x = T.pad(x, pipe.padding)
+    top, left, flip = T.random_crop_params(rng, 6, x.shape[2:], (side, side))
+    x = T.crop(x, top, left, (side, side), flip)
+    x = T.lighting(T.to_float(x), pipe.eigval, pipe.eigvec, T.lighting_alpha(rng, 6))
+    np.testing.assert_allclose(got, T.normalize(x, pipe.mean, pipe.std), rtol=1e-5, atol=1e-5)
+
+
+# Pipeline.config() as the first version of the pipeline wrote it into checkpoints.
+CONFIGS_OF_VERSION_1 = [
+    {"version": 1, "source_shape": [1, 28, 28], "input_shape": [1, 32, 32], "policy": "pad",
+     "resize": None, "padding": [[6, 6], [6, 6]], "canvas": [40, 40],
+     "mean": [0.2865289507469655], "std": [0.353667857351912], "augment": True, "flip": True,
+     "lighting": False, "lighting_std": 0.1, "pca": None},
+    {"version": 1, "source_shape": [3, 256, 256], "input_shape": [3, 227, 227], "policy": "crop",
+     "resize": None, "padding": [[0, 0], [0, 0]], "canvas": [256, 256],
+     "mean": [0.5010011074589749, 0.48752071530211205, 0.49217757804721013],
+     "std": [0.23702032958960736, 0.23578123395245779, 0.23486980909176217], "augment": True,
+     "flip": True, "lighting": True, "lighting_std": 0.1,
+     "pca": {"eigval": [0.15805673508730705, 0.006632497778503598, 0.0022460212798998997],
+             "eigvec": [[-0.5746482168525457, -0.7520215449127505, -0.32286688101325817],
+                        [-0.5748262757133951, 0.6516968970618904, -0.49483927401669775],
+                        [-0.5825411398499318, 0.09876613967825276, 0.8067782037433822]]}},
+    {"version": 1, "source_shape": [1, 28, 28], "input_shape": [1, 227, 227],
+     "policy": "upsample", "resize": [227, 227], "padding": [[28, 28], [28, 28]],
+     "canvas": [283, 283], "mean": [0.3], "std": [0.35], "augment": True, "flip": False,
+     "lighting": False, "lighting_std": 0.1, "pca": None},
+]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS_OF_VERSION_1, ids=lambda c: c["policy"])
+def test_a_pipeline_config_from_a_first_version_checkpoint_still_loads(cfg):
+    pipe = T.Pipeline.from_config(json.loads(json.dumps(cfg)))
+    assert pipe.config() == cfg                                 # written back the same way
+    C, h, w = cfg["source_shape"]
+    x = np.random.default_rng(2).integers(0, 256, (2, C, h, w)).astype(np.uint8)
+    y = pipe(x, train=False)
+    assert y.shape == (2, *cfg["input_shape"])
+    mean, std = np.array(cfg["mean"])[:, None, None], np.array(cfg["std"])[:, None, None]
+    if cfg["policy"] == "pad":                                  # 28 in the middle of 32
+        ref = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2))) / 255
+    elif cfg["policy"] == "crop":                               # the paper's centre 227 of 256
+        ref = x[:, :, 14:241, 14:241] / 255
+    else:                                                       # the whole image, resized
+        ref = T.resize(x / np.float32(255), (227, 227))
+    np.testing.assert_allclose(y, (ref - mean) / std, rtol=1e-5, atol=1e-5)
+
+
 def test_config_round_trip_gives_identical_outputs():
     ds = rgb_dataset(8)
     pipe = T.Pipeline.for_dataset(ds, (3, 32, 32), augment=True, lighting=True)
@@ -283,19 +417,3 @@ def test_pipeline_rejects_wrong_input():
         pipe(np.zeros((4, 3, 28, 28), np.uint8), train=False)
     with pytest.raises(ShapeError, match="in_channels=3"):
         T.Pipeline.for_dataset(ds, (1, 32, 32))
-
-
-def test_load_files_converts_to_the_source_format(tmp_path):
-    pipe = T.Pipeline.for_dataset(load_dataset("fashion-mnist-subset", "test"), (1, 32, 32))
-    digit = np.zeros((28, 28), np.uint8)
-    digit[5:20, 10:14] = 255
-    Image.fromarray(digit).save(tmp_path / "a.png")
-    Image.fromarray(np.full((60, 90, 3), 200, np.uint8)).save(tmp_path / "b.jpg")
-    batch = pipe.load_files([tmp_path / "a.png", tmp_path / "b.jpg"])
-    assert batch.shape == (2, 1, 28, 28) and batch.dtype == np.uint8
-    np.testing.assert_array_equal(batch[0, 0], digit)
-    assert abs(int(batch[1].mean()) - 200) <= 2
-    assert pipe(batch, train=False).shape == (2, 1, 32, 32)
-    (tmp_path / "c.png").write_text("no picture")
-    with pytest.raises(DataError, match="c.png: cannot decode"):
-        pipe.load_files([tmp_path / "c.png"])

@@ -27,11 +27,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tinyalexnet import cli
 from tinyalexnet.cli import main
 from tinyalexnet.datasets import ImageFolder, load_dataset, load_image_file
 from tinyalexnet.datasets import folder as folder_module
 from tinyalexnet.errors import DataError
-from tinyalexnet.transforms import Pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = ["--limit", "100", "--batch-size", "50", "--no-progress"]
@@ -344,13 +344,13 @@ def test_predict_streams_its_images_in_batches(run_dir, tmp_path, test_images, c
     assert main(["predict", str(run_dir), *paths, "--batch-size", "64"]) == 0
     together = predictions(capsys.readouterr().out)
     calls = []
-    real_load_files = Pipeline.load_files
+    real_load_files = cli.load_image_files
 
-    def load_files(self, batch_paths):
+    def load_files(batch_paths, shape):
         calls.append((len(batch_paths), sys.stdout.getvalue().count("\n")))
-        return real_load_files(self, batch_paths)
+        return real_load_files(batch_paths, shape)
 
-    monkeypatch.setattr(Pipeline, "load_files", load_files)
+    monkeypatch.setattr(cli, "load_image_files", load_files)
     assert main(["predict", str(run_dir), *paths, "--batch-size", "3"]) == 0
     streamed = predictions(capsys.readouterr().out)
     # three decodes of at most 3 images; each batch's answers (6 lines an image) printed
@@ -492,7 +492,7 @@ def test_predict_prints_a_file_name_that_is_not_utf8(run_dir, tmp_path, test_ima
 def test_info_refuses_sizes_it_cannot_build(capsys):
     user_error(["info", "alexnet", "--num-classes", "100000000"], capsys, "--num-classes",
                "100,000,000", "at most 30,000")
-    user_error(["info", "small", "--in-channels", "1000000"], capsys, "--in-channels",
+    user_error(["info", "alexnet_small", "--in-channels", "1000000"], capsys, "--in-channels",
                "at most 1,000")
-    assert main(["info", "small", "--num-classes", "21841"]) == 0    # ImageNet-21k's classes
+    assert main(["info", "alexnet_small", "--num-classes", "21841"]) == 0   # ImageNet-21k's
     assert "Total parameters: " in capsys.readouterr().out

@@ -274,6 +274,8 @@ def test_conv2d_switch_applies_to_3x3_stride_1_only():
         conv = Conv2d(4, 6, kernel, stride=stride, rng=0)
         conv.use_winograd = True
         assert conv.winograd_applies() is applies, (kernel, stride)
+        conv.fast = False                       # the readable path runs functional.py only
+        assert conv.winograd_applies() is False
 
 
 @pytest.mark.parametrize("cache_cols", [False, True])
@@ -282,7 +284,7 @@ def test_conv2d_runs_winograd_when_switched_on(xp, backend_name, monkeypatch, ca
     calls = []
     for name in ("winograd_conv2d_forward", "winograd_conv2d_backward"):
         real = getattr(wg, name)
-        monkeypatch.setattr("tinyalexnet.layers.conv." + name,
+        monkeypatch.setattr(wg, name,
                             lambda *a, _real=real, _name=name, **k: calls.append(_name)
                             or _real(*a, **k))
     case = CASES[0]

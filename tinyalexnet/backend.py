@@ -144,6 +144,19 @@ def to_backend(x, name):
     raise BackendUnavailable(f"unknown backend {name!r}: expected one of {', '.join(BACKENDS)}")
 
 
+def check_finite_default(name):
+    """Whether layers check every input for NaN/inf when training on backend ``name``.
+
+    The one default that ``train``, ``evaluate``/``predict`` and ``bench`` follow
+    (so the benchmark times what training runs): on for NumPy, where a check is
+    one cheap pass over an array already in memory and names the first layer
+    whose input went bad; off for CuPy, where each check reads a flag back and
+    makes the host wait for the GPU at every layer (training there checks the
+    running loss every ``--log-every`` steps instead).
+    """
+    return name == "numpy"
+
+
 def synchronize(xp):
     """Wait for the device to finish its queued work (a no-op for NumPy).
 
@@ -152,11 +165,6 @@ def synchronize(xp):
     """
     if xp is not numpy:
         xp.cuda.get_current_stream().synchronize()
-
-
-def to_scalar(x):
-    """A Python float from a 0-d array (a device-to-host copy on the GPU)."""
-    return float(as_numpy(x))
 
 
 # ---------------------------------------------------------------------------- GPU errors

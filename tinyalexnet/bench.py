@@ -16,24 +16,25 @@ What it measures, and how:
   mid-step).  They are separate from the timed steps, which carry no
   instrumentation.
 * **peak memory**: on the GPU, the high-water mark of bytes handed out by the
-  CuPy memory pool during a step (a ``MemoryHook``), against PyTorch's
-  ``max_memory_allocated``; the pools' reserved totals are shown too.  On the
-  CPU, each framework runs two steps in a fresh process and we report its peak
-  resident memory (VmHWM) minus the resident memory after its imports:
-  parameters, gradients, optimizer state, batch and the step's temporaries.
-* ``--compare torch`` (PyTorch is optional, imported only here): the same
-  architecture is built with ``torch.nn`` from our weights (PyTorch's layouts,
-  so they copy over as they are; LRN's alpha becomes alpha * size).  Before any
-  timing, both run in eval mode, where dropout is the identity: the logits must
-  agree in the benchmark's dtype, and logits and every gradient in float64 (see
-  ``check_outputs`` for the tolerances and why).  Then the two frameworks'
-  steps alternate, ours, theirs, theirs, ours..., so that noise from other
-  programs falls on both, and the ratio tinyalexnet / PyTorch is printed.
-  PyTorch runs as it is usually run: as many threads as NumPy's BLAS,
-  ``ReLU(inplace=True)`` as in torchvision, ``zero_grad()`` and
-  ``torch.optim.SGD``; on the GPU with ``cudnn.benchmark`` on.
+  CuPy memory pool during a step, against PyTorch's ``max_memory_allocated``;
+  the pools' reserved totals are shown too.  On the CPU, each framework runs
+  two steps in a fresh process (this command again, with ``--memory-probe``)
+  and we report its peak resident memory minus the resident memory after its
+  imports: parameters, gradients, optimizer state, batch and the step's
+  temporaries.  How each is read: ``machine.py``.
+* ``--compare torch`` (PyTorch is optional; ``torch_twin.py`` is the one module
+  that imports it): the same network is built with ``torch.nn`` from our
+  weights.  Before any timing, both run in eval mode, where dropout is the
+  identity: the logits must agree in the benchmark's dtype, and logits and
+  every gradient in float64 (``torch_twin.check_outputs`` gives the tolerances
+  and why).  Then the two frameworks' steps alternate, ours, theirs, theirs,
+  ours..., so that noise from other programs falls on both, and the ratio
+  tinyalexnet / PyTorch is printed.
 * **other programs' load**: the report says how busy other programs kept the
   CPUs while timing (Linux); above 5% the numbers are not to be trusted.
+* **NaN checks**: a step is timed as training runs it, with every layer's
+  NaN/inf input check on NumPy and without on CuPy
+  (``backend.check_finite_default``); ``--check-finite on|off`` overrides.
 
 NumPy's matrix products run in OpenBLAS, which picks its kernels for the CPU it
 detects; the environment variable ``OPENBLAS_CORETYPE`` overrides that choice.
@@ -53,36 +54,24 @@ TF32 and the option changes nothing.
 """
 import argparse
 import datetime
-import gc
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
-from collections import OrderedDict
 
-from . import backend
+from . import backend, machine
 from .backend import numpy as np
 from .errors import TinyAlexNetError
-from .layers import (Conv2d, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool2d, ReLU,
-                     SoftmaxCrossEntropy, ZeroPad2d)
-from .models import MODELS, get_model
+from .layers import Conv2d, SoftmaxCrossEntropy
+from .models import MODELS, get_model, model_name
 from .optim import SGD
-
-# Agreement demanded of PyTorch, as max|ours - theirs| / max|theirs| per tensor
-# (see check_outputs).  float32 sums taken in another order differ by ~1e-6.
-TOLERANCE = {"float32": {"output": 1e-4},
-             "float64": {"output": 1e-10, "grad": 1e-8}}
-# With TF32 on, each product rounds its operands to 11 significant bits (~5e-4), and
-# the two frameworks round different sums: 1e-2 still catches a wrong computation.
-TF32_OUTPUT_TOLERANCE = 1e-2
+from .torch_twin import TorchRunner, check_outputs
 
 
 def add_arguments(parser):
     """The options of ``bench``, added to an argparse parser."""
-    parser.add_argument("--model", choices=sorted(MODELS), default="alexnet32",
+    parser.add_argument("--model", type=model_name, choices=sorted(MODELS), default="alexnet32",
                         help="network to time (default: alexnet32)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per step (default: 64)")
     parser.add_argument("--backend", choices=backend.BACKENDS, default="numpy",
@@ -100,16 +89,18 @@ def add_arguments(parser):
                         help="extra instrumented steps for the per-layer times; 0 skips them")
     parser.add_argument("--cache-cols", choices=["on", "off"], default=None,
                         help="set Conv2d.cache_cols in every conv layer (default: the layers' own)")
-    parser.add_argument("--tf32", choices=["on", "off"], default="off",
-                        help="GPU: let float32 matrix products and convolutions use TF32 tensor "
-                             "cores, in both frameworks alike (default: off)")
     # Winograd (see layers/winograd.py and bench_conv.py)
     parser.add_argument("--conv", choices=["winograd", "im2col"], default=None,
                         help="3x3 stride-1 conv layers: Winograd F(2x2, 3x3) or im2col "
                              "(default: Conv2d.use_winograd)")
-    parser.add_argument("--check-finite", action="store_true",
-                        help="keep every layer's NaN/inf input check on (off by default: on the "
-                             "GPU each check waits for the device)")
+    parser.add_argument("--tf32", choices=["on", "off"], default="off",
+                        help="GPU: let float32 matrix products and convolutions use TF32 tensor "
+                             "cores, in both frameworks alike (default: off)")
+    parser.add_argument("--check-finite", nargs="?", const="on", choices=["on", "off"],
+                        default=None,
+                        help="every layer's NaN/inf input check (default: as training runs on "
+                             "the backend: on for numpy, off for cupy, where each check waits "
+                             "for the device)")
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the peak-memory measurement")
     parser.add_argument("--threads", type=int, default=None,
@@ -150,39 +141,6 @@ class Clock:
         return b - a
 
 
-class OtherLoad:
-    """How busy *other* programs kept the CPUs between ``start()`` and ``stop()``.
-
-    Linux only (``/proc/stat``): all CPUs' busy time minus this process's own,
-    as a fraction of the CPUs' capacity over the interval.  Two cores shared with
-    a busy neighbour make NumPy's two BLAS threads wait for each other, and a
-    step can take ten times as long; the report flags timings taken that way.
-    """
-
-    def _read(self):
-        try:
-            with open("/proc/stat") as f:
-                fields = [int(v) for v in f.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        # user, nice, system, irq, softirq, steal (a hypervisor's other guests count too)
-        busy = sum(fields[i] for i in (0, 1, 2, 5, 6, 7) if i < len(fields))
-        own = os.times()
-        return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system, time.perf_counter()
-
-    def start(self):
-        self.begin = self._read()
-        return self
-
-    def stop(self):
-        end = self._read()
-        if self.begin is None or end is None:
-            return None
-        busy, own, wall = (b - a for a, b in zip(self.begin, end))
-        cpus = os.cpu_count() or 1
-        return max(0.0, (busy - own) / (wall * cpus))
-
-
 def _timed(step, sync):
     """Seconds one call of ``step`` takes, with the device drained before and after."""
     sync()
@@ -199,6 +157,14 @@ def _random_batch(args, input_shape, num_classes):
     x = rng.standard_normal((args.batch_size,) + tuple(input_shape)).astype(args.dtype)
     y = rng.integers(0, num_classes, args.batch_size)
     return x, y
+
+
+def check_finite(args):
+    """Are the per-layer NaN checks on?  ``--check-finite``, or else training's default
+    on this backend (``backend.check_finite_default``)."""
+    if args.check_finite is None:
+        return backend.check_finite_default(args.backend)
+    return args.check_finite in ("on", True)
 
 
 def _build_ours(args):
@@ -225,11 +191,11 @@ class OursRunner:
             for _, layer in self.model.named_modules():
                 if isinstance(layer, Conv2d):
                     layer.use_winograd = args.conv == "winograd"
-        # The NaN check reads a flag back from the device at every layer and in the
-        # loss: on the GPU a sync between forward and backward of every timed step.
-        # The training loop on the GPU reads the running loss every 50 steps instead.
-        self.model.set_check_finite(args.check_finite)
-        self.loss = SoftmaxCrossEntropy().set_check_finite(args.check_finite)
+        # The NaN checks as training has them on this backend, so that the step timed
+        # is the step trained (on the GPU each check would wait for the device).
+        self.check_finite = check_finite(args)
+        self.model.set_check_finite(self.check_finite)
+        self.loss = SoftmaxCrossEntropy().set_check_finite(self.check_finite)
         self.optimizer = SGD(self.model, lr=0.01, momentum=0.9, weight_decay=5e-4)
         x, self.y = _random_batch(args, self.model.input_shape, self.num_classes)
         self.x = backend.to_backend(x, args.backend)   # the batch moves to the device once
@@ -296,262 +262,59 @@ class OursRunner:
 
     def peak_memory_gpu(self):
         """(peak bytes in use from the CuPy pool during one step, bytes the pool holds)."""
-        pool = self.xp.get_default_memory_pool()
         self.sync()
-
-        class PeakHook(self.xp.cuda.MemoryHook):
-            name = "tinyalexnet-bench-peak"
-
-            def __init__(self, in_use):
-                super().__init__()
-                self.in_use = self.peak = in_use
-
-            def malloc_postprocess(self, **kw):
-                self.in_use += kw["mem_size"]
-                self.peak = max(self.peak, self.in_use)
-
-            def free_postprocess(self, **kw):
-                self.in_use -= kw["mem_size"]
-
-        hook = PeakHook(pool.used_bytes())
-        with hook:
-            self.step()
-            self.sync()
-        return hook.peak, pool.total_bytes()
+        return machine.cupy_pool_peak(self.xp, lambda: (self.step(), self.sync()))
 
 
-class TorchRunner:
-    """The same network, weights, batch and update rule in PyTorch."""
 
-    name = "PyTorch"
-
-    def __init__(self, args, ours_model, threads):
-        try:
-            import torch
-        except ImportError as err:
-            raise TinyAlexNetError(f"bench: --compare torch needs PyTorch, which is not "
-                                   f"installed here ({err}); tinyalexnet itself does not") from None
-        self.torch = torch
-        torch.manual_seed(args.seed)
-        if threads:
-            torch.set_num_threads(threads)
-        if args.backend == "cupy":
-            if not torch.cuda.is_available():
-                raise TinyAlexNetError("bench: --compare torch with --backend cupy needs a "
-                                       "PyTorch built with CUDA; this one sees no GPU")
-            self.device = torch.device("cuda")
-            torch.backends.cudnn.benchmark = True     # cuDNN at its best: it picks its fastest kernels
-            tf32 = args.tf32 == "on"                  # cuDNN's default is True: set it, both ways
-            torch.backends.cuda.matmul.allow_tf32 = tf32
-            torch.backends.cudnn.allow_tf32 = tf32
-        else:
-            self.device = torch.device("cpu")
-        dtype = getattr(torch, args.dtype)
-        self.model = to_torch(ours_model, torch).to(device=self.device, dtype=dtype)
-        self.model.train()
-        self.loss = torch.nn.CrossEntropyLoss()
-        # torch's SGD folds lr in differently from the paper's rule; for a constant lr
-        # the two give the same steps (see optim/sgd.py).
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9,
-                                         weight_decay=5e-4)
-        x, y = _random_batch(args, ours_model.input_shape,
-                             ours_model.output_shape(ours_model.input_shape)[0])
-        self.x = torch.from_numpy(x).to(self.device)
-        self.y = torch.from_numpy(y).to(self.device)
-
-    def sync(self):
-        if self.device.type == "cuda":
-            self.torch.cuda.synchronize()
-
-    def step(self):
-        self.optimizer.zero_grad()
-        self.loss(self.model(self.x), self.y).backward()
-        self.optimizer.step()
-
-    def eval_pass(self, dtype, n):
-        torch = self.torch
-        own = next(self.model.parameters()).dtype
-        self.model.to(dtype=getattr(torch, dtype))
-        self.model.eval()
-        self.optimizer.zero_grad()
-        logits = self.model(self.x[:n].to(getattr(torch, dtype)))
-        loss = self.loss(logits, self.y[:n])
-        loss.backward()
-        grads = {name: p.grad.detach().cpu().numpy() for name, p in self.model.named_parameters()}
-        self.optimizer.zero_grad()
-        self.model.train()
-        self.model.to(dtype=own)
-        return logits.detach().cpu().numpy(), float(loss.detach()), grads
-
-    def peak_memory_gpu(self):
-        torch = self.torch
-        self.sync()
-        torch.cuda.reset_peak_memory_stats()
-        self.step()
-        self.sync()
-        return torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
-
-
-def to_torch(model, torch):
-    """A ``torch.nn.Sequential`` with the same layers, names and weights as ``model``."""
-    nn = torch.nn
-    modules = []
-    for name, layer in model.layers.items():
-        if isinstance(layer, Conv2d):
-            m = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
-                          stride=layer.stride, padding=layer.padding, groups=layer.groups)
-        elif isinstance(layer, ReLU):
-            m = nn.ReLU(inplace=True)          # as torchvision's AlexNet
-        elif isinstance(layer, LocalResponseNorm):
-            # PyTorch divides alpha by size; the paper (and we) do not.
-            m = nn.LocalResponseNorm(layer.size, alpha=layer.alpha * layer.size,
-                                     beta=layer.beta, k=layer.k)
-        elif isinstance(layer, MaxPool2d):
-            m = nn.MaxPool2d(layer.kernel_size, layer.stride)
-        elif isinstance(layer, ZeroPad2d):
-            m = nn.ZeroPad2d(layer.padding)
-        elif isinstance(layer, Flatten):
-            m = nn.Flatten()
-        elif isinstance(layer, Linear):
-            m = nn.Linear(layer.in_features, layer.out_features)
-        elif isinstance(layer, Dropout):
-            m = nn.Dropout(layer.p)
-        else:
-            raise TinyAlexNetError(f"bench: no PyTorch equivalent known for layer {name!r} "
-                                   f"({type(layer).__name__})")
-        modules.append((name, m))
-    net = nn.Sequential(OrderedDict(modules))
-    # Our layouts are PyTorch's, so the arrays copy over unchanged, name for name
-    # (in our dtype, so that nothing is rounded on the way).
-    state = {name: torch.from_numpy(backend.as_numpy(p)) for name, p in model.state_dict().items()}
-    net.to(dtype=next(iter(state.values())).dtype)
-    net.load_state_dict(state)
-    return net
-
-
-# ---------------------------------------------------------------------------- environment
-def blas_info():
-    """A line naming NumPy's BLAS, its kernel and its threads (threadpoolctl if present)."""
-    coretype = os.environ.get("OPENBLAS_CORETYPE")
-    env = f"OPENBLAS_CORETYPE={coretype}" if coretype else "OPENBLAS_CORETYPE unset"
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return None, f"NumPy BLAS: unknown (install threadpoolctl to see it); {env}"
-    for info in threadpool_info():
-        if info.get("user_api") == "blas":
-            kernel = info.get("architecture") or "?"
-            text = (f"NumPy BLAS: {info.get('internal_api')} {info.get('version')}, "
-                    f"kernel {kernel}, {info.get('num_threads')} threads; {env}")
-            return info.get("num_threads"), text
-    return None, f"NumPy BLAS: not found by threadpoolctl; {env}"
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def device_line(args, threads):
-    if args.backend == "cupy":
-        info = backend.device_info("cupy")
-        return (f"GPU {info['GPU']}, {info['memory']}; CUDA {info['CUDA']}; CuPy {info['CuPy']}, "
-                f"NumPy {info['NumPy']}")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"CPU {cpu_name()}, {cores} cores available, {threads or '?'} BLAS threads"
+def _torch_runner(args, model, num_classes, threads):
+    """``model``'s twin in PyTorch (see torch_twin.py), on the same batch as ours."""
+    return TorchRunner(model, *_random_batch(args, model.input_shape, num_classes),
+                       device="cuda" if args.backend == "cupy" else "cpu", dtype=args.dtype,
+                       threads=threads, tf32=args.tf32 == "on", seed=args.seed)
 
 
 # ---------------------------------------------------------------------------- CPU memory
-def _rss_bytes():
-    """Resident memory of this process now (Linux), or None."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
-        return None
+# Options that do not change what one step holds in memory; every other option of
+# add_arguments reaches the memory probe as it was given (see _probe_argv).
+NOT_FOR_THE_PROBE = {"steps", "warmup", "layer_steps", "compare", "json", "no_memory",
+                     "memory_probe", "threads"}
 
 
-def _peak_rss_bytes():
-    """The most resident memory this process has held.
-
-    Linux: VmHWM, the high-water mark of this process's own address space.  (Not
-    ``ru_maxrss``: after fork + exec it also counts what the *parent* held at the
-    fork, here the benchmark with PyTorch loaded.)  Elsewhere: ``ru_maxrss``.
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024   # macOS: bytes, Linux: KiB
-
-
-def _reset_peak_rss():
-    """Start VmHWM afresh from the current resident size (Linux 4.0+); False if we cannot."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+def _probe_argv(args, framework, threads):
+    """The command line that re-runs this benchmark as a memory probe of ``framework``."""
+    argv = ["-m", "tinyalexnet.bench", "--memory-probe", framework]
+    for action in add_arguments(argparse.ArgumentParser())._actions:
+        value = getattr(args, action.dest, None)
+        if (not action.option_strings or action.dest in NOT_FOR_THE_PROBE
+                or value is None or value == action.default):
+            continue
+        option = action.option_strings[-1]
+        argv += [option] if action.nargs == 0 else [option, str(value)]
+    if threads:
+        argv += ["--threads", str(threads)]
+    return argv
 
 
 def _memory_probe(args):
-    """Run in a fresh process: two steps of one framework, print its memory as JSON."""
+    """In the fresh process: build one framework, run two steps, print its memory as JSON."""
     if args.memory_probe == "torch":
         import torch  # noqa: F401  (the library's own footprint is not the step's)
-    before = _rss_bytes()
+    before = machine.rss_bytes()
     if args.memory_probe == "torch":
-        model, _ = _build_ours(args)          # the weights to copy, then dropped
-        runner = TorchRunner(args, model, args.threads)
+        model, num_classes = _build_ours(args)          # the weights to copy, then dropped
+        runner = _torch_runner(args, model, num_classes, args.threads)
         del model
     else:
         runner = OursRunner(args)
-    gc.collect()
-    _reset_peak_rss()                         # forget the building, count the steps
-    for _ in range(2):
-        runner.step()
-    print(json.dumps({"rss_before": before, "peak_rss": _peak_rss_bytes()}))
+    machine.report_peak_rss(runner.step, before)
     return 0
 
 
 def cpu_peak_memory(args, framework, threads):
     """Peak resident bytes of two training steps of ``framework`` in a fresh process,
     above what the process held after its imports; None where that cannot be read."""
-    cmd = [sys.executable, "-m", "tinyalexnet.bench", "--memory-probe", framework,
-           "--model", args.model, "--batch-size", str(args.batch_size), "--dtype", args.dtype,
-           "--seed", str(args.seed)]
-    if args.cache_cols is not None:
-        cmd += ["--cache-cols", args.cache_cols]
-    if args.conv is not None:                                        # Winograd: --conv
-        cmd += ["--conv", args.conv]
-    if args.check_finite:
-        cmd += ["--check-finite"]
-    if args.num_classes is not None:
-        cmd += ["--num-classes", str(args.num_classes)]
-    if threads:
-        cmd += ["--threads", str(threads)]
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        raise TinyAlexNetError(f"bench: the memory probe for {framework} failed: "
-                               f"{done.stderr.strip().splitlines()[-1:] or done.returncode}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    if result["rss_before"] is None:
-        return None
-    return result["peak_rss"] - result["rss_before"]
+    return machine.peak_rss_in_fresh_process(_probe_argv(args, framework, threads), framework)
 
 
 # ---------------------------------------------------------------------------- the command
@@ -563,48 +326,6 @@ def _check_args(args):
     if args.warmup < 0 or args.layer_steps < 0:
         raise TinyAlexNetError(f"bench: --warmup and --layer-steps must be 0 or more, "
                                f"got {args.warmup} and {args.layer_steps}")
-
-
-def _rel_error(a, b):
-    """max |a - b| / max |b|: how far ours is from PyTorch's, relative to its size."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
-
-
-def check_outputs(ours, theirs, dtype, n=8, tf32=False):
-    """Does PyTorch compute what we compute?  Returns (ok, numbers, report lines).
-
-    In eval mode (dropout is the identity), with the same weights and images:
-    the logits and loss of the whole batch in the benchmark's dtype, then logits,
-    loss and every gradient in float64 on the first ``n`` images.  Gradients are
-    compared in float64 because in float32 a pre-activation within rounding of a
-    ReLU's kink, or two near-equal values in a max-pool window, can route a
-    gradient differently in the two frameworks: a legitimate difference of up to
-    ~1e-2 that says nothing about correctness.  In float64 both agree to ~1e-14.
-    """
-    batch = ours.x.shape[0]
-    o_logits, o_loss, _ = ours.eval_pass(dtype, batch)
-    t_logits, t_loss, _ = theirs.eval_pass(dtype, batch)
-    tol = TF32_OUTPUT_TOLERANCE if tf32 and dtype == "float32" else TOLERANCE[dtype]["output"]
-    out_err = max(_rel_error(o_logits, t_logits), abs(o_loss - t_loss) / max(abs(t_loss), 1e-30))
-    o64 = ours.eval_pass("float64", n)
-    t64 = theirs.eval_pass("float64", n)
-    tol64 = TOLERANCE["float64"]
-    out64 = max(_rel_error(o64[0], t64[0]), abs(o64[1] - t64[1]) / max(abs(t64[1]), 1e-30))
-    grad_errs = {name: _rel_error(o64[2][name], t64[2][name]) for name in o64[2]}
-    worst = max(grad_errs, key=grad_errs.get)
-    ok = out_err <= tol and out64 <= tol64["output"] and grad_errs[worst] <= tol64["grad"]
-    lines = ["output check, eval mode (error = max|ours - PyTorch| / max|PyTorch|):",
-             f"  {dtype} logits and loss, batch {batch}: {out_err:.1e} (tolerance {tol:.0e}"
-             f"{', TF32' if tol == TF32_OUTPUT_TOLERANCE else ''})",
-             f"  float64 logits and loss, {min(n, batch)} images: {out64:.1e} "
-             f"(tolerance {tol64['output']:.0e})",
-             f"  float64 gradients: worst {grad_errs[worst]:.1e} in {worst} "
-             f"(tolerance {tol64['grad']:.0e})",
-             f"  {'agree' if ok else 'DISAGREE: the timings below compare different computations'}"]
-    numbers = {"output_error": out_err, "output_error_float64": out64,
-               "grad_error_float64": grad_errs[worst], "grad_worst": worst, "ok": ok}
-    return ok, numbers, lines
 
 
 def _mib(n):
@@ -619,24 +340,23 @@ def run(args):
     gpu = args.backend == "cupy"
     if gpu:
         backend.set_tf32(args.tf32 == "on")       # before the first product is timed
-    blas_threads, blas_line = blas_info()
-    threads = args.threads or blas_threads or (
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    blas_threads, blas_line = machine.blas_info()
+    threads = args.threads or blas_threads or machine.cores_available()
     ours = OursRunner(args)
     runners = [ours]
     results = {"date": datetime.date.today().isoformat(), "model": args.model,
                "batch_size": args.batch_size, "backend": args.backend, "dtype": args.dtype,
                "steps": args.steps, "warmup": args.warmup,
-               "device": device_line(args, blas_threads), "blas": blas_line}
+               "device": machine.device_line(args.backend, blas_threads), "blas": blas_line}
     print(f"tinyalexnet bench: model {args.model}, batch {args.batch_size}, {args.dtype}, "
           f"backend {args.backend}, {args.steps} timed steps after {args.warmup} warm-up")
     print(f"device: {results['device']}")
     convs = [layer for _, layer in ours.model.named_modules() if isinstance(layer, Conv2d)]
     cached = sum(layer.cache_cols for layer in convs)
     results["cache_cols"] = f"{cached}/{len(convs)}"
-    results["check_finite"] = args.check_finite
+    results["check_finite"] = ours.check_finite
     print(f"settings: im2col cols kept for backward in {cached} of {len(convs)} conv layers "
-          f"(Conv2d.cache_cols), per-layer NaN checks {'on' if args.check_finite else 'off'}")
+          f"(Conv2d.cache_cols), per-layer NaN checks {'on' if ours.check_finite else 'off'}")
     winograd = sum(layer.winograd_applies() for layer in convs)      # Winograd: --conv
     results["winograd_layers"] = f"{winograd}/{len(convs)}"
     print(f"          Winograd F(2x2, 3x3) in {winograd} of {len(convs)} conv layers "
@@ -646,7 +366,7 @@ def run(args):
     ok = True
     results["tf32"] = {"tinyalexnet": "on" if backend.tf32_enabled() else "off"} if gpu else "n/a"
     if args.compare == "torch":
-        theirs = TorchRunner(args, ours.model, threads)
+        theirs = _torch_runner(args, ours.model, ours.num_classes, threads)
         runners.append(theirs)
         torch = theirs.torch
         results["torch"] = f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads"
@@ -671,7 +391,7 @@ def run(args):
             r.step()
         r.sync()
     times = {r.name: [] for r in runners}
-    load = OtherLoad().start()
+    load = machine.OtherLoad().start()
     for i in range(args.steps):
         for r in (runners if i % 2 == 0 else runners[::-1]):
             times[r.name].append(_timed(r.step, r.sync))
@@ -728,7 +448,7 @@ def run(args):
         print(f"other programs kept the CPUs {100 * other_load:.0f}% busy while timing{note}")
 
     if args.layer_steps:
-        load = OtherLoad().start()
+        load = machine.OtherLoad().start()
         rows = ours.layer_times(args.layer_steps)
         layer_load = load.stop()
         total = sum(f + b for _, _, f, b in rows)

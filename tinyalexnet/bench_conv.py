@@ -26,15 +26,16 @@ import sys
 
 from . import backend
 from .backend import numpy as np
-from .bench import OtherLoad, OursRunner, _timed, blas_info, device_line
+from .bench import OursRunner, _timed
+from .machine import OtherLoad, blas_info, device_line
 from .errors import TinyAlexNetError
 from .layers import Conv2d
 from .layers.winograd import multiplications
-from .models import MODELS, get_model
+from .models import MODELS, get_model, model_name
 
 
 def add_arguments(parser):
-    parser.add_argument("--model", choices=sorted(MODELS), default="alexnet32",
+    parser.add_argument("--model", type=model_name, choices=sorted(MODELS), default="alexnet32",
                         help="network whose 3x3 layers are measured (default: alexnet32)")
     parser.add_argument("--batch-size", type=int, default=64, help="images (default: 64)")
     parser.add_argument("--backend", choices=backend.BACKENDS, default="numpy",
@@ -118,7 +119,7 @@ def measure_step(args):
     """Whole training steps with Conv2d.use_winograd off and on, alternating."""
     ns = argparse.Namespace(model=args.model, batch_size=args.batch_size, backend=args.backend,
                             dtype="float32", num_classes=None, seed=args.seed,
-                            cache_cols=None, check_finite=False)
+                            cache_cols=None, conv=None, check_finite="off")
     runners = {}
     for key, flag in (("im2col", False), ("winograd", True)):
         r = OursRunner(ns)
@@ -158,7 +159,7 @@ def run(args):
               if layer.kernel_size == (3, 3) and layer.stride == 1]
     print(f"Winograd F(2x2, 3x3) vs im2col: {args.model}, batch {args.batch_size}, float32, "
           f"backend {args.backend}, {args.repeats} alternating pairs")
-    print(f"device: {device_line(argparse.Namespace(backend=args.backend), threads)}")
+    print(f"device: {device_line(args.backend, threads)}")
     if args.backend == "numpy":
         print(blas)
     if not layers:

@@ -27,13 +27,14 @@ at the end); 2, with the one-line reason, when the backend cannot be used.
 import copy
 import time
 
-from . import backend, bench
+from . import backend, machine
 from .backend import numpy as np
 from .errors import TinyAlexNetError
 from .gradcheck import check_layer, check_loss
 from .layers import (Conv2d, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool2d, ReLU,
                      SoftmaxCrossEntropy, Tanh, ZeroPad2d)
 from .models import MODELS, get_model
+from .models import model_name as canonical_name
 from .optim import SGD, Adam, fused
 
 LINEAR = (1e-3, 1e-9)   # (step h, bound): layers linear around the point checked
@@ -50,8 +51,9 @@ SMOOTH = (1e-6, 1e-7)   # tanh, LRN, softmax: the O(h^2) error of a central diff
 # what a real mistake gives (a wrong index, scale or race: 1e-2 and more).  TF32
 # (~3 significant digits) would not pass: it is switched off while checking.
 STEP_BOUND = {"output": 1e-4, "gradient": 1e-3}
-STEP_BATCH = {"small": 8, "alexnet32": 8, "alexnet": 2}
-SPEED = {"numpy": ("small", 64, 1, 3), "cupy": ("alexnet", 128, 3, 10)}  # model, batch, warm-up, steps
+STEP_BATCH = {"alexnet_small": 8, "alexnet32": 8, "alexnet": 2}
+# model, batch, warm-up steps, timed steps of the speed line
+SPEED = {"numpy": ("alexnet_small", 64, 1, 3), "cupy": ("alexnet", 128, 3, 10)}
 
 
 def add_arguments(parser):
@@ -59,8 +61,9 @@ def add_arguments(parser):
                         help="numpy (CPU) or cupy (CUDA GPU) (default: numpy)")
     parser.add_argument("--models", default=",".join(STEP_BATCH),
                         help=f"models to step, comma-separated (default: {','.join(STEP_BATCH)})")
-    parser.add_argument("--speed-model", choices=sorted(MODELS), default=None,
-                        help="model of the speed line (default: small on numpy, alexnet on cupy)")
+    parser.add_argument("--speed-model", type=canonical_name, choices=sorted(MODELS), default=None,
+                        help="model of the speed line (default: alexnet_small on numpy, alexnet "
+                             "on cupy)")
     parser.add_argument("--speed-batch", type=int, default=None,
                         help="batch of the speed line (default: 64 on numpy, 128 on cupy)")
     return parser
@@ -253,8 +256,9 @@ def images_per_second(name, model_name, batch, warmup, steps):
     in between, so on a GPU the host queues step after step as in training."""
     xp = backend.get_backend(name)
     model = get_model(model_name, seed=0).to(name)
-    model.set_check_finite(False)
-    loss_fn = SoftmaxCrossEntropy().set_check_finite(False)
+    checks = backend.check_finite_default(name)       # the NaN checks as training has them
+    model.set_check_finite(checks)
+    loss_fn = SoftmaxCrossEntropy().set_check_finite(checks)
     optimizer = SGD(model, lr=0.01, momentum=0.9, weight_decay=5e-4)
     rng = np.random.default_rng(2)
     x = backend.to_backend(rng.standard_normal((batch,) + model.input_shape)
@@ -278,7 +282,7 @@ def images_per_second(name, model_name, batch, warmup, steps):
 
 # ---------------------------------------------------------------------------- the command
 def run(args):
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    models = [canonical_name(m.strip()) for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         raise TinyAlexNetError(f"check: unknown model {unknown[0]!r} in --models: expected "
@@ -293,8 +297,8 @@ def run(args):
     for what, text in backend.device_info(name).items():
         print(f"  {what}: {text}")
     if name == "numpy":
-        print(f"  CPU: {bench.cpu_name()}")
-        print(f"  {bench.blas_info()[1]}")
+        print(f"  CPU: {machine.cpu_name()}")
+        print(f"  {machine.blas_info()[1]}")
     tf32_before = None
     if name == "cupy":
         # TF32 would round the float32 products to ~3 digits: the step comparison would

@@ -14,30 +14,64 @@ Arrays are stored as arrays; everything else is JSON in a 0-d unicode array,
 so the file is read with ``np.load(..., allow_pickle=False)``: opening a
 checkpoint can never run code hidden in it.
 
-Writes are atomic: the file is written as ``name.tmp`` in the same folder,
-flushed to disk (``fsync``), then renamed over the old one (``os.replace``).
-A run that dies half way through a save leaves the previous checkpoint as it
-was, never a file cut in half.
+Writes are atomic (``runfolder.write_atomic``): the file is written under a
+unique temporary name in the same folder, flushed to disk (``fsync``), then
+renamed over the old one (``os.replace``).  A run that dies half way through a
+save leaves the previous checkpoint as it was, never a file cut in half.
+
+Reads trust nothing.  Before any array's data is read, every member of the
+archive is checked from its ``.npy`` header alone: a known name, a float dtype
+(the metadata: one unicode string), and a claimed size equal to the bytes the
+member really holds, so an edited header cannot make ``load`` allocate more
+than the file's own size.  Then the metadata's fields are checked for type and
+range (a learning rate must be a positive finite number, ...), the optimizer's
+state must be complete, and every weight finite.  Anything else is a one-line
+CheckpointError naming the file.
 """
 import json
+import math
+import numbers
 import os
+import re
+import stat
 import zipfile
 
 from . import backend
 from .backend import numpy as np
-from .errors import CheckpointError
-from .models import MODELS, get_model
+from .errors import CheckpointError, NonFiniteError
+from .models import MODELS, get_model, model_name
+from .runfolder import write_atomic
 
 FORMAT = "tinyalexnet-checkpoint"
 VERSION = 1
 
+# The members a checkpoint may hold; anything else is refused unread.
+MEMBER = re.compile(r"(meta|model/[A-Za-z0-9_.]+|optim/[A-Za-z0-9_]+/[A-Za-z0-9_.]+)\.npy")
+WEIGHT_DTYPES = ("float32", "float64")
+MAX_META_BYTES = 64 * 2 ** 20          # the JSON record; a 1,000-epoch history is ~0.2 MB
 
-def save(path, model, meta, optimizer=None):
+# Ranges of the optimizers' numbers (the optimizers' own constructor checks).
+HYPER_RANGES = {
+    "lr": (lambda v: v > 0, "> 0"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "weight_decay": (lambda v: v >= 0, ">= 0"),
+    "beta1": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "beta2": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "eps": (lambda v: v > 0, "> 0"),
+}
+
+
+def save(path, model, meta, optimizer=None, finite=False):
     """Write ``model``'s weights, ``optimizer``'s state and ``meta`` (a JSON-able dict) to ``path``.
 
     ``meta`` should say which model this is (see :func:`model_meta`); the
     optimizer's numbers (learning rate, step count) are added to it here.
     Arrays on the GPU are copied to the host.  Returns ``path``.
+
+    ``finite=True`` (what training uses): a NaN or infinite array raises
+    NonFiniteError and nothing is written, since a diverged state must never
+    replace a good checkpoint (:func:`load` refuses such files anyway).  The
+    check runs on the host copies, so it costs the GPU no extra read.
     """
     arrays = {f"model/{name}": backend.as_numpy(p) for name, p in model.state_dict().items()}
     meta = dict(meta, format=FORMAT, version=VERSION)
@@ -46,40 +80,17 @@ def save(path, model, meta, optimizer=None):
         arrays.update({f"optim/{key}": backend.as_numpy(a) for key, a in sd["state"].items()})
         meta["optimizer"] = {"name": type(optimizer).__name__, "hyper": sd["hyper"],
                              "steps": sd["steps"]}
+    for key, a in arrays.items() if finite else ():
+        if not np.isfinite(a).all():
+            raise NonFiniteError(f"{key} holds NaN or infinite values; {path} not written")
     arrays["meta"] = np.array(json.dumps(meta))
     atomic_savez(path, arrays)
     return path
 
 
 def atomic_savez(path, arrays):
-    """``np.savez(path, **arrays)``, all or nothing: temporary file, fsync, rename."""
-    path = os.fspath(path)
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)   # atomic on POSIX and Windows
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_dir(os.path.dirname(path) or ".")
-
-
-def _fsync_dir(folder):
-    """Make the rename itself durable (POSIX); harmless where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """``np.savez(path, **arrays)``, all or nothing (see ``runfolder.write_atomic``)."""
+    write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
 class Checkpoint:
@@ -96,7 +107,7 @@ class Checkpoint:
         return self.meta.get(key, default)
 
     def describe(self):
-        """``"'small' (10 classes, input 1x32x32)"``: how messages name the model inside."""
+        """``"'alexnet_small' (10 classes, input 1x32x32)"``: how messages name the model."""
         return describe_model(self.meta)
 
     # -------------------------------------------------------------- restoring
@@ -104,21 +115,24 @@ class Checkpoint:
         """Raise a one-line CheckpointError unless this checkpoint fits ``model``."""
         mine = model_meta(model, model_name or self.meta.get("model"))
         keys = ("model", "num_classes", "in_channels", "input_shape")
-        if any(mine[k] != self.meta.get(k) for k in keys):
+        differ = [k for k in keys if mine[k] != self.meta.get(k)]
+        if differ:
             raise CheckpointError(f"{self.path}: checkpoint holds {describe_model(self.meta)}, "
-                                  f"not {describe_model(mine)}")
+                                  f"not {describe_model(mine)} ({', '.join(differ)} differ)")
+        # The metadata names this very model, so a mismatch below is in the file itself.
         own = model.state_dict()
+        damaged = (f"{self.path}: the weights do not fit {describe_model(self.meta)}, the model "
+                   f"its metadata names (edited or damaged file)")
         if set(own) != set(self.weights):
             missing = sorted(set(own) - set(self.weights))
             extra = sorted(set(self.weights) - set(own))
-            raise CheckpointError(f"{self.path}: weights do not match the model (missing "
-                                  f"{missing[:3] or 'none'}, unexpected {extra[:3] or 'none'})")
+            raise CheckpointError(f"{damaged}: missing {missing[:3] or 'none'}, unexpected "
+                                  f"{extra[:3] or 'none'}")
         for name, p in own.items():
             if tuple(self.weights[name].shape) != tuple(p.shape):
-                raise CheckpointError(f"{self.path}: {name} has shape "
-                                      f"{tuple(self.weights[name].shape)} in the checkpoint but "
-                                      f"{tuple(p.shape)} in the model; it belongs to "
-                                      f"{describe_model(self.meta)}")
+                raise CheckpointError(f"{damaged}: {name} has shape "
+                                      f"{tuple(self.weights[name].shape)}, expected "
+                                      f"{tuple(p.shape)}")
 
     def load_model(self, model, model_name=None):
         """Copy the weights and dropout counters into ``model`` (after :meth:`check_model`)."""
@@ -130,64 +144,345 @@ class Checkpoint:
         return model
 
     def load_optimizer(self, optimizer):
-        """Restore an optimizer of the same kind: its numbers and its state arrays."""
+        """Restore an optimizer of the same kind: its numbers and its complete state arrays."""
         saved = self.meta.get("optimizer")
         if saved is None:
             raise CheckpointError(f"{self.path}: the checkpoint holds no optimizer state")
         if saved["name"] != type(optimizer).__name__:
             raise CheckpointError(f"{self.path}: optimizer state is for {saved['name']}, "
                                   f"not {type(optimizer).__name__}")
+        names = set(optimizer.hyperparameters())
+        if set(saved["hyper"]) != names:
+            raise CheckpointError(f"{self.path}: {saved['name']}'s numbers are "
+                                  f"{sorted(saved['hyper'])}, expected {sorted(names)}")
+        # Once a step was taken every parameter has every slot; a missing one
+        # would silently restart it from zero and the resumed run would differ.
+        expected = {f"{slot}/{name}" for slot in optimizer.slots
+                    for name, _, _ in optimizer.model.named_parameters()}
+        if saved["steps"] > 0 and set(self.optim_state) != expected:
+            missing = sorted(expected - set(self.optim_state))
+            extra = sorted(set(self.optim_state) - expected)
+            raise CheckpointError(f"{self.path}: the optimizer state is incomplete after "
+                                  f"{saved['steps']} steps (missing {missing[:3] or 'none'}, "
+                                  f"unexpected {extra[:3] or 'none'})")
         optimizer.load_state_dict({"hyper": saved["hyper"], "steps": saved["steps"],
                                    "state": self.optim_state})
         return optimizer
 
 
-def load(path):
-    """Read a checkpoint written by :func:`save`; any damage is a one-line CheckpointError."""
+def checkpoint_path(path):
+    """The checkpoint file ``path`` names (a run folder: its last.npz), if it is a regular file."""
     path = os.fspath(path)
     if os.path.isdir(path):
         path = os.path.join(path, "last.npz")
-    if not os.path.isfile(path):     # only regular files: reading a FIFO would wait forever
-        raise CheckpointError(f"{path}: no such checkpoint file" if not os.path.exists(path) else
-                              f"{path}: not a regular file (a FIFO, device or socket); expected "
-                              "a .npz checkpoint")
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint file") from None
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot be read ({err.strerror or err})") from None
+    if not stat.S_ISREG(mode):       # a FIFO or a device would block or never end
+        raise CheckpointError(f"{path}: not a regular file (a FIFO, device or socket); "
+                              "expected a .npz checkpoint")
+    return path
+
+
+def load(path):
+    """Read a checkpoint written by :func:`save`; any damage is a one-line CheckpointError."""
+    path = checkpoint_path(path)
     with open(path, "rb") as f:
         head = f.read(4)
-    if head != b"PK\x03\x04":    # every .npz is a zip archive (np.load would try pickle)
-        what = ("the file is empty: cut short or corrupt" if not head
-                else "not an .npz archive: another kind of file, or corrupt")
-        raise CheckpointError(f"{path}: not a readable checkpoint ({what})")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as err:
-        raise CheckpointError(f"{path}: not a readable checkpoint (cut short or corrupt: "
-                              f"{str(err).splitlines()[0] if str(err) else type(err).__name__})"
-                              ) from None
-    if "meta" not in arrays or arrays["meta"].dtype.kind != "U" or arrays["meta"].ndim != 0:
+        if head != b"PK\x03\x04":    # every .npz is a zip archive (np.load would try pickle)
+            what = ("the file is empty: cut short or corrupt" if not head
+                    else "not an .npz archive: another kind of file, or corrupt")
+            raise CheckpointError(f"{path}: not a readable checkpoint ({what})")
+        f.seek(0)
+        with _reading(path):
+            with zipfile.ZipFile(f) as z:
+                members = _check_members(path, z, os.fstat(f.fileno()).st_size)
+                meta = _read_meta(path, z, members.pop("meta", None))
+                arrays = {key: _read_array(z, info) for key, (info, _, _) in members.items()}
+    weights = {k[len("model/"):]: a for k, a in arrays.items() if k.startswith("model/")}
+    optim = {k[len("optim/"):]: a for k, a in arrays.items() if k.startswith("optim/")}
+    if not weights:
+        raise CheckpointError(f"{path}: the checkpoint holds no weights")
+    for key, a in arrays.items():
+        if not np.isfinite(a).all():
+            raise CheckpointError(f"{path}: {key} holds NaN or infinite values (the run had "
+                                  f"diverged when it was saved, or the file was edited)")
+    return Checkpoint(path, meta, weights, optim)
+
+
+def read_meta(path):
+    """Only the metadata of the checkpoint at ``path`` (cheap: no array is read)."""
+    path = checkpoint_path(path)
+    with open(path, "rb") as f, _reading(path), zipfile.ZipFile(f) as z:
+        members = _check_members(path, z, os.fstat(f.fileno()).st_size)
+        return _read_meta(path, z, members.get("meta"))
+
+
+class _reading:
+    """Turn what a damaged archive raises while it is read into one CheckpointError line."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, tb):
+        if isinstance(err, (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError,
+                            ValueError, KeyError, NotImplementedError)) and \
+                not isinstance(err, CheckpointError):
+            text = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise CheckpointError(f"{self.path}: not a readable checkpoint (cut short or "
+                                  f"corrupt: {text})") from None
+        return False
+
+
+def _check_members(path, z, file_size):
+    """{key: (zipinfo, shape, dtype)} for every member, from the ``.npy`` headers alone."""
+    infos = z.infolist()
+    names = [i.filename for i in infos]
+    if "meta.npy" not in names:
+        raise CheckpointError(f"{path}: not a tinyalexnet checkpoint (no 'meta' record)")
+    if len(set(names)) != len(names):
+        raise CheckpointError(f"{path}: the archive holds a member twice (edited file)")
+    if sum(i.compress_size for i in infos) > file_size:
+        raise CheckpointError(f"{path}: not a readable checkpoint (cut short or corrupt: its "
+                              f"members claim more bytes than the file has)")
+    members = {}
+    for info in infos:
+        if not MEMBER.fullmatch(info.filename):
+            raise CheckpointError(f"{path}: unexpected member {info.filename!r} (a checkpoint "
+                                  f"holds only meta, model/... and optim/... arrays)")
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise CheckpointError(f"{path}: member {info.filename!r} is compressed; "
+                                  f"checkpoints are stored uncompressed (np.savez)")
+        key = info.filename[:-len(".npy")]
+        with z.open(info) as fp:
+            version = np.lib.format.read_magic(fp)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
+            else:
+                raise CheckpointError(f"{path}: {key} has .npy format version {version}, "
+                                      f"expected 1.0 or 2.0")
+            data_bytes = info.file_size - fp.tell()
+        if key == "meta":
+            ok = dtype.kind == "U" and shape == () and dtype.itemsize <= MAX_META_BYTES
+            expected = f"one unicode string of at most {MAX_META_BYTES} bytes"
+        else:
+            ok = dtype.name in WEIGHT_DTYPES and not dtype.hasobject
+            expected = " or ".join(WEIGHT_DTYPES)
+        if not ok:
+            why = "; object arrays need pickle, which is never loaded" if dtype.hasobject else ""
+            raise CheckpointError(f"{path}: not a readable checkpoint ({key} is {dtype} {shape}, "
+                                  f"expected {expected}{why})")
+        claimed = math.prod(shape) * dtype.itemsize
+        if claimed != data_bytes:
+            raise CheckpointError(f"{path}: {key} claims shape {shape} ({claimed:,} bytes) but "
+                                  f"holds {data_bytes:,} bytes (edited or damaged file)")
+        members[key] = (info, shape, dtype)
+    for key, (_, shape, _) in members.items():
+        if key.startswith("optim/"):
+            weight = "model/" + key.split("/", 2)[2]
+            if weight not in members or members[weight][1] != shape:
+                raise CheckpointError(f"{path}: optimizer state {key} {shape} has no weight "
+                                      f"of that shape (edited or damaged file)")
+    return members
+
+
+def _read_array(z, info):
+    with z.open(info) as fp:
+        a = np.lib.format.read_array(fp, allow_pickle=False)
+        fp.read()                # to the end, so the zip's CRC-32 is checked
+    return a
+
+
+def _read_meta(path, z, member):
+    if member is None:
         raise CheckpointError(f"{path}: not a tinyalexnet checkpoint (no 'meta' record)")
     try:
-        meta = json.loads(str(arrays.pop("meta")))
+        meta = json.loads(str(_read_array(z, member[0])))
     except ValueError as err:
         raise CheckpointError(f"{path}: the checkpoint's metadata is damaged ({err})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a tinyalexnet checkpoint (format "
                               f"{meta.get('format') if isinstance(meta, dict) else None!r})")
-    if meta.get("version", 0) > VERSION:
+    version = meta.get("version", 0)
+    if not _is_int(version):
+        raise CheckpointError(f"{path}: the checkpoint's format version {version!r} is not a "
+                              f"number")
+    if version > VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {meta['version']} is newer "
                               f"than this tinyalexnet understands ({VERSION}); upgrade tinyalexnet")
-    weights = {k[len("model/"):]: a for k, a in arrays.items() if k.startswith("model/")}
-    optim = {k[len("optim/"):]: a for k, a in arrays.items() if k.startswith("optim/")}
-    if not weights:
-        raise CheckpointError(f"{path}: the checkpoint holds no weights")
-    return Checkpoint(path, meta, weights, optim)
+    check_meta(path, meta)
+    meta["model"] = model_name(meta["model"])    # an earlier version's name ("small") too
+    return meta
+
+
+# --------------------------------------------------------------------- the metadata
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v):
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _real(v):
+    """A number, infinities allowed (a plateau schedule starts from best = inf), NaN not."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and not math.isnan(v)
+
+
+def _count(v):
+    return _is_int(v) and v >= 0
+
+
+def _optional(check):
+    return lambda v: v is None or check(v)
+
+
+def _list_of(check):
+    return lambda v: isinstance(v, list) and all(check(x) for x in v)
+
+
+def _dict_of(check):
+    return lambda v: isinstance(v, dict) and all(isinstance(k, str) and check(x)
+                                                 for k, x in v.items())
+
+
+_fraction = lambda v: _is_number(v) and 0 <= v <= 1                       # noqa: E731
+_history_value = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+MAX_SIDE = 2 ** 16
+
+
+def _shape_ok(v):
+    return isinstance(v, list) and len(v) == 3 and all(_is_int(d) and 1 <= d <= MAX_SIDE
+                                                       for d in v)
+
+
+def _pipeline_ok(p):
+    """The input pipeline's record: shapes, per-channel mean and std, PCA lighting."""
+    if not (isinstance(p, dict) and _shape_ok(p.get("source_shape"))
+            and _shape_ok(p.get("input_shape"))):
+        return False
+    channels = p["source_shape"][0]
+    for key in ("mean", "std"):
+        if not (_list_of(_is_number)(p.get(key)) and len(p[key]) == channels):
+            return False
+    if not all(s > 0 for s in p["std"]):
+        return False
+    if not all(isinstance(p.get(k, False), bool) for k in ("augment", "flip", "lighting")):
+        return False
+    canvas = p.get("canvas")
+    if canvas is not None and not (isinstance(canvas, list) and len(canvas) == 2
+                                   and all(_is_int(d) for d in canvas)):
+        return False
+    pca = p.get("pca")
+    if pca is not None:
+        vectors = pca.get("eigvec") if isinstance(pca, dict) else None
+        if not (_list_of(_is_number)(pca.get("eigval") if isinstance(pca, dict) else None)
+                and len(pca["eigval"]) == 3 and isinstance(vectors, list) and len(vectors) == 3
+                and all(_list_of(_is_number)(row) and len(row) == 3 for row in vectors)):
+            return False
+    return True
+
+
+def _config_ok(c):
+    """The run's settings: plain values (the trainer checks each one's range on resume)."""
+    scalar = lambda v: v is None or isinstance(v, (bool, int, float, str))   # noqa: E731
+    return (_dict_of(scalar)(c) and isinstance(c.get("dataset", ""), str)
+            and isinstance(c.get("data_dir") or "", str))
+
+
+# field: (check, what it must be).  Fields missing from the file are None.
+META_FIELDS = {
+    "model": (lambda v: isinstance(v, str), "a model name"),
+    "num_classes": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "in_channels": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "input_shape": (lambda v: isinstance(v, list) and len(v) == 3
+                    and all(_is_int(d) and d >= 1 for d in v), "[channels, height, width]"),
+    "classes": (_optional(_list_of(lambda c: isinstance(c, str))), "a list of class names"),
+    "epoch": (_optional(_count), "a count"),
+    "step": (_optional(_count), "a count"),
+    "global_step": (_optional(_count), "a count"),
+    "steps_per_epoch": (_optional(_count), "a count"),
+    "best_epoch": (_optional(_count), "a count"),
+    "best_error": (_optional(_fraction), "a number in [0, 1]"),
+    "config": (_optional(_config_ok), "a dict of settings"),
+    "pipeline": (_optional(_pipeline_ok), "an input pipeline's shapes, mean and std"),
+    "scheduler": (_optional(_dict_of(_real)), "a dict of numbers"),
+    "extra_state": (_optional(_dict_of(_dict_of(_count))), "a dict of per-layer counters"),
+    "history": (_optional(_list_of(_dict_of(_history_value))), "a list of per-epoch records"),
+    "partial": (_optional(_dict_of(_is_number)), "a dict of numbers"),
+    "optimizer": (_optional(lambda v: isinstance(v, dict) and set(v) == {"name", "hyper", "steps"}
+                            and isinstance(v["name"], str) and _count(v["steps"])
+                            and _dict_of(_is_number)(v["hyper"])),
+                  "{name, hyper: {numbers}, steps}"),
+    "run_id": (_optional(lambda v: isinstance(v, str)), "a string"),
+    "changes": (_optional(_list_of(lambda v: isinstance(v, dict))), "a list of records"),
+    "branched_from": (_optional(lambda v: isinstance(v, dict)), "a dict"),
+}
+
+
+def check_meta(path, meta):
+    """Raise a one-line CheckpointError for a metadata field of the wrong type or range."""
+    for field, (ok, expected) in META_FIELDS.items():
+        value = meta.get(field)
+        if field in ("model", "num_classes", "in_channels", "input_shape") or value is not None:
+            if not ok(value):
+                raise CheckpointError(f"{path}: the checkpoint's {field!r} is "
+                                      f"{_short(value)}, expected {expected} (edited or "
+                                      f"damaged file)")
+    if meta["input_shape"][0] != meta["in_channels"]:
+        raise CheckpointError(f"{path}: the checkpoint's input_shape {meta['input_shape']} "
+                              f"disagrees with its in_channels {meta['in_channels']}")
+    if meta.get("classes") is not None and len(meta["classes"]) != meta["num_classes"]:
+        raise CheckpointError(f"{path}: the checkpoint names {len(meta['classes'])} classes "
+                              f"but its model has {meta['num_classes']}")
+    for name, value in ((meta.get("optimizer") or {}).get("hyper") or {}).items():
+        ok, expected = HYPER_RANGES.get(name, (None, None))
+        if ok is None:
+            raise CheckpointError(f"{path}: unknown optimizer number {name!r}")
+        if not ok(value):
+            raise CheckpointError(f"{path}: the optimizer's {name} is {value!r}, expected "
+                                  f"{expected} (edited or damaged file)")
+
+
+def _short(value, width=60):
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def check_classes(ck, classes, source):
+    """Refuse data whose class names differ from the ones ``ck``'s model learned (in order).
+
+    ``source`` names the data in the message (a data set name or folder).
+    Checkpoints that stored no names are only checked by count elsewhere.
+    """
+    mine, theirs = ck.get("classes"), list(classes)
+    if mine is None or list(mine) == theirs:
+        return
+    raise CheckpointError(f"{source} has classes {_names(theirs)} but {ck.path} was trained on "
+                          f"{_names(mine)}: a model's outputs mean the classes it was trained "
+                          f"on, in that order")
+
+
+def _names(classes, most=12):
+    shown = ", ".join(repr(c) for c in classes[:most])
+    more = f", ... ({len(classes)} in all)" if len(classes) > most else ""
+    return f"[{shown}{more}]"
 
 
 def model_meta(model, name):
     """What identifies a model in a checkpoint: its name, classes, channels and input shape."""
     input_shape = list(getattr(model, "input_shape", ()))
     fc = [p for n, p in model.state_dict().items() if n.endswith("weight")]
-    return {"model": name, "num_classes": int(fc[-1].shape[0]) if fc else None,
+    return {"model": model_name(name), "num_classes": int(fc[-1].shape[0]) if fc else None,
             "in_channels": int(input_shape[0]) if input_shape else None,
             "input_shape": input_shape}
 

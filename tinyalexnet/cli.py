@@ -1,6 +1,6 @@
 """The command line: ``python -m tinyalexnet COMMAND ...``.
 
-    train      train a model (no arguments: the small model on the embedded data, CPU)
+    train      train a model (no arguments: alexnet_small on the embedded data, CPU)
     evaluate   top-1/top-5 error of a checkpoint on a test set, confusion matrix
     predict    the top-5 classes of image files
     info       a model's layer table: shapes, parameters, multiply-adds
@@ -12,8 +12,9 @@ Each command is a pair of functions, ``add_<command>_arguments(parser)`` and
 
 Mistakes a user can make (a missing data set, a bad option value, a damaged
 checkpoint, a file that is not an image) print one line, ``error: ...``, and
-exit with code 2.  Ctrl-C during training saves and exits with 130.  Anything
-else is a bug and keeps its traceback.
+exit with code 2.  Ctrl-C (SIGINT) or SIGTERM during training saves and exits
+with 130 or 143 (see ``signals``).  Anything else is a bug and keeps its
+traceback.
 """
 import argparse
 import dataclasses
@@ -22,19 +23,24 @@ import math
 import os
 import sys
 
-from . import __version__, backend, bench, check, checkpoint, plots
+from . import __version__, backend, bench, check, checkpoint, plots, signals
 from .backend import numpy as np
+from .config import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig, make_config, recipe_name
 from .datasets import load_dataset
-from .datasets.folder import check_image_file, image_file_error, not_a_regular_file
+from .datasets.folder import (check_image_file, image_file_error, load_image_files,
+                              not_a_regular_file)
+from .datasets.split import limit_dataset
 from .errors import NonFiniteError, TinyAlexNetError
-from .models import MODELS, get_model
-from .train import (OPTIMIZERS, RECIPES, SCHEDULES, Interrupted, Trainer, TrainConfig,
-                    dataset_options, default_out_dir, evaluate, limit_dataset, log_softmax,
-                    make_config)
+from .metrics import evaluate, log_softmax
+from .models import MODELS, get_model, model_name
+from .runfolder import write_text_atomic
+from .stopping import Interrupted
+from .train import Trainer, dataset_options
 from .transforms import Pipeline
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130   # the shell's code for a program stopped by Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143    # ... and by SIGTERM (128 + 15)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -46,9 +52,10 @@ class ArgumentParser(argparse.ArgumentParser):
 
 # ----------------------------------------------------------------------------- train
 
-TRAIN_HELP = "train a model (no arguments: the small model on the embedded Fashion-MNIST subset)"
+TRAIN_HELP = ("train a model (no arguments: alexnet_small on the embedded Fashion-MNIST "
+              "subset)")
 # What may change when a run is resumed; everything else comes from its checkpoint.
-RESUMABLE = ("epochs", "backend", "data_dir", "download")
+RESUMABLE = ("epochs", "backend", "data_dir", "download", "lr")
 
 
 def add_train_arguments(p):
@@ -68,12 +75,14 @@ def add_train_arguments(p):
     g.add_argument("--lighting", action=argparse.BooleanOptionalAction, default=None,
                    help="PCA colour noise (colour data sets)")
     g = p.add_argument_group("model and optimisation")
-    g.add_argument("--recipe", choices=list(RECIPES),
+    g.add_argument("--recipe", type=recipe_name, choices=list(RECIPES),
                    help="preset settings: default (Adam 1e-3, batch 64, 6 epochs), paper (SGD "
                         "0.01, momentum 0.9, weight decay 5e-4, batch 128, lr /10 on plateau, "
-                        "augmentation), "
-                        "seed003 (Adam 1e-3, batch 64, 15 epochs); other options override it")
-    g.add_argument("--model", choices=list(MODELS), help=f"network (default {d.model})")
+                        "augmentation), adam15 (Adam 1e-3, batch 64, 15 epochs, no augmentation, "
+                        "as in a published PyTorch/TensorFlow CIFAR-10 comparison); other "
+                        "options override it")
+    g.add_argument("--model", type=model_name, choices=list(MODELS),
+                   help=f"network (default {d.model})")
     g.add_argument("--init", choices=["paper", "he"], help="weight initialisation")
     g.add_argument("--epochs", type=int, help="number of epochs (resume: train up to this many)")
     g.add_argument("--batch-size", type=int, help="images per step")
@@ -90,9 +99,11 @@ def add_train_arguments(p):
     g.add_argument("--backend", choices=list(backend.BACKENDS),
                    help="numpy (CPU, the default) or cupy (CUDA GPU)")
     g.add_argument("--out", help="folder for checkpoints, history and plots "
-                                 "(default runs/<model>-<dataset>-<n>)")
+                                 "(default runs/<model>-<dataset>-<n>); with --resume "
+                                 "CHECKPOINT: a new run there that starts from it")
     g.add_argument("--resume", nargs="?", const="", metavar="RUN",
-                   help="continue the run in folder RUN (or checkpoint file; default --out)")
+                   help="continue the run in folder RUN (or from a checkpoint file; default "
+                        "--out); --epochs, --lr, --backend and --data-dir may change")
     g.add_argument("--log-every", type=int,
                    help="steps between reads of the running loss on a GPU (default 50)")
     g.add_argument("--ten-crop", action="store_true",
@@ -116,8 +127,11 @@ def run_train(args):
         if refused:
             raise TinyAlexNetError(
                 f"--{refused[0].replace('_', '-')} cannot change when resuming: the run keeps "
-                f"the settings in its checkpoint (only --epochs, --backend and --data-dir can)")
-        trainer = Trainer.resume(run, overrides=options, progress=args.progress)
+                f"the settings in its checkpoint (only --epochs, --lr, --backend and "
+                f"--data-dir can)")
+        # --out beside --resume RUN: a new run in --out that starts from RUN's checkpoint.
+        out = args.out if args.resume else None
+        trainer = Trainer.resume(run, overrides=options, progress=args.progress, out_dir=out)
         if trainer.epoch >= trainer.config.epochs:
             print(f"{trainer.out_dir}: all {trainer.config.epochs} epochs are done; "
                   f"pass --epochs N to train longer")
@@ -126,10 +140,10 @@ def run_train(args):
                   f"{trainer.step} of {trainer.steps_per_epoch}")
     else:
         config = make_config(args.recipe, **options)
-        out = args.out or default_out_dir(config.model, config.dataset)
-        trainer = Trainer(config, out, progress=args.progress)
-    trainer.fit()
-    return _report_test(trainer, args.ten_crop)
+        trainer = Trainer(config, args.out, progress=args.progress)
+    with trainer:                # the run folder is ours until the report is written
+        trainer.fit()
+        return _report_test(trainer, args.ten_crop)
 
 
 def _report_test(trainer, ten_crop):
@@ -137,8 +151,7 @@ def _report_test(trainer, ten_crop):
     confusion = result.pop("confusion")
     result.update(ten_crop=ten_crop, epochs=trainer.epoch, classes=trainer.classes,
                   confusion=confusion.tolist())
-    with open(trainer.path("test.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    write_text_atomic(trainer.path("test.json"), json.dumps(result, indent=1))
     plots.plot_confusion_matrix(confusion, trainer.classes, trainer.path("confusion_matrix.png"))
     print(f"test accuracy {100 * result['accuracy']:.2f}% (top-1 error "
           f"{100 * result['top1_error']:.2f}%, top-5 error {100 * result['top5_error']:.2f}%) on "
@@ -200,6 +213,7 @@ def run_evaluate(args):
         raise TinyAlexNetError(f"{name}: {len(dataset.classes)} classes of {dataset.channels}-"
                                f"channel images, but {ck.describe()} expects {ck['num_classes']} "
                                f"classes of {ck['in_channels']}-channel images")
+    checkpoint.check_classes(ck, dataset.classes, data_dir or name)
     result = evaluate(model, dataset, pipeline, args.batch_size, ten_crop=args.ten_crop,
                       progress=args.progress)
     if not math.isfinite(result["loss"]):
@@ -237,9 +251,9 @@ def _model_and_pipeline(ck, backend_name):
         raise TinyAlexNetError(f"{ck.path}: holds no input pipeline settings, so its images "
                                "cannot be prepared as in training")
     model = checkpoint.build_model(ck, backend_name)
-    # Per-layer NaN checks read a flag back at every layer: free on NumPy, a wait for
-    # the GPU per layer elsewhere.  evaluate and predict check their results instead.
-    model.set_check_finite(backend_name == "numpy")
+    # Per-layer NaN checks as in training (free on NumPy, a wait for the GPU per layer
+    # elsewhere); on the GPU evaluate and predict check their results instead.
+    model.set_check_finite(backend.check_finite_default(backend_name))
     return model, Pipeline.from_config(ck["pipeline"])
 
 
@@ -284,7 +298,7 @@ def run_predict(args):
     # and each batch's answers printed as soon as they are known.
     for start in range(0, len(args.images), args.batch_size):
         paths = args.images[start:start + args.batch_size]
-        x = pipeline(pipeline.load_files(paths), train=False, xp=xp)
+        x = pipeline(load_image_files(paths, pipeline.source_shape), train=False, xp=xp)
         probs = backend.as_numpy(xp.exp(log_softmax(model.forward(x))))
         for path, p in zip(paths, probs):
             if not np.isfinite(p).all():
@@ -319,7 +333,8 @@ MAX_INFO_CHANNELS = 1_000
 
 
 def add_info_arguments(p):
-    p.add_argument("model", choices=list(MODELS), help="small, alexnet32 or alexnet")
+    p.add_argument("model", type=model_name, choices=list(MODELS),
+                   help="alexnet_small, alexnet32 or alexnet")
     p.add_argument("--num-classes", type=int, help="output classes (default: 1000 for alexnet, "
                                                    "10 otherwise)")
     p.add_argument("--in-channels", type=int, default=3, help="1 for grey images (default 3)")
@@ -374,16 +389,18 @@ def build_parser():
 
 
 def main(argv=None):
-    """Run one command; returns the exit code (0 ok, 2 user error, 130 Ctrl-C)."""
+    """Run one command; returns the exit code (0 ok, 2 user error, 130 Ctrl-C, 143 SIGTERM)."""
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        with signals.raise_on_sigterm():     # SIGTERM stops a command as Ctrl-C does
+            return args.run(args)
     except Interrupted as stop:
         print(str(stop), file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return signals.exit_code(stop)
+    except KeyboardInterrupt as stop:
+        print("terminated" if signals.exit_code(stop) == EXIT_TERMINATED else "interrupted",
+              file=sys.stderr)
+        return signals.exit_code(stop)
     except TinyAlexNetError as err:
         print("error: " + " ".join(str(err).split("\n")), file=sys.stderr)
         return EXIT_USER_ERROR

@@ -11,15 +11,18 @@ class TinyAlexNetError(Exception):
 
 
 class ConfigError(TinyAlexNetError, ValueError):
-    """An invalid setting: an unknown model or init scheme, a learning rate <= 0, ..."""
+    """An invalid setting: an unknown model or init scheme, a learning rate <= 0, a layer's
+    kernel size 0 or dropout probability 1, ..."""
 
 
 class ShapeError(TinyAlexNetError, ValueError):
     """An array of the wrong rank, size, dtype or channel count reached a layer."""
 
 
-class NonFiniteError(ShapeError):
-    """NaN or infinity reached a layer (bad data, or training that diverged)."""
+class NonFiniteError(TinyAlexNetError, ValueError):
+    """NaN or infinity reached a layer (bad data, or training that diverged).
+
+    Not a ShapeError: the array had the right shape, its numbers were wrong."""
 
 
 class StateError(TinyAlexNetError, RuntimeError):
@@ -36,3 +39,14 @@ class DataError(TinyAlexNetError, ValueError):
 
 class CheckpointError(TinyAlexNetError, ValueError):
     """A checkpoint is missing, cut short, or belongs to another model."""
+
+
+class RunFolderError(TinyAlexNetError, OSError):
+    """A run folder cannot be claimed or written: in use by another run, read-only, full."""
+
+    def __init__(self, message, errno=None, strerror=None):
+        OSError.__init__(self, message)
+        self.errno, self.strerror = errno, strerror
+
+    def __str__(self):
+        return self.args[0]

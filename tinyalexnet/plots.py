@@ -8,7 +8,6 @@ never changes the global plotting backend.  Pass ``path`` to also write a PNG
 """
 import math
 import os
-import threading
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -16,6 +15,7 @@ from matplotlib.ticker import MaxNLocator
 from . import backend
 from .backend import numpy as np
 from .errors import ConfigError
+from .runfolder import write_atomic
 
 #: The picture formats a path may end in (matplotlib writes each without extra software).
 FORMATS = ("png", "pdf", "svg", "jpg", "jpeg", "webp", "tif", "tiff", "eps", "ps")
@@ -51,23 +51,15 @@ def _finish(fig, path):
 
 
 def save_figure(fig, path, dpi=100):
-    """Write ``fig`` to ``path`` all or nothing: a temporary file with a name of its own in
-    the same folder, then a rename, so a full disk or Ctrl-C never leaves half a picture
-    in place of the old one.  The format is the extension's (none: PNG, appended)."""
+    """Write ``fig`` to ``path`` all or nothing (``runfolder.write_atomic``: a temporary
+    file with a name of its own in the same folder, then a rename), so a full disk or
+    Ctrl-C never leaves half a picture in place of the old one.  The format is the
+    extension's (none: PNG, appended)."""
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower().lstrip(".")
     if not ext:
         ext, path = "png", path + ".png"
-    tmp = f"{path}.{os.getpid()}-{threading.get_ident()}.tmp"     # no other writer's name
-    try:
-        with open(tmp, "wb") as f:
-            fig.savefig(f, dpi=dpi, format=ext)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return write_atomic(path, lambda f: fig.savefig(f, dpi=dpi, format=ext))
 
 
 def plot_history(history, path=None):

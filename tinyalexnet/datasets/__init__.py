@@ -20,7 +20,7 @@ from ..errors import DataError
 from .base import ArrayDataset, batch_order, iterate_batches
 from .cifar10 import load_cifar10
 from .embedded import load_subset
-from .folder import ImageFolder, load_image_file
+from .folder import ImageFolder, load_image_file, load_image_files
 from .idx import FASHION_MNIST, MNIST, load_idx, read_idx
 
 DEFAULT_DATASET = "fashion-mnist-subset"
@@ -106,5 +106,5 @@ def load_dataset(name=DEFAULT_DATASET, split="train", data_dir=None, download=Fa
 
 
 __all__ = ["ArrayDataset", "batch_order", "iterate_batches", "DATASETS", "DEFAULT_DATASET",
-           "load_dataset", "describe", "load_image_file", "ImageFolder", "load_cifar10", "load_idx",
-           "read_idx", "load_subset", "FASHION_MNIST", "MNIST"]
+           "load_dataset", "describe", "load_image_file", "load_image_files", "ImageFolder",
+           "load_cifar10", "load_idx", "read_idx", "load_subset", "FASHION_MNIST", "MNIST"]

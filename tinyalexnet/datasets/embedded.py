@@ -4,7 +4,9 @@
 10 classes (6,000 + 1,000 grey 28x28 images, about 3 MB), stored in
 ``data/fashion-mnist-subset/`` as IDX .gz files with the official names, so
 the same reader as for the full data set loads it.  It makes the first run
-work with no download at all.
+work with no download at all.  ``pip install`` ships the same files inside
+the package, as ``tinyalexnet/data/fashion-mnist-subset/`` (pyproject.toml),
+so the first run works from any folder too.
 
 It is built from the official files by a fixed rule, so anyone can rebuild it
 and get the same images (see data/README.md)::
@@ -26,7 +28,8 @@ from .download import DATA_ROOT, md5_of_file
 from .idx import FASHION_MNIST, IdxSource, load_idx, read_bytes, write_idx
 
 NAME = "fashion-mnist-subset"
-SUBSET_DIR = DATA_ROOT / NAME
+SUBSET_DIR = DATA_ROOT / NAME                                   # the repository's data/
+INSTALLED_DIR = Path(__file__).resolve().parents[1] / "data" / NAME   # an installed package's
 PER_CLASS = {"train": 600, "test": 100}
 SEED = 0
 
@@ -46,15 +49,24 @@ SUBSET = IdxSource(
 
 def load_subset(split="train", data_dir=None):
     """The embedded subset's ``split`` as an ArrayDataset (never downloads anything)."""
-    folder = Path(data_dir) if data_dir is not None else SUBSET_DIR
     if split not in PER_CLASS:
         raise DataError(f"{NAME}: unknown split {split!r}, expected 'train' or 'test'")
+    folder = Path(data_dir) if data_dir is not None else _subset_dir(split)
     missing = [n for n in SUBSET.files(split) if not (folder / n).is_file()]
     if missing:
         raise DataError(f"{folder / missing[0]}: the embedded subset is missing; it ships in the "
-                        "repository's data/ folder (run from a git checkout, or set "
-                        "TINYALEXNET_DATA_ROOT to a copy of data/)")
+                        "repository's data/ folder and inside an installed package (reinstall "
+                        "with pip install, or set TINYALEXNET_DATA_ROOT to a copy of data/)")
     return load_idx(SUBSET, split, data_dir=folder)
+
+
+def _subset_dir(split):
+    """data/fashion-mnist-subset/ of a checkout (or under TINYALEXNET_DATA_ROOT), else the
+    copy installed inside the package; the checkout's when neither has the split's files."""
+    for folder in (SUBSET_DIR, INSTALLED_DIR):
+        if all((folder / name).is_file() for name in SUBSET.files(split)):
+            return folder
+    return SUBSET_DIR
 
 
 def select(labels, per_class, rng):

@@ -220,6 +220,18 @@ def load_image_file(path, channels=3, size=None):
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 
+def load_image_files(paths, shape):
+    """Image files as one uint8 batch (B, C, h, w), ``shape`` = (C, h, w).
+
+    Each file becomes grey (C = 1) or RGB (C = 3) and is scaled to cover (h, w),
+    then centre-cropped to it (``load_image_file``): how ``predict`` turns files
+    into the batch a checkpoint's pipeline expects (its ``source_shape``).
+    """
+    C, h, w = (int(v) for v in shape)
+    images = [load_image_file(p, C, (h, w)) for p in paths]
+    return np.stack(images) if images else np.zeros((0, C, h, w), np.uint8)
+
+
 class ImageFolder:
     """Labelled images from ``root/<class>/<file>``; decoded when a batch asks for them.
 

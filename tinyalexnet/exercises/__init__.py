@@ -15,7 +15,7 @@ then prints the relative errors, PASS or FAIL, and a hint on failure.
 * ``solutions.py`` -- the reference solutions (spoilers)
 * ``notebooks.py`` -- finding exercise cells in a notebook and filling in the solutions
 """
-from .checkers import (check_col2im, check_conv_backward, check_conv_forward,
+from .checkers import (check_adam_step, check_col2im, check_conv_backward, check_conv_forward,
                        check_conv_num_parameters, check_conv_output_size, check_dropout_backward,
                        check_dropout_forward, check_hflip, check_im2col, check_linear_backward,
                        check_linear_forward, check_lrn_backward, check_lrn_forward,

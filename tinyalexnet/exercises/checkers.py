@@ -14,15 +14,15 @@ It prints one row per comparison, PASS or FAIL, and a hint on failure (see
 from .. import backend as B
 from .. import rng as counter_rng
 from ..backend import numpy as np
-from ..gradcheck import numerical_gradient
+from ..gradcheck import numerical_gradient, rel_error
 from ..layers import (Conv2d, Dropout, Linear, LocalResponseNorm, MaxPool2d, ReLU,
                       SoftmaxCrossEntropy)
 from ..layers.im2col import col2im as ref_col2im, im2col as ref_im2col
 from ..layers.naive import conv2d_naive
 from ..layers.tanh import Tanh
-from ..optim import SGD
+from ..optim import SGD, Adam
 from ..transforms import crop as ref_crop
-from .report import Exercise
+from .report import Exercise, earlier_failures
 
 GRAD_BOUND = 1e-6   # learner's backward vs central differences, float64
 REF_BOUND = 1e-8    # learner's result vs the package's layer, float64
@@ -165,21 +165,69 @@ def check_im2col(im2col, backend="numpy"):
     return ex.finish()
 
 
+# Windows that do not overlap (stride >= kernel, with padding and a gap): every pixel is
+# in at most one column, so "=" and "+=" agree there, and a wrong result is an indexing bug.
+NO_OVERLAP_CASE = (2, 3, 7, 5, 3, 2, 3, 1)
+
+COL2IM_ADD_HINT = ("where windows overlap, a pixel was copied into several columns, so its "
+                   "gradient is the SUM of those entries: use += into the slice, not =.")
+COL2IM_INDEX_HINT = ("even where no windows overlap your result is wrong, so this is not about "
+                     "+=: it is where the values land.  Row (c, i, j) of cols belongs to kernel "
+                     "offset (i, j): cols.reshape(C, kh, kw, N, OH, OW)[:, i, j] goes into "
+                     "dx_pad[:, :, i:i+s*OH:s, j:j+s*OW:s] (i moves down the rows, j along "
+                     "the columns), transposed from (C, N, ...) to (N, C, ...); then crop "
+                     "dx_pad[:, :, padding:padding+H, padding:padding+W].")
+
+
+def _col2im_shift(got, dcols, x_shape, kh, kw, s, p):
+    """The (rows, columns) by which ``got`` is the right result shifted (a crop off by one)."""
+    N, C, H, W = x_shape
+    # dx_pad, before the crop: the same windows on the padded shape with padding 0
+    padded = ref_col2im(dcols, (N, C, H + 2 * p, W + 2 * p), kh, kw, s, 0)
+    for di in (-1, 0, 1):
+        for dj in (-1, 0, 1):
+            top, left = p + di, p + dj
+            if (di or dj) and 0 <= top and 0 <= left and top + H <= H + 2 * p \
+                    and left + W <= W + 2 * p \
+                    and rel_error(got, padded[:, :, top:top + H, left:left + W]) < REF_BOUND:
+                return di, dj
+    return None
+
+
 def check_col2im(col2im, backend="numpy"):
-    """Exercise 3.2: the adjoint of im2col, i.e. its backward pass."""
-    ex = Exercise("3.2", "col2im", hint="where windows overlap a pixel was copied into several "
-                  "columns, so its gradient is the SUM of those entries: use += into the slice, "
-                  "then crop the padding away.")
+    """Exercise 3.2: the adjoint of im2col, i.e. its backward pass.
+
+    The first case has windows that do not overlap: there a plain "=" would be right,
+    so a failure there is an indexing bug (a crop off by one, swapped kernel offsets),
+    and a failure only where windows overlap is an accumulation bug.  The hint says which.
+    """
+    ex = Exercise("3.2", "col2im", hint=COL2IM_ADD_HINT)
+    failed = {}          # case tag -> overlapping?
     with ex.attempt():
-        for k, (N, C, H, W, kh, kw, s, p) in enumerate(CONV_CASES):
+        for k, case in enumerate([NO_OVERLAP_CASE] + CONV_CASES):
+            N, C, H, W, kh, kw, s, p = case
             x = _rand((N, C, H, W), 40 + k, backend=backend)
             dcols = _rand(ref_im2col(x, kh, kw, s, p).shape, 50 + k, backend=backend)
+            overlap = kh > s or kw > s
+            tag = f"{kh}x{kw} s{s} p{p}" + ("" if overlap else " (no overlap)")
             got = col2im(dcols, x.shape, kh, kw, s, p)
-            tag = f"{kh}x{kw} s{s} p{p}"
             numeric = _numeric(lambda a: ref_im2col(a, kh, kw, s, p), x, dcols)
-            ex.compare(f"{tag} vs numerical gradient", got, numeric, GRAD_BOUND)
-            ex.compare(f"{tag} vs reference col2im", got,
-                       ref_col2im(dcols, x.shape, kh, kw, s, p))
+            ok = ex.compare(f"{tag} vs numerical gradient", got, numeric, GRAD_BOUND)
+            ok &= ex.compare(f"{tag} vs reference col2im", got,
+                             ref_col2im(dcols, x.shape, kh, kw, s, p))
+            if not ok:
+                failed[tag] = overlap
+                shift = None if overlap or not p else _col2im_shift(got, dcols, x.shape,
+                                                                    kh, kw, s, p)
+                if shift:
+                    ex.diagnose(f"your result is the right gradient moved by {shift[0]} "
+                                f"row(s) and {shift[1]} column(s): the crop is off by one. "
+                                "Keep dx_pad[:, :, padding:padding+H, padding:padding+W].")
+    if ex.result.attempted and not ex.result.passed and not ex.diagnoses:
+        if ex.result.problem or not all(failed.values()):
+            ex.diagnose(COL2IM_INDEX_HINT)     # wrong shape, a crash, or wrong without overlaps
+        elif failed:
+            ex.diagnose(COL2IM_ADD_HINT)       # right without overlaps, wrong with them
     return ex.finish()
 
 
@@ -191,8 +239,63 @@ def _conv(case, seed, backend):
     return x, layer
 
 
+# The learner's helpers from exercises 3.1 and 3.2, which their conv_forward and
+# conv_backward may call: (exercise, checker's name, how to call it on a case).
+_HELPERS = {
+    "im2col": ("3.1", "check_im2col",
+               lambda f, x, kh, kw, s, p: (f(x, kh, kw, s, p), ref_im2col(x, kh, kw, s, p))),
+    "col2im": ("3.2", "check_col2im",
+               lambda f, x, kh, kw, s, p: (
+                   f(ref_im2col(x, kh, kw, s, p), x.shape, kh, kw, s, p),
+                   ref_col2im(ref_im2col(x, kh, kw, s, p), x.shape, kh, kw, s, p))),
+}
+
+
+def _broken_helpers(function, backend):
+    """The learner's own im2col/col2im that ``function`` calls and that give wrong results.
+
+    A function defined in a notebook looks its helpers up by name in the notebook's
+    namespace (``function.__globals__``), so the ones it really calls are found there.
+    Returns ``[(name, exercise, what is wrong)]``; helpers that are right are left out.
+    """
+    broken = []
+    names = getattr(getattr(function, "__code__", None), "co_names", ())
+    namespace = getattr(function, "__globals__", {})
+    for name, (number, checker, call) in _HELPERS.items():
+        helper = namespace.get(name) if name in names else None
+        if not callable(helper) or helper in (ref_im2col, ref_col2im):
+            continue
+        try:
+            for k, (N, C, H, W, kh, kw, s, p) in enumerate([NO_OVERLAP_CASE] + CONV_CASES):
+                x = _rand((N, C, H, W), 190 + k, backend=backend)
+                got, want = call(helper, x, kh, kw, s, p)
+                if tuple(got.shape) != tuple(want.shape) or rel_error(got, want) > REF_BOUND:
+                    broken.append((name, number, f"wrong on {kh}x{kw} stride {s} pad {p}; "
+                                   f"{checker}({name}) shows where"))
+                    break
+        except NotImplementedError:
+            broken.append((name, number, "not written yet"))
+        except Exception as err:  # the helper crashed
+            broken.append((name, number, f"raises {type(err).__name__}: {err}"))
+    return broken
+
+
+def _blame_helpers(ex, function, backend):
+    """When a conv check failed because of the learner's im2col/col2im, say so."""
+    if ex.result.passed or not ex.result.attempted:
+        return
+    for name, number, what in _broken_helpers(function, backend):
+        ex.diagnose(f"{ex.result.name} calls your {name} from exercise {number}, and that "
+                    f"{name} is {what}.  Fix {name} first, run its cell again, then this "
+                    "check: the formula here may well be right.")
+
+
 def check_conv_forward(conv_forward, backend="numpy"):
-    """Exercise 3.3: convolution as im2col and one matrix product."""
+    """Exercise 3.3: convolution as im2col and one matrix product.
+
+    If it fails and ``conv_forward`` calls the learner's own ``im2col`` (exercise 3.1),
+    which is wrong, the report says so instead of repeating the formula.
+    """
     ex = Exercise("3.3", "conv_forward", hint="W.reshape(F, -1) @ im2col(x) gives (F, N*OH*OW); "
                   "add the bias per output channel, then reshape to (F, N, OH, OW) and move N to "
                   "the front.")
@@ -204,11 +307,16 @@ def check_conv_forward(conv_forward, backend="numpy"):
             got = conv_forward(x, W, b, s, p)
             ex.compare(f"case {k} vs conv2d_naive", got,
                        B.to_backend(conv2d_naive(x, W, b, s, p), backend))
+    _blame_helpers(ex, conv_forward, backend)
     return ex.finish()
 
 
 def check_conv_backward(conv_backward, backend="numpy"):
-    """Exercise 3.4: dx, dW, db of the convolution."""
+    """Exercise 3.4: dx, dW, db of the convolution.
+
+    If it fails and ``conv_backward`` calls the learner's own ``im2col`` or ``col2im``
+    (exercises 3.1, 3.2), which is wrong, the report says so instead of the formula.
+    """
     ex = Exercise("3.4", "conv_backward", hint="with dy = dout as (F, N*OH*OW) and "
                   "cols = im2col(x): "
                   "dW = dy @ cols.T, db = dout summed over (N, OH, OW), dx = col2im(W^T @ dy).")
@@ -231,6 +339,7 @@ def check_conv_backward(conv_backward, backend="numpy"):
             for name, g in zip(("dx", "dW", "db"), got):
                 ex.compare(f"case {k} {name} vs numerical", g, numeric[name], GRAD_BOUND)
                 ex.compare(f"case {k} {name} vs Conv2d", g, reference[name])
+    _blame_helpers(ex, conv_backward, backend)
     return ex.finish()
 
 
@@ -297,11 +406,32 @@ def check_maxpool_forward(maxpool_forward, backend="numpy"):
     return ex.finish()
 
 
+MAXPOOL_TIE_HINT = ("on a tie (two equal maxima in one window) only ONE position may get the "
+                    "window's dout: the first maximum in row-major window order (offsets (0, 0), "
+                    "(0, 1), ... (1, 0), ...), PyTorch's convention, which MaxPool2d follows. "
+                    "Keep a boolean array of the windows already served, and skip them at "
+                    "later offsets.")
+
+
+def _tied(shape, seed, backend):
+    """Small whole numbers: most windows hold their maximum more than once."""
+    x = np.random.default_rng(seed).integers(0, 3, shape).astype(np.float64)
+    return B.to_backend(x, backend)
+
+
 def check_maxpool_backward(maxpool_backward, backend="numpy"):
-    """Exercise 5.2: each dout goes to the position of its window's maximum."""
+    """Exercise 5.2: each dout goes to the position of its window's maximum.
+
+    Random normal inputs (no ties) are gradient-checked; then inputs full of ties are
+    compared with MaxPool2d.backward, which gives a tied window's gradient to its first
+    maximum in row-major order, as PyTorch does.  (At a tie the derivative is not
+    defined, so there is no numerical gradient to compare with; but every window's dout
+    must still go to exactly one pixel, so dx must sum to what dout sums to.)
+    """
     ex = Exercise("5.2", "maxpool_backward", hint="only the maximum of a window moved the output, "
                   "so it alone gets that window's dout; with overlapping windows (3x3, stride 2) a "
                   "pixel can win two windows: ADD the gradients (+=), do not overwrite.")
+    distinct_ok = True
     with ex.attempt():
         for n, (shape, k, s) in enumerate(POOL_CASES):
             # Random normal values have no ties, so the maximum of every window is
@@ -313,8 +443,19 @@ def check_maxpool_backward(maxpool_backward, backend="numpy"):
             reference = layer.backward(dout)
             numeric = _numeric(layer.forward, x, dout)
             got = maxpool_backward(dout, x.copy(), k, s)
-            ex.compare(f"{k}/{s} vs numerical gradient", got, numeric, GRAD_BOUND)
-            ex.compare(f"{k}/{s} vs MaxPool2d.backward", got, reference)
+            tag = f"{k}/{s} on {shape[2]}x{shape[3]}"
+            distinct_ok &= ex.compare(f"{tag} vs numerical gradient", got, numeric, GRAD_BOUND)
+            distinct_ok &= ex.compare(f"{tag} vs MaxPool2d.backward", got, reference)
+        for n, (shape, k, s) in enumerate(POOL_CASES):
+            x = _tied(shape, 125 + n, backend)
+            layer = MaxPool2d(k, s)
+            dout = _rand(layer.forward(x).shape, 128 + n, backend=backend)
+            got = maxpool_backward(dout, x.copy(), k, s)
+            ex.compare(f"{k}/{s} on {shape[2]}x{shape[3]}, ties, vs MaxPool2d.backward", got,
+                       layer.backward(dout),
+                       hint=MAXPOOL_TIE_HINT)
+    if distinct_ok and not ex.result.passed and ex.result.attempted and not ex.result.problem:
+        ex.diagnose(MAXPOOL_TIE_HINT)        # right without ties, wrong with them
     return ex.finish()
 
 
@@ -337,11 +478,31 @@ def check_lrn_forward(lrn_forward, backend="numpy"):
     return ex.finish()
 
 
+LRN_HINTS = [
+    # 1: where to look
+    "b[c] = a[c] / D[c]^beta, and a[j] appears in more than its own output: it is also inside "
+    "the sums D[c] of its neighbours c (|c - j| <= size//2).  Differentiate b[c] with respect "
+    "to a[j] for every such c, not only for c = j, and add up dout[c] times each.",
+    # 2: the formula
+    "dx[j] = dout[j] D[j]^-beta - 2 alpha beta a[j] * (sum over c with |c - j| <= size//2 of "
+    "dout[c] b[c] / D[c]); the sum is the same sliding channel window as the forward pass, "
+    "applied to dout * b / D.",
+]
+LRN_FIRST_TERM_HINT = ("you have the first term, dout[j] D[j]^-beta, and nothing else: a[j] "
+                       "is also inside the denominators D[c] of its neighbours c, so their "
+                       "outputs b[c] change with a[j] too.  What is d b[c] / d a[j] for c != j?")
+LRN_MORE = "Still stuck after a change? Run this check again for the next hint."
+
+
 def check_lrn_backward(lrn_backward, backend="numpy"):
-    """Exercise 5.4: LRN's backward, with the term every neighbour contributes."""
-    ex = Exercise("5.4", "lrn_backward", hint="a[j] appears in its own numerator AND in the "
-                  "denominators D[c] of its neighbours: dx[j] = dout[j] D[j]^-beta - 2 alpha beta "
-                  "a[j] * sum over c near j of dout[c] b[c] / D[c].")
+    """Exercise 5.4: LRN's backward, with the term every neighbour contributes.
+
+    The hints lead before they tell: the first failed check says where to look (and
+    recognises a backward pass that has only the first term); a second failed check
+    in the same session, with no pass in between, gives the formula.
+    """
+    ex = Exercise("5.4", "lrn_backward")
+    first_term_only = True
     with ex.attempt():
         for n, params in enumerate(LRN_CASES):
             x = _rand((2, 7, 3, 4), 140 + n, backend=backend) * 4
@@ -354,6 +515,15 @@ def check_lrn_backward(lrn_backward, backend="numpy"):
             tag = f"alpha {params['alpha']}"
             ex.compare(f"{tag} vs numerical gradient", got, numeric, GRAD_BOUND)
             ex.compare(f"{tag} vs LRN.backward", got, reference)
+            # the learner's dx against the first term alone: dout * D^-beta = dout * out / x
+            first_term_only &= rel_error(got, dout * out / x) <= REF_BOUND
+    if ex.result.attempted and not ex.result.passed:
+        if earlier_failures("5.4") >= 1:
+            ex.diagnose(LRN_HINTS[1])
+        elif first_term_only and not ex.result.problem:
+            ex.diagnose(LRN_FIRST_TERM_HINT + " " + LRN_MORE)
+        else:
+            ex.diagnose(LRN_HINTS[0] + " " + LRN_MORE)
     return ex.finish()
 
 
@@ -424,6 +594,40 @@ def check_sgd_step(sgd_step, backend="numpy"):
     return ex.finish()
 
 
+
+def check_adam_step(adam_step, backend="numpy"):
+    """Exercise 6.4: Adam's update with its bias correction, three steps, twice (the second
+    time with a large eps and small gradients, where eps's place in the formula shows).
+    The results of steps 1 and 3 are compared with ``optim.Adam``."""
+    ex = Exercise("6.4", "adam_step", hint="t counts the steps from 1: divide m by 1 - beta1**t "
+                  "and v by 1 - beta2**t before using them, take the square root of v_hat and "
+                  "add eps after it; keep m and v themselves uncorrected for the next step. "
+                  "Return (w, m, v).")
+    xp = B.get_backend(backend)
+    with ex.attempt():
+        for case, (scale, eps) in enumerate(((1.0, 1e-8), (1e-3, 1e-3))):
+            layer = _layer(Linear(4, 3, rng=6 + case), backend)
+            opt = Adam(layer, lr=0.01, betas=(0.9, 0.999), eps=eps)
+            w = layer.params["weight"].copy()
+            m, v = xp.zeros_like(w), xp.zeros_like(w)
+            for t in range(1, 4):
+                g = _rand(w.shape, 180 + 10 * case + t, backend=backend) * scale
+                layer.grads["weight"][...] = g
+                layer.grads["bias"][...] = 0
+                opt.step()
+                result = adam_step(w, g, m, v, t, 0.01, 0.9, 0.999, eps)
+                if not isinstance(result, (tuple, list)) or len(result) != 3:
+                    ex.result.problem = "adam_step must return three arrays: (new w, new m, new v)"
+                    return ex.finish()
+                w, m, v = result
+                if t == 2:
+                    continue                  # steps 1 and 3 are reported
+                label = f"eps {eps:g}, step {t}"
+                ex.compare(f"w after {label} vs optim.Adam", w, layer.params["weight"])
+                ex.compare(f"m after {label} vs optim.Adam", m, opt.state["m"]["weight"])
+                ex.compare(f"v after {label} vs optim.Adam", v, opt.state["v"]["weight"])
+    return ex.finish()
+
 # ---------------------------------------------------------------- lesson 7
 # (in, out, kernel, stride, padding, groups, input size): AlexNet's five convolutions
 ALEXNET_CONVS = [(3, 96, 11, 4, 0, 1, 227), (96, 256, 5, 1, 2, 2, 27), (256, 384, 3, 1, 1, 1, 13),
@@ -478,24 +682,45 @@ def check_hflip(hflip, backend="numpy"):
 
 # ---------------------------------------------------------------- lesson 9
 def check_topk_accuracy(topk_accuracy, backend="numpy"):
-    """Exercise 9.1: the fraction of images whose true class is among the k highest scores."""
+    """Exercise 9.1: the fraction of images whose true class is among the k highest scores.
+
+    Counted exactly as the training loop's ``topk_correct``: ties count against the
+    prediction.  So the check has tied scores too, down to the whole row tied.
+    """
     from ..train import topk_correct      # the training loop's own count
-    ex = Exercise("9.1", "topk_accuracy", hint="per row, the true class is in the top k when "
-                  "fewer than k scores are above its own score; average that over the rows.")
+    tie_hint = ("a tie counts against the prediction, as in the trainer's topk_correct: the "
+                "true class is in the top k when at most k scores (its own included) are AT "
+                "LEAST as high as its own, i.e. (logits >= true).sum(axis=1) <= k.  Scores "
+                "[.4, .4, .4] with label 0 are not top-1 (accuracy 0) but are top-3.")
+    ex = Exercise("9.1", "topk_accuracy", hint="per row, count the scores at least as high as "
+                  "the true class's own (it counts itself): the class is in the top k when that "
+                  "count is at most k; average that over the rows.")
     xp = B.get_backend(backend)
-    scores = _rand((97, 10), 91, backend=backend)           # distinct values: no ties
+    distinct = _rand((97, 10), 91, backend=backend)                  # no ties
+    tied = B.to_backend(np.random.default_rng(93).integers(0, 4, (97, 10)).astype(np.float64),
+                        backend)                                     # many ties
     labels = xp.asarray(np.random.default_rng(92).integers(0, 10, 97))
+    distinct_ok = True
     with ex.attempt():
-        for k in (1, 2, 5, 10):
-            want = np.asarray(float(B.as_numpy(topk_correct(scores, labels, (k,))[0])) / 97)
-            ex.compare(f"top-{k} on 97 images, 10 classes", _number(topk_accuracy(scores,
-                       labels, k)), want, bound=1e-12)
+        for scores, what in ((distinct, "distinct scores"), (tied, "tied scores")):
+            for k in (1, 2, 5, 10):
+                want = np.asarray(float(B.as_numpy(topk_correct(scores, labels, (k,))[0])) / 97)
+                ok = ex.compare(f"top-{k}, 97 images, {what}", _number(topk_accuracy(
+                    scores, labels, k)), want, bound=1e-12,
+                    hint=tie_hint if what == "tied scores" else "")
+                distinct_ok &= ok or what == "tied scores"
         # one confident, right answer and one wrong one: top-1 accuracy 1/2
         easy = xp.asarray(np.array([[0.0, 9.0, 1.0], [5.0, 1.0, 2.0]]))
         ex.compare("[[0, 9, 1], [5, 1, 2]], labels [1, 2]: top-1", _number(
             topk_accuracy(easy, xp.asarray(np.array([1, 2])), 1)), np.asarray(0.5), bound=1e-12)
+        # a network that says the same for every class is never right at top-1
+        flat, zero = xp.asarray(np.array([[0.4, 0.4, 0.4]])), xp.asarray(np.array([0]))
+        for k, want in ((1, 0.0), (3, 1.0)):
+            ex.compare(f"[[.4, .4, .4]], label 0: top-{k}", _number(topk_accuracy(flat, zero, k)),
+                       np.asarray(want), bound=1e-12, hint=tie_hint)
+    if distinct_ok and ex.result.attempted and not ex.result.passed and not ex.result.problem:
+        ex.diagnose(tie_hint)                  # right without ties, wrong with them
     return ex.finish()
-
 
 
 # ---------------------------------------------------------------- lesson 13

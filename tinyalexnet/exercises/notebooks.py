@@ -41,8 +41,12 @@ def solution_source(names):
     if missing:
         raise KeyError(f"no reference solution named {', '.join(missing)} in "
                        "tinyalexnet/exercises/solutions.py")
-    parts = [inspect.getsource(getattr(solutions, n)).rstrip() for n in names]
-    return "# Reference solution (tinyalexnet/exercises/solutions.py)\n" + "\n\n\n".join(parts)
+    functions = [getattr(solutions, n) for n in names]
+    # Where each function lives: solutions.py itself, or the layer code it imports.
+    files = dict.fromkeys("tinyalexnet/" + f.__module__.split(".", 1)[1].replace(".", "/") + ".py"
+                          for f in functions)
+    parts = [inspect.getsource(f).rstrip() for f in functions]
+    return (f"# Reference solution ({', '.join(files)})\n" + "\n\n\n".join(parts))
 
 
 def fill_solutions(nb):

@@ -11,7 +11,15 @@ A checker builds small float64 inputs, calls the learner's function inside
 
 ``finish`` prints the report (each relative error, ok or FAIL, a hint when
 something failed) and returns an :class:`ExerciseResult`, which is truthy when
-the exercise passed.  A function that still raises ``NotImplementedError`` is
+the exercise passed.
+
+Hints.  A failed row adds the hint given to its ``compare``; the exercise's
+general hint comes last.  A checker that can tell *which* mistake was made
+calls ``ex.diagnose(hint)`` instead: that hint leads and replaces the general
+one, so that a learner is not sent after a bug they do not have.  Hints that
+lead rather than tell can be given in steps: ``earlier_failures(number)``
+counts the failed checks of an exercise since it last passed, and the checker
+shows more on each new failure.  A function that still raises ``NotImplementedError`` is
 reported as "not attempted yet" and the notebook carries on, so a learner can
 run a lesson top to bottom before doing its exercises.
 
@@ -45,6 +53,15 @@ def set_strict(flag=True):
 def results():
     """All exercise results of this session, oldest first."""
     return list(_results)
+
+
+def earlier_failures(number):
+    """How many checks of exercise ``number`` failed in this session since it last passed."""
+    count = 0
+    for r in _results:
+        if r.number == number and r.attempted:
+            count = 0 if r.passed else count + 1
+    return count
 
 
 def results_json():
@@ -121,6 +138,7 @@ class Exercise:
     def __init__(self, number, name, hint=""):
         self.result = ExerciseResult(number, name)
         self.hint = hint
+        self.diagnoses = []     # hints for the mistake the checker recognised, first
 
     @contextmanager
     def attempt(self):
@@ -159,16 +177,22 @@ class Exercise:
         return row.ok
 
     def _fail_hint(self, hint):
-        for h in (hint, self.hint):
-            if h and h not in self.result.hints:
-                self.result.hints.append(h)
+        if hint and hint not in self.result.hints:
+            self.result.hints.append(hint)
+
+    def diagnose(self, hint):
+        """The checker knows which mistake this is: ``hint`` leads and the general hint goes."""
+        if hint in self.result.hints:
+            self.result.hints.remove(hint)
+        self.result.hints.insert(len(self.diagnoses), hint)
+        self.diagnoses.append(hint)
 
     def finish(self):
         """Print the report, record the result, and raise in strict mode if it failed."""
         if self.result.attempted and not self.result.rows and not self.result.problem:
             self.result.problem = "nothing was compared"
         if not self.result.passed and self.hint and self.hint not in self.result.hints \
-                and self.result.attempted:
+                and self.result.attempted and not self.diagnoses:
             self.result.hints.append(self.hint)
         print(self.result.report())
         _results.append(self.result)

@@ -1,12 +1,23 @@
 """The layers of AlexNet, each with a hand-written forward and backward pass.
 
-One concept per file: ``conv.py`` (with ``im2col.py``), ``relu.py`` (and ``tanh.py``, the
-saturating unit it replaced), ``lrn.py``,
-``pool.py``, ``dropout.py``, ``linear.py``, ``flatten.py``, ``padding.py``,
-``loss.py``; ``module.py`` is what they share and ``sequential.py`` chains them.
+``functional.py`` holds the maths: one forward and one backward function per
+layer, written to be read, with the shapes, the equation and the backward
+formula in each docstring (they are also the lessons' reference solutions).
+Each layer class is a thin stateful wrapper around them, one concept per file:
+``conv.py`` (with ``im2col.py``), ``relu.py`` (and ``tanh.py``, the saturating
+unit it replaced), ``lrn.py``, ``pool.py``, ``dropout.py``, ``linear.py``,
+``flatten.py``, ``padding.py``, ``loss.py``.  A class holds the parameters and
+their gradients, checks its settings and inputs, and keeps what backward needs.
+``module.py`` is what they share and ``sequential.py`` chains them.
+
+``fast.py`` holds the optimised versions of three layers' maths (batch-last
+im2col for Conv2d, a one-byte arg-max for MaxPool2d, LRN's backward in place);
+those layers run them by default and the readable functions with
+``layer.fast = False`` (``model.set_fast(False)`` for a whole model).
+``winograd.py`` is Winograd's F(2x2, 3x3) convolution, which Conv2d runs for 3x3
+stride-1 layers with ``layer.use_winograd = True`` (lesson 13).
 ``naive.py`` holds slow, obviously correct loop versions that the tests (and
-lesson 3) check the fast ones against.  ``winograd.py`` is Winograd's F(2x2, 3x3)
-convolution, which Conv2d can run for 3x3 stride-1 layers (lesson 13).
+lesson 3) check both against.
 """
 from .module import Module
 from .conv import Conv2d

@@ -12,22 +12,23 @@ evaluation is the identity and no layer needs to know the training p later::
     train:  y = x * m / (1 - p),   m[i] ~ Bernoulli(1 - p)     backward: dx = dout * m / (1 - p)
     eval:   y = x                                               backward: dx = dout
 
-Shapes: any -> same.  Masks come from ``tinyalexnet.rng``: mask number t of a
+Shapes: any -> same.  The maths: ``functional.dropout_forward`` / ``dropout_backward``.
+Masks come from ``tinyalexnet.rng``: mask number t of a
 layer is a pure function of (seed, t), so runs are reproducible and resumable,
 and the CPU and GPU draw identical masks.
 """
-from ..errors import CheckpointError, ShapeError
-from .. import rng
-from .module import Module
 from ..backend import get_array_module
+from ..errors import CheckpointError
+from .. import rng
+from . import functional
+from .module import Module, check_setting
 
 
 class Dropout(Module):
     def __init__(self, p=0.5, seed=0):
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ShapeError(f"Dropout: p must be in [0, 1), got {p}")
-        self.p, self.seed = p, seed
+        self.p = check_setting("Dropout", "p", p, kind="number", minimum=0, below=1)
+        self.seed = check_setting("Dropout", "seed", seed)
         self.calls = 0  # how many masks this layer has drawn
 
     def extra_repr(self):
@@ -50,10 +51,10 @@ class Dropout(Module):
         xp = get_array_module(x)
         u = rng.uniform(xp, x.shape, self.seed, self.calls, dtype=x.dtype)
         self.calls += 1
-        mask = (u >= self.p).astype(x.dtype) * (1.0 / (1.0 - self.p))
-        self._save(x.shape, mask)
-        return x * mask
+        keep = u >= self.p                  # each unit survives with probability 1 - p
+        self._save(x.shape, keep)
+        return functional.dropout_forward(x, keep, self.p)
 
     def backward(self, dout):
-        mask = self._saved(dout)
-        return dout if mask is None else dout * mask
+        (keep,) = self._saved(dout)
+        return dout if keep is None else functional.dropout_backward(dout, keep, self.p)

@@ -20,5 +20,5 @@ class Flatten(Module):
         return out
 
     def backward(self, dout):
-        x_shape = self._saved(dout)
+        (x_shape,) = self._saved(dout)
         return dout.reshape(x_shape)

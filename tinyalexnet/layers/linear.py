@@ -6,29 +6,33 @@ million parameters.
 Shapes:  x (N, in_features) -> y (N, out_features)
 Weights: W (out_features, in_features), b (out_features,)  -- PyTorch's layout.
 
-Backward::
+Backward (``functional.linear_backward``)::
 
     dx = dout @ W          dW = dout^T @ x          db = sum of dout over the batch
 """
-import numbers
-
 from .. import init
 from ..errors import ShapeError
-from .module import Module
+from . import functional
+from .module import Module, check_setting
 
 
 class Linear(Module):
-    def __init__(self, in_features, out_features, rng=None):
+    """``Linear(in_features, out_features, rng=None, draw=True)``
+
+    Weights are drawn from N(0, 2 / in_features) (He) with ``rng`` (a NumPy Generator,
+    a seed, or None for a fresh one); ``draw=False`` leaves them at zero for
+    ``init.init_model`` to fill (the model builders do that: each weight drawn once).
+    """
+
+    def __init__(self, in_features, out_features, rng=None, draw=True):
         super().__init__()
-        for what, n in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(n, numbers.Integral) or n < 1:
-                raise ShapeError(f"Linear: {what} must be a positive integer, got {n!r}")
-        self.in_features, self.out_features = in_features, out_features
-        rng = init.default_rng(rng)
-        self.params["weight"] = init.he_normal((out_features, in_features), in_features, rng)
-        self.params["bias"] = init.np.zeros(out_features, dtype="float32")
-        self.grads["weight"] = init.np.zeros_like(self.params["weight"])
-        self.grads["bias"] = init.np.zeros_like(self.params["bias"])
+        self.in_features = check_setting("Linear", "in_features", in_features, minimum=1)
+        self.out_features = check_setting("Linear", "out_features", out_features, minimum=1)
+        shape = (self.out_features, self.in_features)
+        weight = (init.he_normal(shape, self.in_features, init.default_rng(rng)) if draw
+                  else init.zeros(shape))
+        self.register_parameter("weight", weight)
+        self.register_parameter("bias", init.zeros(self.out_features))
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}"
@@ -46,10 +50,11 @@ class Linear(Module):
         self._check_input(x, 2, "(N, in_features)", channels=self.in_features,
                           what="input features")
         self._save((x.shape[0], self.out_features), x)
-        return x @ self.params["weight"].T + self.params["bias"]
+        return functional.linear_forward(x, self.params["weight"], self.params["bias"])
 
     def backward(self, dout):
-        x = self._saved(dout)
-        self.grads["weight"][...] = dout.T @ x
-        self.grads["bias"][...] = dout.sum(axis=0)
-        return dout @ self.params["weight"]
+        (x,) = self._saved(dout)
+        dx, dW, db = functional.linear_backward(dout, x, self.params["weight"])
+        self.grads["weight"][...] = dW
+        self.grads["bias"][...] = db
+        return dx

@@ -11,9 +11,14 @@ but keeps exp() from overflowing, and log p = z - max - log(sum exp(z - max)).
 Backward (the reason softmax and cross-entropy are fused into one layer)::
 
     dL/dz = (p - onehot(y)) / N
+
+The maths: ``functional.softmax_cross_entropy``, which returns the loss and
+dL/dz together; forward keeps dL/dz for backward.
 """
 from ..backend import get_array_module, is_array
 from ..errors import ShapeError, StateError
+from . import functional
+from .functional import log_softmax  # noqa: F401  (the one log-softmax: metrics use it too)
 from .module import Module
 
 
@@ -24,12 +29,9 @@ class SoftmaxCrossEntropy(Module):
         xp = get_array_module(logits)
         self._check_labels(logits, labels)
         labels = xp.asarray(labels)
-        N = logits.shape[0]
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        log_sum = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
-        log_probs = shifted - log_sum
-        self._save((), log_probs, labels)
-        return -log_probs[xp.arange(N), labels].mean()
+        loss, dlogits = functional.softmax_cross_entropy(logits, labels)
+        self._save((), dlogits, logits)
+        return loss
 
     def _check_labels(self, logits, labels):
         N, K = logits.shape
@@ -53,8 +55,8 @@ class SoftmaxCrossEntropy(Module):
         """Softmax probabilities of the last forward, shape (N, K)."""
         if self._cache is None:
             raise StateError(f"{self.label()}: probs asked for before forward()")
-        log_probs = self._cache[1]
-        return get_array_module(log_probs).exp(log_probs)
+        logits = self._cache[2]
+        return get_array_module(logits).exp(log_softmax(logits))
 
     def backward(self, dout=1.0):
         """dL/dlogits, scaled by ``dout`` (the upstream gradient of the loss, 1 by default)."""
@@ -62,10 +64,6 @@ class SoftmaxCrossEntropy(Module):
             raise ShapeError(f"{self.label()}: backward expects a scalar dout, got {type(dout).__name__}")
         if self._cache is None:
             raise StateError(f"{self.label()}: backward() called before forward()")
-        log_probs, labels = self._cache[1:]
-        xp = get_array_module(log_probs)
-        N = log_probs.shape[0]
-        dlogits = xp.exp(log_probs)
-        dlogits[xp.arange(N), labels] -= 1.0
-        dlogits *= dout / N
+        dlogits = self._cache[1].copy()    # a copy: backward may be called again
+        dlogits *= dout                     # in place: keeps the dtype of the logits
         return dlogits

@@ -16,59 +16,48 @@ Chainer's ``local_response_normalization`` uses alpha as here.
 
 Shapes: (N, C, H, W) -> (N, C, H, W).   ``size`` must be odd (a centred window).
 
-Backward.  With S[c] the window sum above, the chain rule through D gives::
+Backward.  With D as above, the chain rule through D gives::
 
     dx[j] = dout[j] * D[j]^-beta  -  2 * alpha * beta * a[j] * sum_{c in window(j)} dout[c] * b[c] / D[c]
 
 (the window is symmetric, so "c whose window holds j" is "c in j's window").
+
+The maths: ``functional.lrn_forward`` / ``lrn_backward``.  By default
+(``fast = True``) the layer runs ``fast.py``'s version, which keeps D and
+D^-beta from forward for backward and works in place.
 """
-from ..errors import ShapeError
-from .module import Module
-
-
-def channel_window_sum(a, size):
-    """s[:, c] = sum of a[:, j] for |j - c| <= size // 2 (zero outside 0..C-1).
-
-    Start from a itself and add the neighbours d = 1 .. size//2 channels away on
-    each side; a channel near the edge simply has fewer neighbours to add, so no
-    zero-padded copy of a is needed.
-    """
-    s = a.copy()
-    for d in range(1, size // 2 + 1):
-        s[:, d:] += a[:, :-d]     # the neighbour d channels below
-        s[:, :-d] += a[:, d:]     # the neighbour d channels above
-    return s
+from . import fast, functional
+from .module import Module, check_setting
 
 
 class LocalResponseNorm(Module):
     def __init__(self, size=5, alpha=1e-4, beta=0.75, k=2.0):
         super().__init__()
-        if size < 1 or size % 2 == 0:
-            raise ShapeError(f"LocalResponseNorm: size must be a positive odd number, got {size}")
-        # Python floats: a NumPy float64 scalar here would upcast float32 activations.
-        self.size, self.alpha, self.beta, self.k = size, float(alpha), float(beta), float(k)
+        name = "LocalResponseNorm"
+        self.size = check_setting(name, "size", size, minimum=1, odd=True)
+        self.alpha = check_setting(name, "alpha", alpha, kind="number", minimum=0)
+        self.beta = check_setting(name, "beta", beta, kind="number", minimum=0)
+        # k > 0: with k = 0 a pixel where all the window's channels are 0 (common after
+        # ReLU) would divide 0 by 0.
+        self.k = check_setting(name, "k", k, kind="number", above=0)
+        self.fast = True        # run fast.py's version (True) or functional.py's readable one
 
     def extra_repr(self):
         return f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
 
     def forward(self, x):
         self._check_input(x, 4, "(N, C, H, W)")
-        D = channel_window_sum(x * x, self.size)
-        D *= self.alpha                   # in place: these arrays are as large as x
-        D += self.k
-        scale = D ** -self.beta
-        out = x * scale
-        self._save(out.shape, x, D, scale)
+        settings = (self.size, self.alpha, self.beta, self.k)
+        if self.fast:
+            out, D, scale = fast.lrn_forward(x, *settings)
+            self._save(out.shape, True, x, D, scale)
+        else:
+            out = functional.lrn_forward(x, *settings)
+            self._save(out.shape, False, x, None, None)
         return out
 
     def backward(self, dout):
-        x, D, scale = self._saved(dout)
-        t = dout * x                      # dout * b / D, with b = x * scale
-        t *= scale
-        t /= D
-        inner = channel_window_sum(t, self.size)
-        inner *= x
-        inner *= 2.0 * self.alpha * self.beta
-        dx = dout * scale
-        dx -= inner
-        return dx
+        fast_path, x, D, scale = self._saved(dout)
+        if fast_path:
+            return fast.lrn_backward(dout, x, D, scale, self.size, self.alpha, self.beta)
+        return functional.lrn_backward(dout, x, self.size, self.alpha, self.beta, self.k)

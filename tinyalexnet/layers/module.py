@@ -10,24 +10,51 @@ in ``layer.grads`` (both dicts keyed by ``"weight"`` / ``"bias"``).  Unlike
 PyTorch, backward *overwrites* the grads instead of adding to them, so there is
 no ``zero_grad()`` to forget.
 
+A layer's maths is in ``functional.py``; the class around it keeps the state.
 The rest is bookkeeping shared by all layers: names and ``state_dict()`` as in
-PyTorch, train/eval mode, moving to the GPU and back, changing dtype, and the
-input checks that turn a wrong shape into a one-line message naming the layer.
+PyTorch, train/eval mode, moving to the GPU and back, changing dtype, the one
+validator of the layers' settings (``check_setting``: a bad setting is a
+ConfigError when the layer is built), and the input checks that turn a wrong
+shape into a one-line ShapeError naming the layer.
 """
+import math
 import numbers
 from collections import OrderedDict
 
 from .. import backend
-from ..errors import NonFiniteError, ShapeError, StateError
+from ..errors import ConfigError, NonFiniteError, ShapeError, StateError
 
 
-def check_int(layer, name, value, minimum):
-    """Return ``value`` if it is an integer >= ``minimum``, else raise a ShapeError
-    naming the layer and the setting (so ``Conv2d(3, 8, 0)`` fails when it is built,
-    not as a ZeroDivisionError deep inside the first forward)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ShapeError(f"{layer}: {name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+def check_setting(layer, name, value, kind="integer", minimum=None, above=None, below=None,
+                  odd=False):
+    """The one validator of every layer's settings.
+
+    Return ``value`` as a Python int (``kind="integer"``) or float (``kind="number"``)
+    if it lies in the range given (``minimum`` allowed, ``above`` and ``below`` not),
+    and is odd if asked; else raise a one-line ConfigError naming the layer and the
+    setting, so that ``Conv2d(3, 8, 0)`` fails when it is built, not as a
+    ZeroDivisionError deep inside the first forward.  A bool is never a valid
+    setting (``Linear(True, 3)`` is a mistake, not one input feature), nor is NaN.
+    Python numbers, not NumPy scalars, come back: a NumPy float64 would turn
+    float32 activations into float64.
+    """
+    noun = "an odd integer" if odd else ("an integer" if kind == "integer" else "a number")
+    if minimum is not None and below is not None:
+        rule = f"{noun} in [{minimum}, {below})"
+    elif minimum is not None:
+        rule = f"{noun} >= {minimum}"
+    elif above is not None:
+        rule = f"{noun} > {above}"
+    else:
+        rule = noun
+    kinds = numbers.Integral if kind == "integer" else numbers.Real
+    ok = isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = ((minimum is None or value >= minimum) and (above is None or value > above)
+              and (below is None or value < below) and (not odd or value % 2 == 1))
+    if not ok:
+        raise ConfigError(f"{layer}: {name} must be {rule}, got {value!r}")
+    return int(value) if kind == "integer" else float(value)
 
 
 class Module:
@@ -38,7 +65,9 @@ class Module:
         self.grads = OrderedDict()
         self.training = True
         self.name = None          # set by Sequential: "conv1", "fc6", ...
-        self.check_finite = True  # reject NaN/inf inputs (costs a GPU sync; see Sequential)
+        # Reject NaN/inf inputs.  On a GPU each check reads a value back (a sync), so the
+        # trainer turns it off there: set_check_finite.
+        self.check_finite = True
         self._cache = None        # what forward saved for backward
 
     # ------------------------------------------------------------------ the two passes
@@ -71,6 +100,11 @@ class Module:
         return self.train(False)
 
     # ------------------------------------------------------------------ parameters
+    def register_parameter(self, name, value):
+        """Add parameter ``name`` with the array ``value``, and a gradient of zeros beside it."""
+        self.params[name] = value
+        self.grads[name] = backend.get_array_module(value).zeros_like(value)
+
     def children(self):
         """(name, module) pairs of direct sub-modules; layers have none."""
         return iter(())
@@ -92,6 +126,15 @@ class Module:
         """Turn the NaN/inf input check on or off here and in every sub-module."""
         for _, m in self.named_modules():
             m.check_finite = flag
+        return self
+
+    def set_fast(self, flag):
+        """Run the fast versions of fast.py (True, the default) or the readable functions of
+        functional.py (False) in every sub-module that has both (Conv2d, MaxPool2d,
+        LocalResponseNorm)."""
+        for _, m in self.named_modules():
+            if hasattr(m, "fast"):
+                m.fast = flag
         return self
 
     def named_parameters(self, prefix=""):
@@ -144,13 +187,9 @@ class Module:
                     a = a.astype(dtype, copy=False)
                 store[key] = a
         self._cache = None
-        self._to_extra(backend_name, dtype)
         for _, child in self.children():
             child.to(backend_name, dtype)
         return self
-
-    def _to_extra(self, backend_name, dtype):
-        """Hook for layers that keep arrays other than params (none do by default)."""
 
     def to_gpu(self):
         return self.to("cupy")
@@ -207,11 +246,11 @@ class Module:
         self._cache = (tuple(out_shape),) + arrays
 
     def _saved(self, dout):
-        """What forward saved, after checking that ``dout`` has the output's shape."""
+        """The tuple of what forward saved, after checking that ``dout`` has the output's shape."""
         if self._cache is None:
             raise StateError(f"{self.label()}: backward() called before forward()")
         out_shape, *arrays = self._cache
         if not backend.is_array(dout) or tuple(dout.shape) != out_shape:
             got = tuple(dout.shape) if backend.is_array(dout) else type(dout).__name__
             raise ShapeError(f"{self.label()}: backward expected dout of shape {out_shape}, got {got}")
-        return arrays[0] if len(arrays) == 1 else arrays
+        return tuple(arrays)

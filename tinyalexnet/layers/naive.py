@@ -2,8 +2,9 @@
 
 Nested Python loops over every output value: far too slow to train with, but
 each line is the formula in the layer's docstring, so they are easy to trust.
-The tests check the fast layers against them on random inputs; lesson 3 starts
-from ``conv2d_naive`` before deriving im2col.  NumPy only, forward passes only
+The tests check the layers' readable maths (functional.py) against them on
+random inputs, and the fast versions (fast.py) against the readable ones;
+lesson 3 starts from ``conv2d_naive`` before deriving im2col.  NumPy only, forward passes only
 (the backward passes are checked by numerical gradients instead).
 """
 from ..backend import as_numpy

@@ -4,19 +4,14 @@ Seed 003's 32x32 AlexNet pads conv1's 22x22 output to 26x26 before pooling, so
 that the 3x3/2 pool gives 12x12.  Shapes: (N, C, H, W) -> (N, C, H + 2p, W + 2p).
 Backward crops the border away: the zeros did not depend on the input.
 """
-import numbers
-
 from ..backend import get_array_module
-from ..errors import ShapeError
-from .module import Module
+from .module import Module, check_setting
 
 
 class ZeroPad2d(Module):
     def __init__(self, padding):
         super().__init__()
-        if not isinstance(padding, numbers.Integral) or padding < 0:
-            raise ShapeError(f"ZeroPad2d: padding must be an integer >= 0, got {padding!r}")
-        self.padding = padding
+        self.padding = check_setting("ZeroPad2d", "padding", padding, minimum=0)
 
     def extra_repr(self):
         return str(self.padding)

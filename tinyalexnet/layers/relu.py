@@ -6,18 +6,20 @@ saturate for positive inputs, so its gradient does not vanish there.
 
 Shapes: any -> same.   Backward: dx = dout where x > 0, else 0.
 (At x = 0 exactly the derivative is undefined; like every framework we use 0.)
+The maths: ``functional.relu_forward`` / ``relu_backward``.
 """
-from ..backend import get_array_module
+from . import functional
 from .module import Module
 
 
 class ReLU(Module):
     def forward(self, x):
         self._check_input(x)
-        xp = get_array_module(x)
-        self._save(x.shape, x > 0)      # a bool mask: a quarter of the bytes of x
-        return xp.maximum(x, 0)
+        self._save(x.shape, x > 0)      # backward needs only the sign: a quarter of x's bytes
+        return functional.relu_forward(x)
 
     def backward(self, dout):
-        positive = self._saved(dout)
-        return dout * positive          # bool times float: the float, or 0
+        (positive,) = self._saved(dout)
+        # functional.relu_backward(dout, x) is dout * (x > 0); the comparison was made
+        # once, in forward (comparing the bool mask with 0 again would cost a pass).
+        return dout * positive

@@ -6,21 +6,21 @@ ReLU got there six times faster.  Lesson 4 repeats that comparison with this
 layer.  For |x| beyond about 2, tanh is nearly flat, so its gradient (below) is
 nearly zero there: a saturated unit learns slowly.
 
-Shapes: any -> same.   Backward, from the saved output y::
+Shapes: any -> same.   Backward, from the saved output y (``functional.tanh_backward``)::
 
     dx = dout * (1 - y^2)          (d tanh(x) / dx = 1 - tanh(x)^2)
 """
-from ..backend import get_array_module
+from . import functional
 from .module import Module
 
 
 class Tanh(Module):
     def forward(self, x):
         self._check_input(x)
-        out = get_array_module(x).tanh(x)
+        out = functional.tanh_forward(x)
         self._save(out.shape, out)      # the derivative needs only the output
         return out
 
     def backward(self, dout):
-        out = self._saved(dout)
-        return dout * (1 - out * out)
+        (out,) = self._saved(dout)
+        return functional.tanh_backward(dout, out)

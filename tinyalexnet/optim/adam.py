@@ -1,6 +1,7 @@
 """Adam (Kingma & Ba, 2015): momentum plus a per-parameter step size.
 
-Seed 003 trained its AlexNets with Adam, lr 0.001.  For gradient g at step t::
+A published PyTorch/TensorFlow comparison of AlexNet on CIFAR-10 trained with Adam,
+lr 0.001 (the ``adam15`` recipe).  For gradient g at step t::
 
     m <- b1 m + (1 - b1) g            (running mean of g)
     v <- b2 v + (1 - b2) g^2          (running mean of g^2)

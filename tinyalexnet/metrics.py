@@ -1,0 +1,183 @@
+"""How well a network does: top-k counts, an epoch's running numbers, ``evaluate``.
+
+    top1, top5 = topk_correct(scores, labels)          # counts, on the scores' device
+    meter = RunningMeter(xp); meter.add(loss, logits, labels, step); meter.read()
+    evaluate(model, test_set, pipeline)["top1_error"]  # loss, top-1/top-5 error, confusion
+
+On a GPU every number read back to the host makes the host wait for the
+device, so everything here counts *on the device* and reads once: the meter
+when the loop asks (every ``log_every`` steps), ``evaluate`` at its end.
+Scores are log-probabilities from the loss layer's own ``log_softmax``.
+"""
+import time
+
+from tqdm import tqdm
+
+from . import backend
+from .backend import numpy as np
+from .datasets import iterate_batches
+from .errors import NonFiniteError, TinyAlexNetError
+from .layers.loss import log_softmax
+
+
+def topk_correct(scores, labels, ks=(1, 5)):
+    """How many rows have their true class among the k highest scores, for each k.
+
+    No sorting: the true class is in the top k exactly when fewer than k scores
+    are at least as high as its own (itself included, so "rank <= k").  Ties
+    count against the prediction, so a network that outputs the same score for
+    every class is never "right"; so does NaN (every comparison with NaN is
+    false, so "not below" counts it), so a broken network is never right either.
+    Returns 0-d arrays on the scores' device.
+    """
+    xp = backend.get_array_module(scores)
+    true = scores[xp.arange(scores.shape[0]), labels][:, None]
+    rank = (~(scores < true)).sum(axis=1)        # 1 for a clear winner
+    return tuple((rank <= k).sum() for k in ks)
+
+
+class LossNotFinite(NonFiniteError):
+    """The running loss was found NaN or infinite; ``step`` counts from 1 over the run."""
+
+    def __init__(self, step, message="the loss became NaN or infinite"):
+        super().__init__(message)
+        self.step = step
+
+
+class RunningMeter:
+    """An epoch's running numbers: sums of loss and correct counts kept on the device
+    (``read()`` is the one sync), the image count and the clock kept on the host.
+
+    ``partial``: the sums, count and seconds of an epoch cut short, from a
+    checkpoint, to continue from.  ``first_bad`` remembers the first step whose
+    loss was not finite, so a GPU run that diverges can still name the step
+    when the sums are read later.
+    """
+
+    NEVER = 2 ** 40      # "no bad step yet": float64 holds every integer up to 2^53 exactly
+
+    def __init__(self, xp, partial=None):
+        p = partial or {}
+        self.xp = xp
+        self.loss_sum = xp.asarray(p.get("loss_sum", 0.0), dtype=xp.float64)
+        self.correct1 = xp.asarray(p.get("correct1", 0.0), dtype=xp.float64)
+        self.correct5 = xp.asarray(p.get("correct5", 0.0), dtype=xp.float64)
+        self.first_bad = xp.asarray(self.NEVER, dtype=xp.float64)
+        self.count = p.get("count", 0)           # images so far: known on the host
+        self.seconds_before = p.get("time", 0.0)  # spent on this epoch before a resume
+        self.count_before = self.count
+        self.started = time.perf_counter()
+
+    def add(self, loss, logits, labels_dev, step):
+        xp, n = self.xp, int(labels_dev.shape[0])
+        self.loss_sum = self.loss_sum + loss.astype(xp.float64) * n
+        c1, c5 = topk_correct(logits, labels_dev)
+        self.correct1 = self.correct1 + c1
+        self.correct5 = self.correct5 + c5
+        # step where the loss is not finite, NEVER where it is (no branch, no sync)
+        finite = xp.isfinite(loss).astype(xp.float64)
+        self.first_bad = xp.minimum(self.first_bad, step + (self.NEVER - step) * finite)
+        self.count += n
+
+    def read(self):
+        """``{"loss", "acc", "top5_acc", "count", "first_bad", ...}`` as host numbers (one sync)."""
+        values = backend.as_numpy(self.xp.stack([self.loss_sum, self.correct1, self.correct5,
+                                                 self.first_bad]))
+        n = max(self.count, 1)
+        bad = None if values[3] >= self.NEVER else int(values[3])
+        return {"loss_sum": float(values[0]), "correct1": float(values[1]),
+                "correct5": float(values[2]), "count": self.count, "loss": float(values[0] / n),
+                "acc": float(values[1] / n), "top5_acc": float(values[2] / n), "first_bad": bad}
+
+    def read_finite(self):
+        """:meth:`read`, raising LossNotFinite (naming the first bad step) if a loss was not."""
+        values = self.read()
+        if values["first_bad"] is not None:
+            raise LossNotFinite(values["first_bad"] + 1)
+        return values
+
+    def seconds(self):
+        """Seconds spent on the epoch, before a resume included."""
+        return self.seconds_before + time.perf_counter() - self.started
+
+    def images_per_second(self):
+        """Images per second since this process began the epoch."""
+        return (self.count - self.count_before) / max(time.perf_counter() - self.started, 1e-9)
+
+    def state(self):
+        """The numbers a checkpoint keeps of an epoch cut short (``partial``)."""
+        values = self.read()
+        state = {k: values[k] for k in ("loss_sum", "correct1", "correct5", "count")}
+        state["time"] = self.seconds()
+        return state
+
+
+def tqdm_disable(progress):
+    """tqdm's ``disable``: None (the default) hides bars when output is not a terminal."""
+    return None if progress is None else not progress
+
+
+def evaluate(model, dataset, pipeline, batch_size=256, ten_crop=False, progress=False,
+             desc="evaluate"):
+    """Loss, top-1 and top-5 error and the confusion matrix of ``model`` on ``dataset``.
+
+    With ``ten_crop`` each image is scored as in the paper's test procedure:
+    the softmax outputs of ten crops (four corners and centre, and their
+    reflections) are averaged.  Returns ``{"loss", "top1_error", "top5_error",
+    "accuracy", "count", "confusion"}``; ``confusion[i, j]`` counts images of
+    class i predicted as j.  A model whose outputs are not finite gets a NaN loss.
+
+    On a GPU the sums stay on the device and are read once, at the end: the
+    layers' NaN checks (each a read) are off meanwhile, and the confusion
+    matrix is a product of one-hot matrices rather than ``bincount`` (which
+    reads the largest value back to size its result).
+    """
+    xp = model.xp
+    was_training = model.training
+    checks = [(m, m.check_finite) for _, m in model.named_modules()]
+    if xp is not np:
+        model.set_check_finite(False)
+    model.eval()
+    totals = xp.zeros(3, dtype=xp.float64)       # loss sum, top-1 and top-5 correct counts
+    confusion = None
+    n = 0
+    batches = iterate_batches(dataset, batch_size, shuffle=False)
+    total = -(-len(dataset) // batch_size)
+    try:
+        for _, indices in tqdm(batches, total=total, desc=desc, leave=False, unit="batch",
+                               disable=tqdm_disable(progress)):
+            images, labels = dataset.get_batch(indices)
+            if ten_crop:
+                crops = pipeline.ten_crop(images, xp)            # (10, B, C, H, W)
+                probs = sum(xp.exp(log_softmax(model.forward(c))) for c in crops) / len(crops)
+                scores = xp.log(xp.maximum(probs, 1e-30))
+            else:
+                scores = log_softmax(model.forward(pipeline(images, train=False, xp=xp)))
+            K = scores.shape[1]
+            if labels.size and int(labels.max()) >= K:
+                raise TinyAlexNetError(f"evaluate: the data set has labels up to "
+                                       f"{int(labels.max())} but the model has {K} classes")
+            y = xp.asarray(labels)
+            loss_sum = -scores[xp.arange(len(labels)), y].astype(xp.float64).sum()
+            c1, c5 = topk_correct(scores, y)
+            totals = totals + xp.stack([loss_sum, c1.astype(xp.float64), c5.astype(xp.float64)])
+            # confusion[i, j] += how many images of class i were predicted as j, i.e.
+            # onehot(true)^T @ onehot(predicted); exact, the counts are whole numbers < 2^24.
+            classes = xp.arange(K)
+            true = (y[:, None] == classes).astype(xp.float32)                # (B, K)
+            predicted = (scores.argmax(axis=1)[:, None] == classes).astype(xp.float32)
+            if confusion is None:
+                confusion = xp.zeros((K, K), dtype=xp.float64)
+            confusion += true.T @ predicted
+            n += len(labels)
+    finally:
+        model.train(was_training)
+        for m, flag in checks:
+            m.check_finite = flag
+    if n == 0:
+        raise TinyAlexNetError(f"evaluate: the data set {getattr(dataset, 'name', '')!r} is empty")
+    values = backend.as_numpy(xp.concatenate([totals, confusion.reshape(-1)]))   # the one read
+    loss_sum, correct1, correct5 = values[:3]
+    return {"loss": float(loss_sum / n), "top1_error": float(1 - correct1 / n),
+            "top5_error": float(1 - correct5 / n), "accuracy": float(correct1 / n),
+            "count": n, "confusion": values[3:].reshape(K, K).round().astype(np.int64)}

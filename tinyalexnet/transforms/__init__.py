@@ -1,0 +1,24 @@
+"""Batch preprocessing and the paper's augmentation, vectorised, on any backend.
+
+Two files:
+
+- ``functional.py``: the steps, one function each (``to_float``, ``pad``,
+  ``resize``, ``crop`` with reflections, ``ten_crop``, PCA ``lighting``,
+  ``normalize``), each over a whole batch (B, C, H, W) on NumPy or CuPy;
+- ``pipeline.py``: the ``Pipeline`` that fits mean, standard deviation and
+  colour PCA to a training set, plans how images reach the model's size (the
+  ``PLAN`` table) and runs those steps the same way for training, evaluation
+  and prediction; its settings go into checkpoints (``config``/``from_config``).
+
+Everything is importable from here: ``from tinyalexnet import transforms``,
+then ``transforms.crop``, ``transforms.Pipeline``, ...
+"""
+from .functional import (LIGHTING_STD, center_crop, center_offsets, crop, lighting,
+                         lighting_alpha, lighting_offset, normalize, pad, random_crop_params,
+                         resize, rgb_pca, standardize, ten_crop, to_float)
+from .pipeline import PLAN, Pipeline, channel_stats, paper_canvas, plan, plan_table
+
+__all__ = ["LIGHTING_STD", "center_crop", "center_offsets", "crop", "lighting", "lighting_alpha",
+           "lighting_offset", "normalize", "pad", "random_crop_params", "resize", "rgb_pca",
+           "standardize", "ten_crop", "to_float", "PLAN", "Pipeline", "channel_stats",
+           "paper_canvas", "plan", "plan_table"]
