@@ -46,6 +46,7 @@ BACKEND_EXERCISES = [
     (ex.check_dropout_backward, sol.dropout_backward), (ex.check_sgd_step, sol.sgd_step),
     (ex.check_adam_step, sol.adam_step),
     (ex.check_hflip, sol.hflip), (ex.check_topk_accuracy, sol.topk_accuracy),
+    (ex.check_winograd_tile, sol.winograd_tile),
 ]
 
 
@@ -58,7 +59,8 @@ def test_reference_solution_passes(checker, solution, backend_name, capsys):
 
 
 ARITHMETIC = [(ex.check_conv_output_size, sol.conv_output_size),
-              (ex.check_conv_num_parameters, sol.conv_num_parameters)]
+              (ex.check_conv_num_parameters, sol.conv_num_parameters),
+              (ex.check_f23_matrices, sol.f23_matrices)]
 
 
 @pytest.mark.parametrize("checker, solution", ARITHMETIC,
@@ -68,8 +70,7 @@ def test_reference_solution_passes_arithmetic(checker, solution):
 
 
 def test_every_checker_is_covered():
-    covered = {c.__name__ for c, _ in BACKEND_EXERCISES} | {"check_conv_output_size",
-                                                            "check_conv_num_parameters"}
+    covered = {c.__name__ for c, _ in BACKEND_EXERCISES} | {c.__name__ for c, _ in ARITHMETIC}
     assert covered == {name for name in ex.__all__ if name.startswith("check_")}
 
 
@@ -346,6 +347,58 @@ def test_wrong_arithmetic_fails():
     ignores_groups = lambda cin, cout, k, g=1: cout * cin * k * k + cout      # noqa: E731
     assert not ex.check_conv_num_parameters(ignores_groups).passed
     assert not ex.check_conv_output_size(lambda size, k, s=1, p=0: None).passed
+
+
+# lesson 13: Winograd's F(2, 3) and one 2-D tile
+def f23_last_sign_flipped():
+    AT, G, BT = sol.f23_matrices()
+    return [AT[0], [0, 1, -1, 1]], G, BT                     # y1 = m1 - m2 + m3: wrong sign
+
+
+def f23_without_halves():
+    AT, G, BT = sol.f23_matrices()
+    return AT, [[2 * v if abs(v) == 0.5 else v for v in row] for row in G], BT
+
+
+def winograd_tile_one_sided(d, g, AT, G, BT):
+    return AT @ ((G @ g @ G.T) * (BT @ d @ BT)) @ AT.T       # B^T d B^T: forgot a transpose
+
+
+def winograd_tile_rows_only(d, g, AT, G, BT):
+    return AT @ ((G @ g) * (BT @ d)[:, :g.shape[1]])         # the 1-D transform, rows only
+
+
+WRONG_13 = [(ex.check_winograd_tile, winograd_tile_one_sided),
+            (ex.check_winograd_tile, winograd_tile_rows_only)]
+
+
+@pytest.mark.parametrize("wrong", [f23_last_sign_flipped, f23_without_halves],
+                         ids=lambda f: f.__name__)
+def test_wrong_f23_matrices_fail(wrong, capsys):
+    result = ex.check_f23_matrices(wrong)
+    assert result.attempted and not result.passed
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "hint:" in out
+
+
+def test_f23_matrices_wrong_shape_is_named(capsys):
+    AT, G, BT = sol.f23_matrices()
+    result = ex.check_f23_matrices(lambda: (AT, BT, G))
+    assert not result.passed and "G: expected shape (4, 3)" in result.problem
+
+
+def test_f23_checker_passes_other_valid_matrices():
+    """Any correct F(2, 3) passes, not only the paper's: Toom-Cook with other points."""
+    from tinyalexnet.layers.winograd import winograd_matrices
+    w = winograd_matrices(2, 3, (0, 2, -0.5))
+    assert ex.check_f23_matrices(lambda: (w.AT, w.G, w.BT)).passed
+
+
+@pytest.mark.parametrize("checker, wrong", WRONG_13, ids=lambda f: f.__name__)
+def test_wrong_winograd_tile_fails(checker, wrong, backend_name, capsys):
+    result = checker(wrong, backend=backend_name)
+    assert result.attempted and not result.passed
+    assert "FAIL" in capsys.readouterr().out
 
 
 def test_maxpool_overwrite_bug_is_caught_by_an_overlap():

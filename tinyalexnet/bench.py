@@ -89,6 +89,10 @@ def add_arguments(parser):
                         help="extra instrumented steps for the per-layer times; 0 skips them")
     parser.add_argument("--cache-cols", choices=["on", "off"], default=None,
                         help="set Conv2d.cache_cols in every conv layer (default: the layers' own)")
+    # Winograd (see layers/winograd.py and bench_conv.py)
+    parser.add_argument("--conv", choices=["winograd", "im2col"], default=None,
+                        help="3x3 stride-1 conv layers: Winograd F(2x2, 3x3) or im2col "
+                             "(default: Conv2d.use_winograd)")
     parser.add_argument("--tf32", choices=["on", "off"], default="off",
                         help="GPU: let float32 matrix products and convolutions use TF32 tensor "
                              "cores, in both frameworks alike (default: off)")
@@ -183,6 +187,10 @@ class OursRunner:
             for _, layer in self.model.named_modules():
                 if isinstance(layer, Conv2d):
                     layer.cache_cols = args.cache_cols == "on"
+        if getattr(args, "conv", None) is not None:                  # Winograd: --conv
+            for _, layer in self.model.named_modules():
+                if isinstance(layer, Conv2d):
+                    layer.use_winograd = args.conv == "winograd"
         # The NaN checks as training has them on this backend, so that the step timed
         # is the step trained (on the GPU each check would wait for the device).
         self.check_finite = check_finite(args)
@@ -349,6 +357,10 @@ def run(args):
     results["check_finite"] = ours.check_finite
     print(f"settings: im2col cols kept for backward in {cached} of {len(convs)} conv layers "
           f"(Conv2d.cache_cols), per-layer NaN checks {'on' if ours.check_finite else 'off'}")
+    winograd = sum(layer.winograd_applies() for layer in convs)      # Winograd: --conv
+    results["winograd_layers"] = f"{winograd}/{len(convs)}"
+    print(f"          Winograd F(2x2, 3x3) in {winograd} of {len(convs)} conv layers "
+          f"(Conv2d.use_winograd; the others: im2col)")
     if args.backend == "numpy":
         print(blas_line)
     ok = True

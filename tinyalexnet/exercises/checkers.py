@@ -721,3 +721,66 @@ def check_topk_accuracy(topk_accuracy, backend="numpy"):
     if distinct_ok and ex.result.attempted and not ex.result.passed and not ex.result.problem:
         ex.diagnose(tie_hint)                  # right without ties, wrong with them
     return ex.finish()
+
+
+# ---------------------------------------------------------------- lesson 13
+def _f23_direct(d, g):
+    """The two outputs of a 3-tap correlation over four inputs, written out."""
+    return np.array([d[0] * g[0] + d[1] * g[1] + d[2] * g[2],
+                     d[1] * g[0] + d[2] * g[1] + d[3] * g[2]])
+
+
+def check_f23_matrices(f23_matrices):
+    """Exercise 13.1: A^T (2, 4), G (4, 3), B^T (4, 4) with y = A^T [(G g) * (B^T d)]."""
+    ex = Exercise("13.1", "f23_matrices", hint="write m0..m3 as products (row k of G) . g times "
+                  "(row k of B^T) . d; then y0 and y1 are sums of the m's: their coefficients are "
+                  "the rows of A^T.")
+    with ex.attempt():
+        got = f23_matrices()
+        if not isinstance(got, (tuple, list)) or len(got) != 3:
+            ex.result.problem = "f23_matrices must return three matrices: (AT, G, BT)"
+            return ex.finish()
+        AT, G, BT = (np.asarray(a, dtype=np.float64) for a in got)
+        for name, a, shape in (("AT", AT, (2, 4)), ("G", G, (4, 3)), ("BT", BT, (4, 4))):
+            if a.shape != shape:
+                ex.result.problem = (f"{name}: expected shape {shape} (F(2, 3): 2 outputs, "
+                                     f"3 taps, 4 inputs), got {a.shape}")
+                return ex.finish()
+        rng = np.random.default_rng(190)
+        d, g = rng.standard_normal((50, 4)), rng.standard_normal((50, 3))
+        y = np.stack([AT @ ((G @ gk) * (BT @ dk)) for dk, gk in zip(d, g)])
+        want = np.stack([_f23_direct(dk, gk) for dk, gk in zip(d, g)])
+        ex.compare("y0 = d0 g0 + d1 g1 + d2 g2, 50 random d, g", y[:, 0], want[:, 0],
+                   bound=1e-10, hint="y0 is wrong: check row 1 of A^T, and the m's it adds.")
+        ex.compare("y1 = d1 g0 + d2 g1 + d3 g2, 50 random d, g", y[:, 1], want[:, 1],
+                   bound=1e-10, hint="y1 is wrong: check row 2 of A^T (signs!), and the m's it "
+                   "adds.")
+    return ex.finish()
+
+
+def _correlate_tile(d, g):
+    """Y[i, j] = sum_{a, b} d[i + a, j + b] g[a, b]: the direct 2-D correlation, on the host."""
+    d, g = B.as_numpy(d), B.as_numpy(g)
+    r = g.shape[0]
+    m = d.shape[0] - r + 1
+    return np.array([[np.sum(d[i:i + r, j:j + r] * g) for j in range(m)] for i in range(m)])
+
+
+def check_winograd_tile(winograd_tile, backend="numpy"):
+    """Exercise 13.2: Y = A^T [(G g G^T) * (B^T d B)] A for one tile."""
+    from ..layers.winograd import F2x2_3x3, F4x4_3x3
+    ex = Exercise("13.2", "winograd_tile", hint="in 2-D each 1-D transform L is applied along "
+                  "the rows AND along the columns, L t L^T; the element-wise product is between "
+                  "two n x n matrices (the kernel and the tile, each transformed); nothing "
+                  "depends on the tile size.")
+    xp = B.get_backend(backend)
+    with ex.attempt():
+        for k, w in enumerate((F2x2_3x3, F4x4_3x3)):
+            n = w.m + w.r - 1
+            d = _rand((n, n), 200 + k, backend=backend)
+            g = _rand((w.r, w.r), 210 + k, backend=backend)
+            AT, G, BT = (xp.asarray(np.array(a)) for a in (w.AT, w.G, w.BT))
+            got = winograd_tile(d.copy(), g.copy(), AT, G, BT)
+            want = B.to_backend(_correlate_tile(d, g), backend)
+            ex.compare(f"F({w.m}x{w.m}, 3x3): {n}x{n} tile -> {w.m}x{w.m} outputs", got, want)
+    return ex.finish()

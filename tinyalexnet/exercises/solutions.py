@@ -76,3 +76,30 @@ def topk_accuracy(logits, labels, k=5):
     true = logits[xp.arange(logits.shape[0]), labels][:, None]    # (N, 1)
     rank = (logits >= true).sum(axis=1)                           # (N,), 1 for a clear winner
     return float((rank <= k).mean())
+
+
+# ---------------------------------------------------------------- lesson 13: faster convolutions
+def f23_matrices():
+    """Winograd's F(2, 3): (AT (2, 4), G (4, 3), BT (4, 4)) with y = AT [(G g) * (BT d)].
+
+    m0 = (d0 - d2) g0,  m1 = (d1 + d2) (g0 + g1 + g2) / 2,
+    m2 = (d2 - d1) (g0 - g1 + g2) / 2,  m3 = (d1 - d3) g2;  y0 = m0 + m1 + m2, y1 = m1 - m2 - m3.
+    """
+    AT = [[1, 1, 1, 0],
+          [0, 1, -1, -1]]
+    G = [[1, 0, 0],
+         [0.5, 0.5, 0.5],
+         [0.5, -0.5, 0.5],
+         [0, 0, 1]]
+    BT = [[1, 0, -1, 0],
+          [0, 1, 1, 0],
+          [0, -1, 1, 0],
+          [0, 1, 0, -1]]
+    return AT, G, BT
+
+
+def winograd_tile(d, g, AT, G, BT):
+    """One tile: d (n, n), g (r, r) -> Y = AT [(G g G^T) * (BT d BT^T)] AT^T, shape (m, m)."""
+    U = G @ g @ G.T                   # the kernel, transformed: (n, n)
+    V = BT @ d @ BT.T                 # the input tile, transformed: (n, n)
+    return AT @ (U * V) @ AT.T        # n*n multiplications, then back to m x m outputs

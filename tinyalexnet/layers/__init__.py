@@ -14,6 +14,8 @@ their gradients, checks its settings and inputs, and keeps what backward needs.
 im2col for Conv2d, a one-byte arg-max for MaxPool2d, LRN's backward in place);
 those layers run them by default and the readable functions with
 ``layer.fast = False`` (``model.set_fast(False)`` for a whole model).
+``winograd.py`` is Winograd's F(2x2, 3x3) convolution, which Conv2d runs for 3x3
+stride-1 layers with ``layer.use_winograd = True`` (lesson 13).
 ``naive.py`` holds slow, obviously correct loop versions that the tests (and
 lesson 3) check both against.
 """

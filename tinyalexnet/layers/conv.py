@@ -25,10 +25,16 @@ maths from ``fast.py``, with the batch as the last axis of cols: the same
 products, several times less time in the copies.  Backward rebuilds cols from
 x unless ``cache_cols`` is set (fast path only), which trades kh*kw times the
 input's memory for one im2col per step.
+
+3x3 stride-1 layers (conv3-5) can instead run Winograd's F(2x2, 3x3)
+(``winograd.py``, lesson 13): the same result with up to 2.25x fewer
+multiplications in the products.  ``use_winograd = True`` switches it on (on the
+fast path only); with ``cache_cols`` it keeps its transformed tiles instead of
+cols.  Off by default: see ``USE_WINOGRAD`` at the end of this file.
 """
 from ..errors import ConfigError, ShapeError
 from .. import init
-from . import fast, functional
+from . import fast, functional, winograd
 from .im2col import conv_output_size
 from .module import Module, check_setting
 
@@ -73,6 +79,9 @@ class Conv2d(Module):
         # Keep im2col's matrix from forward for backward (kh*kw times the memory of
         # x, per layer) instead of rebuilding it from x.  See BENCHMARKS.md.
         self.cache_cols = False
+        # Winograd's F(2x2, 3x3) instead of im2col where it applies (3x3, stride 1, fast
+        # path): see winograd_applies and USE_WINOGRAD below.
+        self.use_winograd = USE_WINOGRAD
         kh, kw = self.kernel_size
         shape = (out_channels, in_channels // groups, kh, kw)
         fan_in = shape[1] * kh * kw
@@ -111,24 +120,49 @@ class Conv2d(Module):
         self._check_input(x, 4, "(N, C, H, W)", channels=self.in_channels)
         self.output_shape(x.shape[1:])           # a clear error if x is smaller than the kernel
         W, b = self.params["weight"], self.params["bias"]
+        if self.winograd_applies():                       # the Winograd switch: winograd.py
+            out, cache = winograd.winograd_conv2d_forward(x, W, b, self.padding, self.groups,
+                                                          keep_tiles=self.cache_cols)
+            self._save(out.shape, "winograd", cache)
+            return out
         settings = (self.stride, self.padding, self.groups)
         if self.fast:
             out, cols = fast.conv_forward(x, W, b, *settings, keep_cols=self.cache_cols)
         else:
             out, cols = functional.conv_forward(x, W, b, *settings), None
         # Backward needs cols; if forward did not keep it (see cache_cols), x to rebuild it.
-        self._save(out.shape, self.fast, x.shape, x if cols is None else None, cols)
+        self._save(out.shape, "fast" if self.fast else "readable", x.shape,
+                   x if cols is None else None, cols)
         return out
 
     def backward(self, dout):
-        fast_path, x_shape, x, cols = self._saved(dout)
+        path, *saved = self._saved(dout)
         W = self.params["weight"]
         settings = (self.stride, self.padding, self.groups)
-        if fast_path:
+        if path == "winograd":
+            dx, dW, db = winograd.winograd_conv2d_backward(dout, saved[0],
+                                                           input_grad=self.input_grad)
+        elif path == "fast":
+            x_shape, x, cols = saved
             dx, dW, db = fast.conv_backward(dout, W, x_shape, *settings, x=x, cols=cols,
                                             input_grad=self.input_grad)
         else:
+            x_shape, x, cols = saved
             dx, dW, db = functional.conv_backward(dout, x, W, *settings)
         self.grads["weight"][...] = dW
         self.grads["bias"][...] = db
         return dx if self.input_grad else None
+
+    def winograd_applies(self):
+        """True when forward runs Winograd's F(2x2, 3x3): ``use_winograd`` and ``fast`` are on
+        and the kernel is 3x3 with stride 1 (any padding, any groups)."""
+        return (bool(self.use_winograd) and self.fast and self.kernel_size == (3, 3)
+                and self.stride == 1)
+
+
+# The default of Conv2d.use_winograd.  Off: on this project's 2-core CPU, Winograd was
+# not reliably faster than im2col with NumPy's two BLAS threads (0.84-1.19x per layer,
+# 0.91-1.09x per training step), and much slower on a busy machine; with one BLAS
+# thread it was 1.13-1.31x per layer (BENCHMARKS.md, "Winograd").  Measure yours:
+# python -m tinyalexnet.bench_conv.
+USE_WINOGRAD = False
