@@ -1,7 +1,8 @@
 """ZeroPad2d: surround each feature map with zeros.
 
-Seed 003's 32x32 AlexNet pads conv1's 22x22 output to 26x26 before pooling, so
-that the 3x3/2 pool gives 12x12.  Shapes: (N, C, H, W) -> (N, C, H + 2p, W + 2p).
+The 32x32 AlexNet (``alexnet32``, from a published CIFAR-10 comparison) pads conv1's
+22x22 output to 26x26 before pooling, so that the 3x3/2 pool gives 12x12.
+Shapes: (N, C, H, W) -> (N, C, H + 2p, W + 2p).
 Backward crops the border away: the zeros did not depend on the input.
 """
 from ..backend import get_array_module

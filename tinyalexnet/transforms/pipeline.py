@@ -31,7 +31,7 @@ random crops of the canvas: shifts by up to m pixels, or the paper's random
 
 So, per model (``model.input_shape``):
 
-- ``small`` / ``alexnet32`` (3x32x32 or 1x32x32): Fashion-MNIST/MNIST 28x28 are
+- ``alexnet_small`` / ``alexnet32`` (3x32x32 or 1x32x32): Fashion-MNIST/MNIST 28x28 are
   zero-padded to 32x32 ("pad"; their background is black, so the border adds
   nothing); CIFAR-10 32x32 is used as is.  Augmentation = the usual pad-4-and-
   crop-32 with reflections.  Image folders: load them with
