@@ -473,6 +473,21 @@ def test_ten_crop_on_a_model_trained_without_crops_warns(run_dir, tmp_path, caps
     assert "warning" not in capsys.readouterr().err
 
 
+
+def test_train_with_ten_crop_but_no_crops_warns_before_training(tmp_path, capsys):
+    """The same warning from train --ten-crop, printed first (not after the epochs), and not
+    when the run trains with --augment."""
+    assert main(["train", "--epochs", "1", "--ten-crop", "--out", str(tmp_path / "plain"),
+                 *QUICK]) == 0
+    out, err = capsys.readouterr()
+    assert "with ten crops" in out
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: this run trains without random "
+                                                   "crops") and "--augment" in lines[0]
+    assert main(["train", "--epochs", "1", "--ten-crop", "--augment", "--out",
+                 str(tmp_path / "augmented"), *QUICK]) == 0
+    assert "warning" not in capsys.readouterr().err
+
 # ----------------------------------------------------------------------------- names and numbers
 
 def test_predict_prints_a_file_name_that_is_not_utf8(run_dir, tmp_path, test_images):

@@ -141,9 +141,17 @@ def run_train(args):
     else:
         config = make_config(args.recipe, **options)
         trainer = Trainer(config, args.out, progress=args.progress)
+    if args.ten_crop and not trainer.config.augment:      # said now, not after training
+        _warn_ten_crop_without_crops("this run trains")
     with trainer:                # the run folder is ours until the report is written
         trainer.fit()
         return _report_test(trainer, args.ten_crop)
+
+
+def _warn_ten_crop_without_crops(subject):
+    print(f"warning: {subject} without random crops (no --augment): it sees only the centre "
+          "view, so the corner crops --ten-crop averages in are new to it and usually raise "
+          "the error; compare with the result without --ten-crop", file=sys.stderr)
 
 
 def _report_test(trainer, ten_crop):
@@ -193,10 +201,7 @@ def run_evaluate(args):
     ck = checkpoint.load(args.checkpoint)
     model, pipeline = _model_and_pipeline(ck, args.backend)
     if args.ten_crop and not ck["pipeline"].get("augment"):
-        print(f"warning: {ck.path} was trained without random crops (no --augment): it has "
-              "only seen the centre view, so the corner crops --ten-crop averages in are new "
-              "to it and usually raise the error; compare with the result without --ten-crop",
-              file=sys.stderr)
+        _warn_ten_crop_without_crops(f"{ck.path} was trained")
     config = ck.get("config") or {}
     name = args.dataset or config.get("dataset")
     if name is None:
