@@ -346,9 +346,10 @@ def write_summary(steps, out, started, budget, rehearse):
 
 
 def _write(path, text):
-    with open(path + ".tmp", "w") as f:
+    tmp = f"{path}.{os.getpid()}.tmp"            # this script runs before the package is trusted
+    with open(tmp, "w") as f:
         f.write(text)
-    os.replace(path + ".tmp", path)
+    os.replace(tmp, path)
 
 
 def print_table(steps):

@@ -20,7 +20,7 @@ from tinyalexnet.datasets import ArrayDataset
 from tinyalexnet.errors import CheckpointError
 from tinyalexnet.layers import ReLU
 from tinyalexnet.models import get_model
-from tinyalexnet.train import (RunningMeter, Trainer, evaluate, log_softmax, make_config,
+from tinyalexnet.train import (RunningMeter, Trainer, evaluate, make_config,
                                split_validation, topk_correct)
 from tinyalexnet.transforms import Pipeline
 

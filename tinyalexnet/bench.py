@@ -55,7 +55,6 @@ TF32 and the option changes nothing.
 import argparse
 import datetime
 import json
-import os
 import statistics
 import sys
 import time
@@ -66,6 +65,7 @@ from .errors import TinyAlexNetError
 from .layers import Conv2d, SoftmaxCrossEntropy
 from .models import MODELS, get_model, model_name
 from .optim import SGD
+from .runfolder import write_text_atomic
 from .torch_twin import TorchRunner, check_outputs
 
 
@@ -465,9 +465,7 @@ def run(args):
         results["layers"] = [{"layer": n, "type": k, "forward_s": f, "backward_s": b}
                              for n, k, f, b in rows]
     if args.json:
-        with open(args.json + ".tmp", "w") as f:
-            json.dump(results, f, indent=1)
-        os.replace(args.json + ".tmp", args.json)
+        write_text_atomic(args.json, json.dumps(results, indent=1))
     return 0 if ok else 1
 
 

@@ -61,7 +61,7 @@ RESUMABLE = ("epochs", "backend", "data_dir", "download", "lr")
 def add_train_arguments(p):
     d = TrainConfig()
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", help=f"fashion-mnist-subset (embedded, the default), "
+    g.add_argument("--dataset", help="fashion-mnist-subset (embedded, the default), "
                    "fashion-mnist, mnist, cifar10 or folder")
     g.add_argument("--data-dir", help="where the data set's files are (or go with --download)")
     g.add_argument("--download", action="store_true", default=None,

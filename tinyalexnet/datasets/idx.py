@@ -26,7 +26,6 @@ against the published MD5 of the .gz file.
 """
 import gzip
 import hashlib
-import os
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from pathlib import Path
 
 from ..backend import numpy as np
 from ..errors import DataError
+from ..runfolder import write_atomic
 from .base import ArrayDataset
 from .download import download as download_file
 from .download import downloads_dir
@@ -108,12 +108,13 @@ def write_idx(path, array):
         raise DataError(f"{path}: IDX files here hold uint8 values, got {array.dtype}")
     header = bytes([0, 0, IDX_UBYTE, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f, gzip.GzipFile(filename="", mode="wb", fileobj=f,
-                                             compresslevel=9, mtime=0) as gz:
-        gz.write(header)
-        gz.write(array.tobytes())
-    os.replace(tmp, path)
+
+    def write(f):
+        with gzip.GzipFile(filename="", mode="wb", fileobj=f, compresslevel=9, mtime=0) as gz:
+            gz.write(header)
+            gz.write(array.tobytes())
+
+    write_atomic(path, write)
     return path
 
 
