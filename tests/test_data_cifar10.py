@@ -163,3 +163,25 @@ def test_missing_cifar_says_how_to_get_it(tmp_path):
         load_dataset("cifar10", "train", data_dir=tmp_path)
     message = str(err.value)
     assert "\n" not in message and "--download" in message and "cifar-10-binary.tar.gz" in message
+
+
+def test_a_folder_that_cannot_be_written_is_not_called_a_corrupt_archive(tmp_path, monkeypatch):
+    """Unpacking into a place that is a file, or onto a full disk, names the folder and the
+    reason in one line, and leaves no partial folder behind; the archive is not blamed."""
+    make_archive(tmp_path / "a.tar.gz", per_file=2)
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(DataError) as err:
+        cifar10.safe_extract(tmp_path / "a.tar.gz", a_file / "data")
+    message = str(err.value)
+    assert message.startswith("cannot unpack a.tar.gz into ") and str(a_file / "data") in message
+    assert "corrupt" not in message and "\n" not in message
+
+    def full_disk(src, dst, length=0):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(cifar10.shutil, "copyfileobj", full_disk)
+    dest = tmp_path / "dest"
+    with pytest.raises(DataError, match="No space left on device") as err:
+        cifar10.safe_extract(tmp_path / "a.tar.gz", dest)
+    assert "corrupt" not in str(err.value) and str(dest) in str(err.value)
+    assert list(dest.iterdir()) == []                       # no .partial folder left

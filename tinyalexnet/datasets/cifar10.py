@@ -21,6 +21,7 @@ written, so an archive cannot place a file outside the data folder (absolute
 paths, ``..``, links).  Unpacking goes to a temporary folder that is renamed
 into place only when complete.
 """
+import gzip
 import os
 import shutil
 import tarfile
@@ -91,7 +92,11 @@ def safe_extract(archive, dest):
     final = dest / FOLDER
     partial = dest / (FOLDER + ".partial")
     shutil.rmtree(partial, ignore_errors=True)       # left over from an interrupted run
-    partial.mkdir(parents=True)
+    try:
+        partial.mkdir(parents=True)
+    except OSError as err:
+        raise DataError(f"cannot unpack {archive.name} into {dest}: "
+                        f"{err.strerror or err}") from None
     root = partial.resolve()
     try:
         with tarfile.open(archive, "r:gz") as tar:
@@ -115,6 +120,10 @@ def safe_extract(archive, dest):
                     shutil.copyfileobj(src, out, 1 << 20)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
         shutil.rmtree(partial, ignore_errors=True)
+        damaged = isinstance(err, (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile))
+        if not damaged:                # the disk is full, the folder read-only, ...: not the archive
+            raise DataError(f"cannot unpack {archive.name} into {dest}: "
+                            f"{err.strerror or err}") from None
         raise DataError(f"{archive}: corrupt or truncated archive ({err})") from None
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
