@@ -14,6 +14,8 @@ from tinyalexnet import backend
 from tinyalexnet.cli import main
 from tinyalexnet.datasets import load_dataset
 
+from cli_refusals import user_error
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = ["--limit", "200", "--batch-size", "50", "--no-progress"]
 
@@ -23,21 +25,6 @@ def run(args, capsys):
     code = main(args)
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def user_error(args, capsys, *expected):
-    """Assert ``args`` is refused: exit code 2, one line ``error: ...`` with each ``expected``."""
-    try:
-        code = main(args)
-    except SystemExit as exit:          # argparse refuses before main's own handling
-        code = exit.code
-    out, err = capsys.readouterr()
-    assert code == 2, (args, out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for text in expected:
-        assert text in lines[0], (text, lines[0])
-    return lines[0]
 
 
 def python_m(*args, **kwargs):
@@ -185,7 +172,7 @@ def test_bad_option_values(capsys):
 
 
 def test_missing_data_set_says_how_to_get_it(tmp_path, capsys):
-    line = user_error(["train", "--dataset", "fashion-mnist", "--data-dir",
+    _, line = user_error(["train", "--dataset", "fashion-mnist", "--data-dir",
                        str(tmp_path / "nowhere"), *QUICK], capsys)
     assert "download" in line.lower()
     user_error(["train", "--dataset", "imagenet-22k", *QUICK], capsys, "imagenet-22k")

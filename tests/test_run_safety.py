@@ -27,6 +27,8 @@ from tinyalexnet.datasets import ArrayDataset
 from tinyalexnet.errors import NonFiniteError, RunFolderError
 from tinyalexnet.train import Trainer, make_config
 
+from cli_refusals import one_line_error
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = ["--limit", "100", "--batch-size", "50", "--no-progress"]     # 2 steps an epoch
 
@@ -57,15 +59,6 @@ def cli(args, capsys):
         code = exit.code
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def one_line_error(code, err, *expected):
-    lines = err.strip().splitlines()
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for text in expected:
-        assert text in lines[0], (text, lines[0])
-    return lines[0]
 
 
 def child_env(extra_path=None):

@@ -33,25 +33,12 @@ from tinyalexnet.datasets import ImageFolder, load_dataset, load_image_file
 from tinyalexnet.datasets import folder as folder_module
 from tinyalexnet.errors import DataError
 
+from cli_refusals import one_line_error, user_error
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = ["--limit", "100", "--batch-size", "50", "--no-progress"]
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
-
-
-def user_error(args, capsys, *expected):
-    """main(args) must refuse: exit code 2, one line ``error: ...`` holding each ``expected``."""
-    try:
-        code = main(args)
-    except SystemExit as exit:          # argparse refuses before main's own handling
-        code = exit.code
-    out, err = capsys.readouterr()
-    assert code == 2, (args, out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for text in expected:
-        assert text in lines[0], (text, lines[0])
-    return out, lines[0]
 
 
 def python_m(*args, timeout=120, **kwargs):
@@ -62,13 +49,7 @@ def python_m(*args, timeout=120, **kwargs):
 
 def refused(result, *expected):
     """A finished child process refused its command in one line, exit status 2."""
-    err = result.stderr.decode(errors="replace")
-    lines = err.strip().splitlines()
-    assert result.returncode == 2, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for text in expected:
-        assert text in lines[0], (text, lines[0])
-    return lines[0]
+    return one_line_error(result.returncode, result.stderr.decode(errors="replace"), *expected)
 
 
 def png_bytes(array, bit_depth, colour_type):
