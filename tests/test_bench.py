@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from tinyalexnet import bench
+from tinyalexnet import bench, bench_conv, bench_measure, machine
 from tinyalexnet.datasets import ArrayDataset
 from tinyalexnet.models import get_model
 from tinyalexnet.torch_twin import check_outputs
@@ -53,6 +53,22 @@ def test_bench_prints_speed_memory_and_layers(capsys, tmp_path):
     assert len(result["layers"]) == len(model.layers) + 2
 
 
+def test_every_timing_says_how_busy_the_cpus_were_in_one_line(capsys, monkeypatch):
+    """bench (the step table, the layer table) and bench_conv (the layers, the whole step)
+    print machine.load_line, whose warning starts at 5%."""
+    assert "too busy" not in machine.load_line(0.049) and "too busy" in machine.load_line(0.05)
+    monkeypatch.setattr(machine.OtherLoad, "stop", lambda self: 0.3)
+    assert bench.run(_args(TINY + ["--no-memory"])) == 0
+    line = machine.load_line(0.3)
+    assert capsys.readouterr().out.count(line + "\n") == 2
+    conv_args = argparse.ArgumentParser()
+    bench_conv.add_arguments(conv_args)
+    conv_args = conv_args.parse_args(["--model", "alexnet_small", "--batch-size", "1",
+                                      "--repeats", "1"])
+    assert bench_conv.run(conv_args) == 0
+    assert capsys.readouterr().out.count(line + "\n") == 2
+
+
 def test_bench_module_entry_point_runs():
     done = subprocess.run([sys.executable, "-m", "tinyalexnet.bench"] + TINY + ["--no-memory"],
                           capture_output=True, text=True)
@@ -90,7 +106,7 @@ def test_torch_twin_disagrees_when_a_weight_differs():
     torch = pytest.importorskip("torch")
     args = _args(TINY)
     ours = bench.OursRunner(args)
-    theirs = bench._torch_runner(args, ours.model, ours.num_classes, threads=1)
+    theirs = bench_measure.torch_runner(args, ours.model, ours.num_classes, threads=1)
     with torch.no_grad():
         theirs.model.conv3.weight[0, 0, 0, 0] += 0.5
     ok, numbers, lines = check_outputs(ours, theirs, "float32")

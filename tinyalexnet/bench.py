@@ -51,22 +51,21 @@ not matter), in PyTorch through ``torch.backends.cuda.matmul.allow_tf32`` and
 left alone, PyTorch would run TF32 convolutions against our float32 ones).
 The report reads each setting back from the library.  On the CPU there is no
 TF32 and the option changes nothing.
+
+This file is the command: its options, and ``run``, which measures
+(``bench_measure.py``: runners, timers, plain records) and reports
+(``bench_report.py``: the tables and the JSON), one part after the other.
 """
 import argparse
-import datetime
-import json
-import statistics
 import sys
-import time
 
 from . import backend, machine
-from .backend import numpy as np
+from .bench_measure import (OursRunner, build_model, describe, layer_times, peak_memory,
+                            step_times, torch_runner)
+from .bench_report import Report
 from .errors import TinyAlexNetError
-from .layers import Conv2d, SoftmaxCrossEntropy
-from .models import MODELS, get_model, model_name
-from .optim import SGD
-from .runfolder import write_text_atomic
-from .torch_twin import TorchRunner, check_outputs
+from .models import MODELS, model_name
+from .torch_twin import check_outputs
 
 
 def add_arguments(parser):
@@ -114,166 +113,6 @@ def add_arguments(parser):
     return parser
 
 
-# ---------------------------------------------------------------------------- clocks
-class Clock:
-    """Timestamps: host time on the CPU, CUDA events in the GPU's stream.
-
-    ``mark()`` returns a timestamp; ``seconds(a, b)`` the time between two.  On
-    the GPU a mark is only recorded into the queue of work, so marking between
-    layers does not make the host wait; ``seconds`` waits for ``b``.
-    """
-
-    def __init__(self, xp):
-        self.xp = xp
-        self.gpu = xp is not np
-
-    def mark(self):
-        if self.gpu:
-            event = self.xp.cuda.Event()
-            event.record()
-            return event
-        return time.perf_counter()
-
-    def seconds(self, a, b):
-        if self.gpu:
-            b.synchronize()
-            return self.xp.cuda.get_elapsed_time(a, b) / 1000.0
-        return b - a
-
-
-def _timed(step, sync):
-    """Seconds one call of ``step`` takes, with the device drained before and after."""
-    sync()
-    start = time.perf_counter()
-    step()
-    sync()
-    return time.perf_counter() - start
-
-
-# ---------------------------------------------------------------------------- the two frameworks
-def _random_batch(args, input_shape, num_classes):
-    """A float batch and integer labels, on the host, the same for both frameworks."""
-    rng = np.random.default_rng(args.seed + 1)
-    x = rng.standard_normal((args.batch_size,) + tuple(input_shape)).astype(args.dtype)
-    y = rng.integers(0, num_classes, args.batch_size)
-    return x, y
-
-
-def check_finite(args):
-    """Are the per-layer NaN checks on?  ``--check-finite``, or else training's default
-    on this backend (``backend.check_finite_default``)."""
-    if args.check_finite is None:
-        return backend.check_finite_default(args.backend)
-    return args.check_finite in ("on", True)
-
-
-def _build_ours(args):
-    kwargs = {} if args.num_classes is None else {"num_classes": args.num_classes}
-    model = get_model(args.model, seed=args.seed, **kwargs)
-    num_classes = model.output_shape(model.input_shape)[0]
-    return model, num_classes
-
-
-class OursRunner:
-    """tinyalexnet: a model, its loss, the paper's SGD, a batch on the device."""
-
-    name = "tinyalexnet"
-
-    def __init__(self, args):
-        self.xp = backend.get_backend(args.backend)
-        self.model, self.num_classes = _build_ours(args)
-        self.model.to(args.backend, dtype=args.dtype)
-        if args.cache_cols is not None:
-            for _, layer in self.model.named_modules():
-                if isinstance(layer, Conv2d):
-                    layer.cache_cols = args.cache_cols == "on"
-        if getattr(args, "conv", None) is not None:                  # Winograd: --conv
-            for _, layer in self.model.named_modules():
-                if isinstance(layer, Conv2d):
-                    layer.use_winograd = args.conv == "winograd"
-        # The NaN checks as training has them on this backend, so that the step timed
-        # is the step trained (on the GPU each check would wait for the device).
-        self.check_finite = check_finite(args)
-        self.model.set_check_finite(self.check_finite)
-        self.loss = SoftmaxCrossEntropy().set_check_finite(self.check_finite)
-        self.optimizer = SGD(self.model, lr=0.01, momentum=0.9, weight_decay=5e-4)
-        x, self.y = _random_batch(args, self.model.input_shape, self.num_classes)
-        self.x = backend.to_backend(x, args.backend)   # the batch moves to the device once
-        # Labels stay on the host: the loss checks their range there, without a sync.
-
-    def sync(self):
-        backend.synchronize(self.xp)
-
-    def step(self):
-        logits = self.model.forward(self.x)
-        self.loss.forward(logits, self.y)
-        self.model.backward(self.loss.backward())
-        self.optimizer.step()
-
-    def layer_times(self, steps):
-        """[(row, type, forward s, backward s)] per layer, then the loss and the update:
-        medians over ``steps`` instrumented steps."""
-        clock = Clock(self.xp)
-        layers = list(self.model.layers.items())
-        rows = [name for name, _ in layers] + ["loss", "sgd update"]
-        samples = {row: ([], []) for row in rows}
-        for _ in range(steps):
-            marks = [clock.mark()]
-            h = self.x
-            for _, layer in layers:
-                h = layer.forward(h)
-                marks.append(clock.mark())
-            self.loss.forward(h, self.y)
-            d = self.loss.backward()
-            marks.append(clock.mark())
-            for _, layer in reversed(layers):
-                d = layer.backward(d)
-                marks.append(clock.mark())
-            self.optimizer.step()
-            marks.append(clock.mark())
-            L = len(layers)
-            for k, (name, _) in enumerate(layers):
-                samples[name][0].append(clock.seconds(marks[k], marks[k + 1]))
-                # backward of layer k runs between marks 2L - k and 2L - k + 1
-                samples[name][1].append(clock.seconds(marks[2 * L - k], marks[2 * L - k + 1]))
-            samples["loss"][0].append(clock.seconds(marks[L], marks[L + 1]))
-            samples["loss"][1].append(0.0)
-            samples["sgd update"][0].append(clock.seconds(marks[2 * L + 1], marks[2 * L + 2]))
-            samples["sgd update"][1].append(0.0)
-        types = dict((name, type(layer).__name__) for name, layer in layers)
-        types.update({"loss": "SoftmaxCrossEntropy", "sgd update": "SGD"})
-        return [(row, types[row], statistics.median(samples[row][0]),
-                 statistics.median(samples[row][1])) for row in rows]
-
-    def eval_pass(self, dtype, n):
-        """Logits, loss and every parameter gradient of one eval-mode pass over the
-        first ``n`` images, computed in ``dtype``; all as NumPy arrays."""
-        own = next(iter(self.model.state_dict().values())).dtype
-        self.model.to(dtype=dtype)                  # float32 -> float64 -> float32 is exact
-        self.model.eval()
-        x = self.x[:n].astype(dtype)
-        logits = self.model.forward(x)
-        loss = self.loss.forward(logits, self.y[:n])
-        self.model.backward(self.loss.backward())
-        grads = {name: backend.as_numpy(g) for name, _, g in self.model.named_parameters()}
-        self.model.train()
-        self.model.to(dtype=own)
-        return backend.as_numpy(logits), float(backend.as_numpy(loss)), grads
-
-    def peak_memory_gpu(self):
-        """(peak bytes in use from the CuPy pool during one step, bytes the pool holds)."""
-        self.sync()
-        return machine.cupy_pool_peak(self.xp, lambda: (self.step(), self.sync()))
-
-
-
-def _torch_runner(args, model, num_classes, threads):
-    """``model``'s twin in PyTorch (see torch_twin.py), on the same batch as ours."""
-    return TorchRunner(model, *_random_batch(args, model.input_shape, num_classes),
-                       device="cuda" if args.backend == "cupy" else "cpu", dtype=args.dtype,
-                       threads=threads, tf32=args.tf32 == "on", seed=args.seed)
-
-
 # ---------------------------------------------------------------------------- CPU memory
 # Options that do not change what one step holds in memory; every other option of
 # add_arguments reaches the memory probe as it was given (see _probe_argv).
@@ -302,8 +141,8 @@ def _memory_probe(args):
         import torch  # noqa: F401  (the library's own footprint is not the step's)
     before = machine.rss_bytes()
     if args.memory_probe == "torch":
-        model, num_classes = _build_ours(args)          # the weights to copy, then dropped
-        runner = _torch_runner(args, model, num_classes, args.threads)
+        model, num_classes = build_model(args)          # the weights to copy, then dropped
+        runner = torch_runner(args, model, num_classes, args.threads)
         del model
     else:
         runner = OursRunner(args)
@@ -328,10 +167,6 @@ def _check_args(args):
                                f"got {args.warmup} and {args.layer_steps}")
 
 
-def _mib(n):
-    return "n/a" if n is None else f"{n / 2**20:.0f} MiB"
-
-
 def run(args):
     """Run the benchmark described by parsed ``args``; print the report; return the exit code."""
     if args.memory_probe:
@@ -342,130 +177,24 @@ def run(args):
         backend.set_tf32(args.tf32 == "on")       # before the first product is timed
     blas_threads, blas_line = machine.blas_info()
     threads = args.threads or blas_threads or machine.cores_available()
-    ours = OursRunner(args)
-    runners = [ours]
-    results = {"date": datetime.date.today().isoformat(), "model": args.model,
-               "batch_size": args.batch_size, "backend": args.backend, "dtype": args.dtype,
-               "steps": args.steps, "warmup": args.warmup,
-               "device": machine.device_line(args.backend, blas_threads), "blas": blas_line}
-    print(f"tinyalexnet bench: model {args.model}, batch {args.batch_size}, {args.dtype}, "
-          f"backend {args.backend}, {args.steps} timed steps after {args.warmup} warm-up")
-    print(f"device: {results['device']}")
-    convs = [layer for _, layer in ours.model.named_modules() if isinstance(layer, Conv2d)]
-    cached = sum(layer.cache_cols for layer in convs)
-    results["cache_cols"] = f"{cached}/{len(convs)}"
-    results["check_finite"] = ours.check_finite
-    print(f"settings: im2col cols kept for backward in {cached} of {len(convs)} conv layers "
-          f"(Conv2d.cache_cols), per-layer NaN checks {'on' if ours.check_finite else 'off'}")
-    winograd = sum(layer.winograd_applies() for layer in convs)      # Winograd: --conv
-    results["winograd_layers"] = f"{winograd}/{len(convs)}"
-    print(f"          Winograd F(2x2, 3x3) in {winograd} of {len(convs)} conv layers "
-          f"(Conv2d.use_winograd; the others: im2col)")
-    if args.backend == "numpy":
-        print(blas_line)
+    runners = [OursRunner(args)]
+    if args.compare == "torch":
+        runners.append(torch_runner(args, runners[0].model, runners[0].num_classes, threads))
+    report = Report(args)
+    report.setup(describe(args, runners, blas_threads, blas_line))
     ok = True
-    results["tf32"] = {"tinyalexnet": "on" if backend.tf32_enabled() else "off"} if gpu else "n/a"
     if args.compare == "torch":
-        theirs = _torch_runner(args, ours.model, ours.num_classes, threads)
-        runners.append(theirs)
-        torch = theirs.torch
-        results["torch"] = f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads"
-        print(results["torch"])
-        if gpu:
-            results["tf32"]["PyTorch matmul"] = "on" if torch.backends.cuda.matmul.allow_tf32 else "off"
-            results["tf32"]["PyTorch cuDNN"] = "on" if torch.backends.cudnn.allow_tf32 else "off"
-    if gpu:
-        print("TF32 (as each library reports it): " + ", ".join(
-            f"{k} {v}" for k, v in results["tf32"].items()))
-    else:
-        print("TF32: not applicable on the CPU (float32 products are plain float32)")
-    if args.compare == "torch":
-        ok, results["check"], lines = check_outputs(ours, theirs, args.dtype,
-                                                    tf32=gpu and args.tf32 == "on")
-        print("\n".join(lines))
-
-    # Warm up, then alternate: ours, theirs, theirs, ours, ... so that a burst of other
-    # work on the machine lands on both and the ratio stays fair.
-    for r in runners:
-        for _ in range(args.warmup):
-            r.step()
-        r.sync()
-    times = {r.name: [] for r in runners}
-    load = machine.OtherLoad().start()
-    for i in range(args.steps):
-        for r in (runners if i % 2 == 0 else runners[::-1]):
-            times[r.name].append(_timed(r.step, r.sync))
-    other_load = load.stop()
-    results["other_load"] = other_load
-
-    memory = {}
+        ok, numbers, lines = check_outputs(*runners, args.dtype, tf32=gpu and args.tf32 == "on")
+        report.agreement(numbers, lines)
+    times = step_times(runners, args)
+    memory = None
     if not args.no_memory:
-        for r in runners:
-            if args.backend == "cupy":
-                memory[r.name] = r.peak_memory_gpu()
-            else:
-                framework = "ours" if r is ours else "torch"
-                memory[r.name] = (cpu_peak_memory(args, framework, threads), None)
-
-    print()
-    header = f"{'':24s}{'tinyalexnet':>14s}"
-    if len(runners) > 1:
-        header += f"{'PyTorch':>14s}{'ratio':>9s}"
-    print(header)
-    med = {name: statistics.median(t) for name, t in times.items()}
-    ips = {name: args.batch_size / med[name] for name in med}
-    results["step_seconds"] = med
-    results["images_per_s"] = ips
-    results["step_seconds_all"] = times
-
-    def row(label, values, fmt, ratio):
-        line = f"{label:24s}" + "".join(f"{fmt(v):>14s}" for v in values)
-        if ratio is not None:
-            line += f"{ratio:>9.2f}"
-        print(line)
-
-    names = [r.name for r in runners]
-    pair = len(runners) > 1
-    row("step time (median)", [med[n] for n in names], lambda v: f"{v * 1000:.1f} ms", None)
-    row("images/s", [ips[n] for n in names], lambda v: f"{v:.1f}",
-        ips["tinyalexnet"] / ips["PyTorch"] if pair else None)
-    if pair:
-        results["ratio_images_per_s"] = ips["tinyalexnet"] / ips["PyTorch"]
-    if memory:
-        label = "peak memory (pool)" if args.backend == "cupy" else "peak memory (RSS)"
-        peaks = [memory[n][0] for n in names]
-        mem_ratio = (peaks[0] / peaks[1]) if pair and None not in peaks else None
-        row(label, peaks, _mib, mem_ratio)
-        if args.backend == "cupy":
-            row("memory reserved", [memory[n][1] for n in names], _mib, None)
-        results["peak_memory_bytes"] = {n: memory[n][0] for n in names}
-        if mem_ratio is not None:
-            results["ratio_peak_memory"] = mem_ratio
-    if pair:
-        print("ratio = tinyalexnet / PyTorch (images/s: above 1 is faster; memory: below 1 is less)")
-    if other_load is not None:
-        note = "" if other_load < 0.05 else "  -- too busy: timings unreliable, run again"
-        print(f"other programs kept the CPUs {100 * other_load:.0f}% busy while timing{note}")
-
+        memory = peak_memory(runners, gpu, lambda which: cpu_peak_memory(args, which, threads))
+    report.speed(times, memory)
     if args.layer_steps:
-        load = machine.OtherLoad().start()
-        rows = ours.layer_times(args.layer_steps)
-        layer_load = load.stop()
-        total = sum(f + b for _, _, f, b in rows)
-        print(f"\ntime per layer, tinyalexnet (median of {args.layer_steps} instrumented steps)")
-        if layer_load is not None and layer_load >= 0.05:
-            print(f"(other programs kept the CPUs {100 * layer_load:.0f}% busy meanwhile: "
-                  "these times are not to be trusted)")
-        print(f"{'layer':12s}{'type':22s}{'forward ms':>12s}{'backward ms':>13s}{'share':>8s}")
-        for name, kind, f, b in rows:
-            print(f"{name:12s}{kind:22s}{f * 1000:12.2f}{b * 1000:13.2f}"
-                  f"{100 * (f + b) / total:7.1f}%")
-        print(f"{'total':34s}{sum(r[2] for r in rows) * 1000:12.2f}"
-              f"{sum(r[3] for r in rows) * 1000:13.2f}")
-        results["layers"] = [{"layer": n, "type": k, "forward_s": f, "backward_s": b}
-                             for n, k, f, b in rows]
-    if args.json:
-        write_text_atomic(args.json, json.dumps(results, indent=1))
+        report.layers(layer_times(runners[0], args.layer_steps))
+    # Another measurement joins here: a bench_measure function, then a Report method.
+    report.write_json(args.json)
     return 0 if ok else 1
 
 

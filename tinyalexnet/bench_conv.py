@@ -26,9 +26,9 @@ import sys
 
 from . import backend
 from .backend import numpy as np
-from .bench import OursRunner, _timed
-from .machine import OtherLoad, blas_info, device_line
+from .bench_measure import OursRunner, alternating
 from .errors import TinyAlexNetError
+from .machine import OtherLoad, blas_info, device_line, load_line
 from .layers import Conv2d
 from .layers.winograd import multiplications
 from .models import MODELS, get_model, model_name
@@ -104,39 +104,24 @@ def measure_layer(layer, in_shape, args, xp):
 
     for conv in paths.values():                       # warm-up
         step(conv)()
-    times = {key: [] for key in paths}
-    for i in range(args.repeats):
-        order = list(paths) if i % 2 == 0 else list(paths)[::-1]
-        for key in order:
-            times[key].append(_timed(step(paths[key]), sync))
-    result["times"] = times
+    result["times"] = alternating({key: (step(conv), sync) for key, conv in paths.items()},
+                                  args.repeats)
     result["counts"] = multiplications(in_shape, layer.out_channels, layer.padding,
                                        layer.groups, batch=N)
     return result
 
 
 def measure_step(args):
-    """Whole training steps with Conv2d.use_winograd off and on, alternating."""
-    ns = argparse.Namespace(model=args.model, batch_size=args.batch_size, backend=args.backend,
-                            dtype="float32", num_classes=None, seed=args.seed,
-                            cache_cols=None, conv=None, check_finite="off")
-    runners = {}
-    for key, flag in (("im2col", False), ("winograd", True)):
-        r = OursRunner(ns)
-        for _, layer in r.model.named_modules():
-            if isinstance(layer, Conv2d):
-                layer.use_winograd = flag
-        runners[key] = r
+    """Whole training steps with Conv2d.use_winograd off and on (bench's --conv), alternating."""
+    runners = {conv: OursRunner(argparse.Namespace(
+        model=args.model, batch_size=args.batch_size, backend=args.backend, dtype="float32",
+        num_classes=None, seed=args.seed, cache_cols=None, conv=conv, check_finite="off"))
+        for conv in ("im2col", "winograd")}
     for r in runners.values():
         r.step()
         r.step()
         r.sync()
-    times = {key: [] for key in runners}
-    for i in range(args.repeats):
-        order = list(runners) if i % 2 == 0 else list(runners)[::-1]
-        for key in order:
-            times[key].append(_timed(runners[key].step, runners[key].sync))
-    return times
+    return alternating({key: (r.step, r.sync) for key, r in runners.items()}, args.repeats)
 
 
 def _ratios(times):
@@ -146,6 +131,51 @@ def _ratios(times):
 
 def _spread(values):
     return f"{min(values):.2f}-{max(values):.2f}"
+
+
+def print_counts(results, N):
+    """The multiplications table: im2col's against Winograd's, per image."""
+    print("\nmultiplications per image, forward (millions); ratio = im2col / Winograd")
+    print(f"{'layer':7s}{'C->F, HxW, groups':22s}{'im2col':>9s}{'elementwise':>13s}"
+          f"{'transforms':>12s}{'ratio (elem.)':>15s}{'ratio (all)':>13s}")
+    for name, layer, (C, H, W), r in results:
+        c = r["counts"]
+        trans = c["winograd"] - c["elementwise"]
+        print(f"{name:7s}{f'{C}->{layer.out_channels}, {H}x{W}, g{layer.groups}':22s}"
+              f"{c['direct'] / N / 1e6:9.1f}{c['elementwise'] / N / 1e6:13.1f}"
+              f"{trans / N / 1e6:12.2f}{c['direct'] / c['elementwise']:15.2f}"
+              f"{c['direct'] / c['winograd']:13.2f}")
+
+
+def print_times(results, other_load):
+    """The time and float32 error table, per layer."""
+    print("\nforward + backward, ms (median); speed-up = im2col time / Winograd time, "
+          "median and spread over the pairs")
+    print(f"{'layer':7s}{'im2col':>10s}{'Winograd':>10s}{'speed-up':>10s}{'spread':>12s}"
+          f"   float32 error (out / dx / dW): im2col, Winograd")
+    for name, layer, shape, r in results:
+        t = r["times"]
+        ratios = _ratios(t)
+        e = r["error"]
+        fmt = lambda v: " / ".join(f"{a:.1e}" for a in v)       # noqa: E731
+        print(f"{name:7s}{statistics.median(t['im2col']) * 1e3:10.1f}"
+              f"{statistics.median(t['winograd']) * 1e3:10.1f}"
+              f"{statistics.median(ratios):10.2f} {_spread(ratios):>11s}"
+              f"   {fmt(e['im2col'])};  {fmt(e['winograd'])}")
+    if other_load is not None:
+        print(load_line(other_load))
+
+
+def print_step(args, times, other_load):
+    """The whole-training-step line."""
+    ratios = _ratios(times)
+    print(f"\nwhole training step of {args.model}, batch {args.batch_size} "
+          f"(forward, loss, backward, SGD):")
+    print(f"  im2col everywhere {statistics.median(times['im2col']) * 1e3:.1f} ms, "
+          f"Winograd in the 3x3 layers {statistics.median(times['winograd']) * 1e3:.1f} ms: "
+          f"speed-up {statistics.median(ratios):.2f} (spread {_spread(ratios)})")
+    if other_load is not None:
+        print(load_line(other_load))
 
 
 def run(args):
@@ -170,48 +200,12 @@ def run(args):
     results = [(name, layer, shape, measure_layer(layer, shape, args, xp))
                for name, layer, shape in layers]
     layer_load = load.stop()
-
-    print("\nmultiplications per image, forward (millions); ratio = im2col / Winograd")
-    print(f"{'layer':7s}{'C->F, HxW, groups':22s}{'im2col':>9s}{'elementwise':>13s}"
-          f"{'transforms':>12s}{'ratio (elem.)':>15s}{'ratio (all)':>13s}")
-    N = args.batch_size
-    for name, layer, (C, H, W), r in results:
-        c = r["counts"]
-        trans = c["winograd"] - c["elementwise"]
-        print(f"{name:7s}{f'{C}->{layer.out_channels}, {H}x{W}, g{layer.groups}':22s}"
-              f"{c['direct'] / N / 1e6:9.1f}{c['elementwise'] / N / 1e6:13.1f}"
-              f"{trans / N / 1e6:12.2f}{c['direct'] / c['elementwise']:15.2f}"
-              f"{c['direct'] / c['winograd']:13.2f}")
-
-    print("\nforward + backward, ms (median); speed-up = im2col time / Winograd time, "
-          "median and spread over the pairs")
-    print(f"{'layer':7s}{'im2col':>10s}{'Winograd':>10s}{'speed-up':>10s}{'spread':>12s}"
-          f"   float32 error (out / dx / dW): im2col, Winograd")
-    for name, layer, shape, r in results:
-        t = r["times"]
-        ratios = _ratios(t)
-        e = r["error"]
-        fmt = lambda v: " / ".join(f"{a:.1e}" for a in v)       # noqa: E731
-        print(f"{name:7s}{statistics.median(t['im2col']) * 1e3:10.1f}"
-              f"{statistics.median(t['winograd']) * 1e3:10.1f}"
-              f"{statistics.median(ratios):10.2f} {_spread(ratios):>11s}"
-              f"   {fmt(e['im2col'])};  {fmt(e['winograd'])}")
-    if layer_load is not None:
-        print(f"other programs kept the CPUs {100 * layer_load:.0f}% busy"
-              + ("  -- too busy: timings unreliable, run again" if layer_load >= 0.05 else ""))
-
+    print_counts(results, args.batch_size)
+    print_times(results, layer_load)
     if not args.no_step:
         load = OtherLoad().start()
         times = measure_step(args)
-        step_load = load.stop()
-        ratios = _ratios(times)
-        print(f"\nwhole training step of {args.model}, batch {N} (forward, loss, backward, SGD):")
-        print(f"  im2col everywhere {statistics.median(times['im2col']) * 1e3:.1f} ms, "
-              f"Winograd in the 3x3 layers {statistics.median(times['winograd']) * 1e3:.1f} ms: "
-              f"speed-up {statistics.median(ratios):.2f} (spread {_spread(ratios)})")
-        if step_load is not None:
-            print(f"other programs kept the CPUs {100 * step_load:.0f}% busy"
-                  + ("  -- too busy: timings unreliable, run again" if step_load >= 0.05 else ""))
+        print_step(args, times, load.stop())
     return 0
 
 

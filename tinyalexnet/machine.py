@@ -9,7 +9,9 @@ and the report says "n/a".
   each for the report.  NumPy's matrix products run in OpenBLAS, which picks
   its kernels for the CPU it detects (``OPENBLAS_CORETYPE`` overrides it); the
   kernel can change a CPU result by a factor of two, so the report names it.
-* ``OtherLoad``: the share of the CPUs other programs used while we timed.
+* ``OtherLoad``: the share of the CPUs other programs used while we timed;
+  ``load_line``: the one line every report prints about it, with the warning
+  above ``TOO_BUSY``.
 * Peak memory of a step.  On the CPU: ``peak_rss_in_fresh_process`` runs the
   benchmark again in a new process, which builds one framework, runs two steps
   and reports (``report_peak_rss``) its peak resident memory (VmHWM) above what
@@ -109,6 +111,17 @@ class OtherLoad:
         busy, own, wall = (b - a for a, b in zip(self.begin, end))
         cpus = os.cpu_count() or 1
         return max(0.0, (busy - own) / (wall * cpus))
+
+
+# Above this share of the CPUs taken by other programs, timings are not to be trusted: on
+# two shared cores a busy neighbour can make a step ten times slower (BENCHMARKS.md).
+TOO_BUSY = 0.05
+
+
+def load_line(fraction):
+    """The report's line about ``OtherLoad().stop()``'s ``fraction``, warning above TOO_BUSY."""
+    note = "  -- too busy: timings unreliable, run again" if fraction >= TOO_BUSY else ""
+    return f"other programs kept the CPUs {100 * fraction:.0f}% busy while timing{note}"
 
 
 # ---------------------------------------------------------------------------- CPU memory
