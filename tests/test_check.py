@@ -41,6 +41,25 @@ def test_check_passes_on_numpy_and_covers_every_layer(capsys):
     assert "backend: numpy" in out and "NumPy BLAS" in out
 
 
+NUMBERS = {"three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9}
+
+
+def test_the_docstring_names_the_parts_the_command_prints(capsys, monkeypatch):
+    """"It prints N parts" and the numbered list under it: as many, in the order printed."""
+    promised = re.search(r"It prints (\w+) parts", check.__doc__)
+    listed = re.findall(r"^(\d+)\. \*\*([^*]+)\*\*", check.__doc__, re.M)
+    titles = []
+    real = check.Report.section
+    monkeypatch.setattr(check.Report, "section",
+                        lambda self, title: titles.append(title) or real(self, title))
+    code, out, _ = _run(capsys, "--models", "alexnet_small", "--speed-batch", "2")
+    assert code == 0, out
+    assert promised and NUMBERS[promised.group(1)] == len(listed) == len(titles), (listed, titles)
+    assert [int(n) for n, _ in listed] == list(range(1, len(listed) + 1))
+    for (_, name), title in zip(listed, titles):
+        assert title.split()[0].rstrip(":") == name.split()[0], (name, title)
+
+
 def test_a_wrong_backward_pass_fails_with_its_name(capsys, monkeypatch):
     right = LocalResponseNorm.backward
     monkeypatch.setattr(LocalResponseNorm, "backward", lambda self, d: 1.01 * right(self, d))

@@ -4,7 +4,7 @@ Run it after installing CuPy, before training anything::
 
     python -m tinyalexnet check --backend cupy
 
-It prints four parts, as they run:
+It prints five parts, as they run:
 
 1. **device**: what the backend computes on (GPU name, memory, CUDA runtime and
    driver, CuPy and NumPy versions; on NumPy the CPU and its BLAS).
