@@ -1,30 +1,24 @@
 """Conv2d: the convolutional layer, as im2col + one matrix product per group.
 
-For output channel f, sample n and position (oh, ow)::
-
-    y[n, f, oh, ow] = b[f] + sum_{c, i, j} W[f, c, i, j] * x_pad[n, g*Cg + c, oh*s + i, ow*s + j]
-
-where g = f // (F/G) is the group of f and Cg = C/G its input channels.  With
-groups G > 1 the channels split into G independent towers: output channel f
-sees only the input channels of its own group.  The paper trained AlexNet on
-two GPUs, each holding half of the kernels of every layer; conv2, conv4 and
-conv5 took input only from the half on the same GPU.  ``groups=2`` is exactly
-that connectivity on one device (and why conv2's kernels are 5x5x48, not 5x5x96).
+Its equations, forward and backward, are written in ``functional.conv_forward``
+and ``functional.conv_backward`` (the one place; read them first).  This class
+holds the weights and their gradients, checks its settings and input, keeps
+what backward needs, and chooses how the same maths runs.
 
 Shapes:  x (N, C, H, W)  ->  y (N, F, OH, OW),  OH = (H + 2p - kh) // s + 1
 Weights: W (F, C/G, kh, kw), b (F,)  -- PyTorch's layout.
 
-Backward, with cols the im2col matrix of x and dy the gradient reshaped like W @ cols::
+With groups G > 1 the channels split into G independent towers: output channel
+f sees only the input channels of its own group.  The paper trained AlexNet on
+two GPUs, each holding half of the kernels of every layer; conv2, conv4 and
+conv5 took input only from the half on the same GPU.  ``groups=2`` is exactly
+that connectivity on one device (and why conv2's kernels are 5x5x48, not 5x5x96).
 
-    dW = dy @ cols^T        db = sum of dy over (n, oh, ow)
-    dx = col2im(W^T @ dy)
-
-The maths is ``functional.conv_forward`` / ``conv_backward``: im2col, then one
-matrix product per group.  By default (``fast = True``) the layer runs the same
-maths from ``fast.py``, with the batch as the last axis of cols: the same
-products, several times less time in the copies.  Backward rebuilds cols from
-x unless ``cache_cols`` is set (fast path only), which trades kh*kw times the
-input's memory for one im2col per step.
+By default (``fast = True``) the layer runs the same maths from ``fast.py``,
+with the batch as the last axis of im2col's matrix cols: the same products,
+several times less time in the copies.  Backward rebuilds cols from x unless
+``cache_cols`` is set (fast path only), which trades kh*kw times the input's
+memory for one im2col per step.
 
 3x3 stride-1 layers (conv3-5) can instead run Winograd's F(2x2, 3x3)
 (``winograd.py``, lesson 13): the same result with up to 2.25x fewer

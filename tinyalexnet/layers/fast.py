@@ -211,7 +211,8 @@ def channel_window_sum(a, size):
 def lrn_forward(x, size=5, alpha=1e-4, beta=0.75, k=2.0):
     """``functional.lrn_forward``, also returning D and D^-beta for backward.
 
-    -> (out, D, scale), all (N, C, H, W): D = k + alpha * window sum of x^2, scale = D^-beta.
+    -> (out, D, scale), all (N, C, H, W): D the denominator of functional.py's equation,
+    scale = D^-beta.
     """
     D = channel_window_sum(x * x, size)
     D *= alpha                        # in place: these arrays are as large as x
@@ -221,11 +222,10 @@ def lrn_forward(x, size=5, alpha=1e-4, beta=0.75, k=2.0):
 
 
 def lrn_backward(dout, x, D, scale, size=5, alpha=1e-4, beta=0.75):
-    """``functional.lrn_backward`` from the saved D and scale = D^-beta, in place::
-
-        dx[j] = dout[j] scale[j] - 2 alpha beta x[j] sum_{c near j} dout[c] x[c] scale[c] / D[c]
+    """``functional.lrn_backward`` (its equation is there) from the saved D and
+    scale = D^-beta, in place: D^-beta is scale, and out / D is x * scale / D.
     """
-    t = dout * x                      # dout * b / D, with b = x * scale
+    t = dout * x                      # dout * out / D, with out = x * scale
     t *= scale
     t /= D
     inner = channel_window_sum(t, size)

@@ -1,10 +1,11 @@
 """The maths of every layer: one forward and one backward function each, written to be read.
 
 Each function takes arrays and settings and returns arrays; nothing is stored.
-Its docstring gives the shapes, the equation and the backward formula.  The
-layer classes (conv.py, pool.py, ...) are thin wrappers around these functions:
-they hold the parameters and their gradients, check their inputs, and keep what
-backward needs between the two passes.
+Its docstring gives the shapes, the equation and the backward formula in full;
+the layer modules and ``fast.py`` point here for them.  The layer classes
+(conv.py, pool.py, ...) are thin wrappers around these functions: they hold the
+parameters and their gradients, check their inputs, and keep what backward
+needs between the two passes.
 
 Conventions: a batch is NCHW, x (N, C, H, W); weights are in PyTorch's layouts;
 every backward takes ``dout`` = dL/dout, the gradient of the loss with respect to

@@ -1,30 +1,22 @@
 """LocalResponseNorm: the paper's "brightness normalization" across channels.
 
-Each activation is divided by the energy of its neighbours at the same pixel in
-the n adjacent channels (section 3.3 of the paper)::
-
-    b[c] = a[c] / D[c]^beta,    D[c] = k + alpha * sum_{j = max(0, c - n/2)}^{min(C-1, c + n/2)} a[j]^2
-
-with the paper's k = 2, n = 5, alpha = 1e-4, beta = 0.75.  Kernels that respond
+Each activation is divided by a power of the energy of its neighbours at the
+same pixel in the n adjacent channels (section 3.3 of the paper), with the
+paper's k = 2, n = 5, alpha = 1e-4, beta = 0.75.  Kernels that respond
 strongly suppress their neighbours: "lateral inhibition" as in real neurons.
 The paper found it cut top-1/top-5 error by 1.4%/1.2% on ImageNet.
+
+The equations, forward and backward, are written in ``functional.lrn_forward``
+and ``functional.lrn_backward`` (the one place; read them first).  By default
+(``fast = True``) the layer runs ``fast.py``'s version, which keeps the
+denominator D and D^-beta from forward for backward and works in place.
+
+Shapes: (N, C, H, W) -> (N, C, H, W).   ``size`` (n) must be odd (a centred window).
 
 Mapping to other libraries: alpha here is *not* divided by n.  PyTorch's
 ``nn.LocalResponseNorm`` and Caffe's LRN use alpha/n in the sum, so the paper's
 layer is ``torch.nn.LocalResponseNorm(size=5, alpha=5 * 1e-4, beta=0.75, k=2.0)``.
 Chainer's ``local_response_normalization`` uses alpha as here.
-
-Shapes: (N, C, H, W) -> (N, C, H, W).   ``size`` must be odd (a centred window).
-
-Backward.  With D as above, the chain rule through D gives::
-
-    dx[j] = dout[j] * D[j]^-beta  -  2 * alpha * beta * a[j] * sum_{c in window(j)} dout[c] * b[c] / D[c]
-
-(the window is symmetric, so "c whose window holds j" is "c in j's window").
-
-The maths: ``functional.lrn_forward`` / ``lrn_backward``.  By default
-(``fast = True``) the layer runs ``fast.py``'s version, which keeps D and
-D^-beta from forward for backward and works in place.
 """
 from . import fast, functional
 from .module import Module, check_setting
