@@ -190,14 +190,29 @@ def _plans():
             yield s, t, T.plan(s, t)
 
 
+def _table(row, s, t):
+    """A PLAN row's text (condition, resize to, borders) worked out for sides s and t."""
+    names = {"s": s, "t": t, "m": t // 8, "c": T.paper_canvas(t), "__builtins__": {}}
+    return [eval(expression, names) for expression in row[1:]]
+
+
 def test_exactly_one_plan_row_holds_for_every_side():
     """The table's conditions split the source sides 1, 2, 3, ... with no gap and no overlap."""
     for t in TARGETS:
-        names = {"t": t, "m": t // 8, "c": T.paper_canvas(t)}
         for s in range(1, 3 * t + 1):
-            holding = [row[0] for row in T.PLAN if eval(row[1], {"s": s, **names})]
+            holding = [row[0] for row in T.PLAN if _table(row, s, t)[0]]
             assert len(holding) == 1, (s, t, holding)
             assert T.plan(s, t)[0] == holding[0]
+
+
+def test_the_plan_table_is_what_plan_computes():
+    """PLAN (the text in the docstring and lesson 8) and plan (the code) agree on every side."""
+    for s, t, (policy, size, before, after) in _plans():
+        row = next(row for row in T.PLAN if row[0] == policy)
+        holds, side, row_before, row_after = _table(row, s, t)
+        assert holds and (size or s) == side and (before, after) == (row_before, row_after), \
+            (s, t, policy)
+        assert size != s, (s, t)                   # a side already right is not resized
 
 
 def test_every_planned_canvas_holds_the_crop():

@@ -13,9 +13,10 @@ It plans how the images reach the model's size, then runs the steps of
       -> normalize           (x - mean) / std per channel           }  (see there)
     float32 (B, C, H, W) on the device
 
-How a source image reaches the model's size is decided per axis by ``PLAN``
-(s = source side, t = model side, m = t // 8 the margin random crops move in,
-c = paper_canvas(t) = round(t * 256 / 227)); for each s exactly one row holds::
+How a source image reaches the model's size is decided per axis by ``plan``,
+whose rules are the table ``PLAN`` (s = source side, t = model side, m = t // 8
+the margin random crops move in, c = paper_canvas(t) = round(t * 256 / 227));
+for each s exactly one row holds::
 
     policy      when                resize to  border before   border after
     pad         t - t//4 <= s <= t  s          (t - s)//2 + m  (t - s + 1)//2 + m
@@ -56,8 +57,9 @@ from .functional import (LIGHTING_STD, center_crop, crop, lighting_alpha, lighti
 # ----------------------------------------------------------------------------- geometry
 
 # One side of s pixels and the model's side t: which policy, the side to resize to,
-# and the zero border before and after.  Each entry is a Python expression in s, t,
-# m = t // 8 and c = paper_canvas(t); the module docstring prints this table.
+# and the zero border before and after, with m = t // 8 and c = paper_canvas(t).
+# ``plan`` below is the code; PLAN is the same rules as text, for the module
+# docstring and lesson 8 (tests/test_transforms.py checks every row against plan).
 PLAN_COLUMNS = ("policy", "when", "resize to", "border before", "border after")
 PLAN = (
     ("pad",        "t - t//4 <= s <= t",  "s",  "(t - s)//2 + m",  "(t - s + 1)//2 + m"),
@@ -65,7 +67,6 @@ PLAN = (
     ("crop",       "t < s <= c",          "s",  "0",               "0"),
     ("downsample", "c < s",               "c",  "0",               "0"),
 )
-_COMPILED = [(row[0], *(compile(e, f"PLAN {row[0]}", "eval") for e in row[1:])) for row in PLAN]
 
 
 def paper_canvas(size):
@@ -78,13 +79,16 @@ def plan(source, target):
 
     Returns (policy, resize_to or None, border before, border after).
     """
-    names = {"s": int(source), "t": int(target), "m": int(target) // 8,
-             "c": paper_canvas(int(target)), "__builtins__": {}}
-    for policy, when, size, before, after in _COMPILED:
-        if eval(when, names):            # the table's own expressions (above), nothing else
-            size = eval(size, names)
-            return (policy, None if size == source else size, eval(before, names),
-                    eval(after, names))
+    s, t = int(source), int(target)
+    m, c = t // 8, paper_canvas(t)
+    if t - t // 4 <= s <= t:        # close below: a zero border brings it to t, centred
+        return "pad", None, (t - s) // 2 + m, (t - s + 1) // 2 + m
+    if s < t - t // 4:              # far below: bilinear up to t
+        return "upsample", t, m, m
+    if t < s <= c:                  # up to the paper's canvas: crops of it as it is
+        return "crop", None, 0, 0
+    if c < s:                       # above: bilinear down to the canvas
+        return "downsample", c, 0, 0
     raise ShapeError(f"no plan for a side of {source} pixels to {target}")
 
 
