@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from tinyalexnet import bench, bench_conv, bench_measure, machine
+from tinyalexnet import bench, bench_conv, bench_measure, bench_report, machine
 from tinyalexnet.datasets import ArrayDataset
 from tinyalexnet.models import get_model
 from tinyalexnet.torch_twin import check_outputs
@@ -67,6 +67,29 @@ def test_every_timing_says_how_busy_the_cpus_were_in_one_line(capsys, monkeypatc
                                       "--repeats", "1"])
     assert bench_conv.run(conv_args) == 0
     assert capsys.readouterr().out.count(line + "\n") == 2
+
+
+def test_the_report_of_two_frameworks_when_one_memory_is_unreadable(capsys, tmp_path):
+    """Records in, table and JSON out: medians, images/s and their ratio worked out by hand;
+    a peak memory that could not be read is "n/a", with no memory ratio."""
+    report = bench_report.Report(_args(TINY + ["--batch-size", "8", "--compare", "torch"]))
+    report.setup(bench_measure.Setup(device="CPU test", blas="NumPy BLAS: test", convs=5,
+                                     cached=0, winograd=0, check_finite=True, tf32="n/a",
+                                     torch="PyTorch 0.0, 1 threads"))
+    times = bench_measure.StepTimes({"tinyalexnet": [0.1, 0.3, 0.2], "PyTorch": [0.4, 0.5, 0.3]},
+                                    other_load=None, batch_size=8)
+    report.speed(times, bench_measure.Memory("RSS", {"tinyalexnet": 3 * 2**20, "PyTorch": None}))
+    report.write_json(tmp_path / "r.json")
+    text = capsys.readouterr().out
+    assert re.search(r"^step time \(median\)\s+200\.0 ms\s+400\.0 ms$", text, re.M), text
+    assert re.search(r"^images/s\s+40\.0\s+20\.0\s+2\.00$", text, re.M), text
+    assert re.search(r"^peak memory \(RSS\)\s+3 MiB\s+n/a$", text, re.M), text
+    assert "other programs kept" not in text                  # the load was unknown
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["images_per_s"] == {"tinyalexnet": 40.0, "PyTorch": 20.0}
+    assert result["ratio_images_per_s"] == 2.0 and "ratio_peak_memory" not in result
+    assert result["peak_memory_bytes"] == {"tinyalexnet": 3 * 2**20, "PyTorch": None}
+    assert result["torch"] == "PyTorch 0.0, 1 threads" and result["batch_size"] == 8
 
 
 def test_bench_module_entry_point_runs():
