@@ -173,8 +173,9 @@ def test_bad_option_values(capsys):
 
 def test_missing_data_set_says_how_to_get_it(tmp_path, capsys):
     _, line = user_error(["train", "--dataset", "fashion-mnist", "--data-dir",
-                       str(tmp_path / "nowhere"), *QUICK], capsys)
-    assert "download" in line.lower()
+                          str(tmp_path / "nowhere"), *QUICK], capsys, "add --download",
+                         "give --data-dir")
+    assert "download=True" not in line and "data_dir" not in line    # the Python API's words
     user_error(["train", "--dataset", "imagenet-22k", *QUICK], capsys, "imagenet-22k")
 
 

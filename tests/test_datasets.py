@@ -256,15 +256,17 @@ def test_label_count_must_match(tmp_path):
 # ----------------------------------------------------------------------------- load_dataset
 
 def test_missing_data_set_says_how_to_get_it(tmp_path):
+    """In the Python API's words (the command line's: test_cli.py)."""
     with pytest.raises(DataError) as err:
         load_dataset("fashion-mnist", "train", data_dir=tmp_path)
     message = one_line(err)
-    for hint in ("--download", "apt-get install dataset-fashion-mnist", "--data-dir",
+    for hint in ("add download=True", "apt-get install dataset-fashion-mnist", "give data_dir",
                  "train-images-idx3-ubyte.gz", str(tmp_path)):
         assert hint in message
+    assert "--" not in message                      # no command-line option in the API's words
     with pytest.raises(DataError) as err:
         load_dataset("mnist", "test", data_dir=tmp_path)
-    assert "--download" in one_line(err) and "ossci-datasets" in str(err.value)
+    assert "download=True" in one_line(err) and "ossci-datasets" in str(err.value)
 
 
 def test_load_dataset_rejects_unknown_names():
