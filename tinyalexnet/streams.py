@@ -5,8 +5,8 @@ the pipe after one line (EPIPE), ``> /dev/full`` is a full disk (ENOSPC), a
 closed terminal or SSH session is an I/O error (EIO).  Python raises at the
 next ``print``, wherever that is: in the middle of training, between two
 saves.  Inside :func:`guarded` the first such error is remembered, the rest
-of the output goes to the null device, and the command goes on as if nothing
-happened (training trains and saves).  At the end :meth:`Guard.finish` says
+of the output is dropped, and the command goes on as if nothing happened
+(training trains and saves).  At the end :meth:`Guard.finish` says
 in one line what was lost, unless the reader simply stopped reading (a
 closed pipe: ``head`` had what it wanted).
 
@@ -16,7 +16,6 @@ shows them as ``\\xNN`` escapes, as Python shows them in error messages.
 """
 import contextlib
 import errno
-import io
 import os
 import sys
 
@@ -32,7 +31,7 @@ def printable(text, encoding="utf-8"):
 
 class GuardedStream:
     """A text stream (``sys.stdout``) whose first write error is kept in ``error``
-    instead of raised; from then on its output goes to the null device."""
+    instead of raised; from then on its output is dropped."""
 
     def __init__(self, stream):
         self.stream, self.error = stream, None
@@ -55,16 +54,7 @@ class GuardedStream:
                 self._lost(err)
 
     def _lost(self, err):
-        self.error = err
-        # What the stream still holds, and Python's own flush at exit (which would
-        # print "Exception ignored" and exit with 120), go to the null device.
-        try:
-            fd = self.stream.fileno()
-            null = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(null, fd)
-            os.close(null)
-        except (OSError, ValueError, io.UnsupportedOperation, AttributeError):
-            pass                         # not a real file (tests capture output)
+        self.error = err             # nothing more is written to the stream
 
     def __getattr__(self, name):         # encoding, isatty, fileno, ...
         return getattr(self.stream, name)
