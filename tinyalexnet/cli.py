@@ -265,8 +265,8 @@ def _refuse_a_busy_run_folder(plot, given, after=False):
         return
     how = ("give --plot PATH to write it elsewhere" if not given
            else "give --plot a path outside it")
-    raise TinyAlexNetError(f"{plot}: not written: {folder} is the folder of a run in progress "
-                           f"(in use by {owner}), and only that run writes there; {how}"
+    raise TinyAlexNetError(f"{plot}: {folder} is the folder of a run in progress (in use by "
+                           f"{owner}), and only that run writes there; {how}"
                            + ("; the results above are complete" if after else ""))
 
 
