@@ -5,8 +5,8 @@ the pipe after one line (EPIPE), ``> /dev/full`` is a full disk (ENOSPC), a
 closed terminal or SSH session is an I/O error (EIO).  Python raises at the
 next ``print``, wherever that is: in the middle of training, between two
 saves.  Inside :func:`guarded` the first such error is remembered, the rest
-of the output is dropped, and the command goes on as if nothing happened
-(training trains and saves).  At the end :meth:`Guard.finish` says
+of the output goes to the null device, and the command goes on as if nothing
+happened (training trains and saves).  At the end :meth:`Guard.finish` says
 in one line what was lost, unless the reader simply stopped reading (a
 closed pipe: ``head`` had what it wanted).
 
@@ -16,6 +16,7 @@ shows them as ``\\xNN`` escapes, as Python shows them in error messages.
 """
 import contextlib
 import errno
+import io
 import os
 import sys
 
@@ -31,7 +32,7 @@ def printable(text, encoding="utf-8"):
 
 class GuardedStream:
     """A text stream (``sys.stdout``) whose first write error is kept in ``error``
-    instead of raised; from then on its output is dropped."""
+    instead of raised; from then on its output goes to the null device."""
 
     def __init__(self, stream):
         self.stream, self.error = stream, None
@@ -55,6 +56,15 @@ class GuardedStream:
 
     def _lost(self, err):
         self.error = err             # nothing more is written to the stream
+        # What its buffer still holds would fail again when it is flushed or closed
+        # (Python's own flush at exit included): it goes to the null device instead.
+        try:
+            fd = self.stream.fileno()
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, fd)
+            os.close(null)
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            pass                     # not a real file (tests capture output)
 
     def __getattr__(self, name):         # encoding, isatty, fileno, ...
         return getattr(self.stream, name)
@@ -66,7 +76,10 @@ class Guard:
     def __enter__(self):
         self.saved = sys.stdout, sys.stderr
         self.stdout, self.stderr = GuardedStream(sys.stdout), GuardedStream(sys.stderr)
-        sys.stdout, sys.stderr = self.stdout, self.stderr
+        if sys.stdout is not None:       # None: no output at all (pythonw), print skips it
+            sys.stdout = self.stdout
+        if sys.stderr is not None:
+            sys.stderr = self.stderr
         return self
 
     def finish(self, code):
