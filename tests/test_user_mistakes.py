@@ -507,7 +507,7 @@ def test_a_folder_named_last_npz_is_called_a_folder(tmp_path, capsys):
 def test_training_goes_on_when_its_reader_stops_reading(tmp_path):
     """``train ... | head -1``: the pipe closes after the first line."""
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "tinyalexnet", "train", "--epochs", "2",
+    proc = subprocess.Popen([sys.executable, "-m", "tinyalexnet", "train", "--epochs", "1",
                              "--out", str(run), *QUICK], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
     first = proc.stdout.readline()
@@ -516,8 +516,8 @@ def test_training_goes_on_when_its_reader_stops_reading(tmp_path):
     proc.wait(timeout=300)
     assert first.startswith(b"training ")
     assert proc.returncode == 0 and err == "", err  # the reader chose to stop: nothing to say
-    assert checkpoint.read_meta(run / "last.npz")["epoch"] == 2
-    assert (run / "test.json").is_file()
+    assert checkpoint.read_meta(run / "last.npz")["epoch"] == 1
+    assert (run / "test.json").is_file()              # the report after the lines it lost
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
