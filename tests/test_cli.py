@@ -135,6 +135,51 @@ def test_predict_on_png_files(run_dir, pngs, capsys):
         assert ranked[0].lstrip().startswith("1. ")
 
 
+def model_answers(ck_path, images):
+    """The checkpoint's top class for each image, counted here: the network rebuilt from
+    its file, every layer run in turn, Dropout skipped, the arg-max of the last."""
+    from tinyalexnet import checkpoint
+    from tinyalexnet.layers import Dropout
+    from tinyalexnet.transforms import Pipeline
+    ck = checkpoint.load(ck_path)
+    model = checkpoint.build_model(ck)
+    x = Pipeline.from_config(ck["pipeline"])(images, train=False)
+    for layer in model:
+        if not isinstance(layer, Dropout):
+            x = layer.forward(x)
+    return x.argmax(axis=1), ck["classes"]
+
+
+def test_evaluate_reports_the_error_under_its_name(run_dir, capsys):
+    from tinyalexnet.datasets.split import limit_dataset
+    test = limit_dataset(load_dataset("fashion-mnist-subset", "test"), 200, seed=0)  # --limit
+    images, labels = test.get_batch(np.arange(len(test)))
+    answers, _ = model_answers(run_dir / "last.npz", images)
+    accuracy = 100 * np.mean(answers == labels)
+    assert abs(accuracy - 50) > 1                   # else the two words could not be told apart
+    code, out, err = run(["evaluate", str(run_dir), "--limit", "200", "--no-progress", "--plot",
+                          str(run_dir / "200.png")], capsys)
+    assert code == 0, err
+    line = next(l for l in out.splitlines() if l.startswith("top-1 error "))
+    error = float(line.split("top-1 error ", 1)[1].split("%", 1)[0])
+    shown_accuracy = float(line.split("(accuracy ", 1)[1].split("%", 1)[0])
+    assert error == pytest.approx(100 - accuracy, abs=0.006)
+    assert shown_accuracy == pytest.approx(accuracy, abs=0.006)
+
+
+def test_predict_names_the_classes_it_found(run_dir, pngs, capsys):
+    paths, _ = pngs
+    code, out, err = run(["predict", str(run_dir / "last.npz"), *paths, "--top", "3"], capsys)
+    assert code == 0, err
+    images = np.stack([np.asarray(Image.open(p))[None] for p in paths])
+    answers, classes = model_answers(run_dir / "last.npz", images)
+    lines = out.strip().splitlines()
+    for k in range(len(paths)):
+        ranked = [l.split(None, 1)[1].rsplit(None, 1)[0].strip() for l in lines[4 * k + 1:4 * k + 4]]
+        assert all(name in classes for name in ranked), ranked
+        assert ranked[0] == classes[answers[k]]
+
+
 def test_ctrl_c_saves_exits_130_and_resume_continues(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "tinyalexnet", "train", "--limit", "400",
@@ -173,8 +218,9 @@ def test_bad_option_values(capsys):
 
 def test_missing_data_set_says_how_to_get_it(tmp_path, capsys):
     _, line = user_error(["train", "--dataset", "fashion-mnist", "--data-dir",
-                       str(tmp_path / "nowhere"), *QUICK], capsys)
-    assert "download" in line.lower()
+                          str(tmp_path / "nowhere"), *QUICK], capsys, "add --download",
+                         "give --data-dir")
+    assert "download=True" not in line and "data_dir" not in line    # the Python API's words
     user_error(["train", "--dataset", "imagenet-22k", *QUICK], capsys, "imagenet-22k")
 
 

@@ -158,11 +158,16 @@ def test_files_found_unpacked_or_in_the_folder_itself(tmp_path):
     np.testing.assert_array_equal(ds.labels, truth["test"][1])
 
 
-def test_missing_cifar_says_how_to_get_it(tmp_path):
+def test_missing_cifar_says_how_to_get_it(tmp_path, capsys):
     with pytest.raises(DataError) as err:
         load_dataset("cifar10", "train", data_dir=tmp_path)
-    message = str(err.value)
-    assert "\n" not in message and "--download" in message and "cifar-10-binary.tar.gz" in message
+    message = str(err.value)                       # in the Python API's words
+    assert "\n" not in message and "cifar-10-binary.tar.gz" in message
+    assert "add download=True" in message and "give data_dir" in message and "--" not in message
+    from cli_refusals import user_error            # and in the command line's
+    _, line = user_error(["train", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--out",
+                          str(tmp_path / "run")], capsys, "add --download", "give --data-dir")
+    assert "download=True" not in line and not (tmp_path / "run").exists()
 
 
 def test_a_folder_that_cannot_be_written_is_not_called_a_corrupt_archive(tmp_path, monkeypatch):

@@ -222,6 +222,47 @@ def test_bad_cached_file_is_replaced(tmp_path):
     np.testing.assert_array_equal(idx.read_idx(path), arrays["t10k-labels-idx1-ubyte.gz"])
 
 
+@pytest.mark.parametrize("damage", ["cut short", "other contents"])
+def test_a_damaged_file_where_downloads_go_is_fetched_again(tmp_path, damage):
+    source, server, arrays = fake_source(tmp_path)
+    source = dataclasses.replace(source, raw_md5={          # contents checked, as for the real
+        n: hashlib.md5(idx.read_bytes(server / n)).hexdigest() for n in source.md5})
+    target = tmp_path / "data"
+    target.mkdir()
+    images, labels = source.files("test")
+    (target / images).write_bytes((server / images).read_bytes())
+    good = (server / labels).read_bytes()
+    if damage == "cut short":
+        (target / labels).write_bytes(good[:len(good) // 2])
+    else:
+        idx.write_idx(target / labels, arrays[labels][::-1])     # a readable file, but not it
+    with pytest.raises(DataError) as err:                       # without download: what to do
+        idx.load_idx(source, "test", data_dir=target)
+    message = one_line(err)
+    assert str(target / labels) in message and "add download=True to replace it" in message
+    ds = idx.load_idx(source, "test", data_dir=target, download=True)
+    np.testing.assert_array_equal(ds.labels, arrays[labels])
+    assert (target / labels).read_bytes() == good
+    assert sorted(p.name for p in target.iterdir()) == sorted([images, labels])   # no .part
+
+
+def test_a_damaged_file_elsewhere_is_named_with_what_to_do(tmp_path):
+    """A file outside the download folder (here data_dir/fake/) is not ours to delete."""
+    source, server, arrays = fake_source(tmp_path)
+    source = dataclasses.replace(source, raw_md5={
+        n: hashlib.md5(idx.read_bytes(server / n)).hexdigest() for n in source.md5})
+    target = tmp_path / "data"
+    (target / "fake").mkdir(parents=True)
+    for name in source.files("test"):
+        (target / "fake" / name).write_bytes(b"\x1f\x8b damaged")
+    with pytest.raises(DataError) as err:
+        idx.load_idx(source, "test", data_dir=target, download=True)
+    message = one_line(err)
+    assert str(target / "fake" / source.files("test")[0]) in message
+    assert "replace it with the official file" in message and "download=True" in message
+    assert (target / "fake" / source.files("test")[0]).read_bytes() == b"\x1f\x8b damaged"
+
+
 def test_unreachable_url_is_a_one_line_error(tmp_path):
     with pytest.raises(DataError) as err:
         dl.download((tmp_path / "nowhere.gz").as_uri(), tmp_path / "d" / "x.gz", "0" * 32)
@@ -256,15 +297,17 @@ def test_label_count_must_match(tmp_path):
 # ----------------------------------------------------------------------------- load_dataset
 
 def test_missing_data_set_says_how_to_get_it(tmp_path):
+    """In the Python API's words (the command line's: test_cli.py)."""
     with pytest.raises(DataError) as err:
         load_dataset("fashion-mnist", "train", data_dir=tmp_path)
     message = one_line(err)
-    for hint in ("--download", "apt-get install dataset-fashion-mnist", "--data-dir",
+    for hint in ("add download=True", "apt-get install dataset-fashion-mnist", "give data_dir",
                  "train-images-idx3-ubyte.gz", str(tmp_path)):
         assert hint in message
+    assert "--" not in message                      # no command-line option in the API's words
     with pytest.raises(DataError) as err:
         load_dataset("mnist", "test", data_dir=tmp_path)
-    assert "--download" in one_line(err) and "ossci-datasets" in str(err.value)
+    assert "download=True" in one_line(err) and "ossci-datasets" in str(err.value)
 
 
 def test_load_dataset_rejects_unknown_names():

@@ -246,6 +246,53 @@ def test_the_lock_is_held_from_start_to_report_and_given_back(data, tmp_path):
     runfolder.RunFolder.claim(tmp_path / "run").unlock()
 
 
+CLAIM_IN_A_CHILD = ("import sys\n"
+                    "from tinyalexnet.runfolder import RunFolder\n"
+                    "from tinyalexnet.errors import RunFolderError\n"
+                    "try:\n"
+                    "    RunFolder.claim(sys.argv[1])\n"
+                    "except RunFolderError as err:\n"
+                    "    print(err)\n")
+
+
+def test_deleting_owner_lock_does_not_let_a_second_writer_in(tmp_path):
+    run = tmp_path / "run"
+    owner = runfolder.RunFolder.claim(run)
+    try:
+        os.remove(run / runfolder.LOCK_NAME)             # rm runs/x/owner.lock mid-run
+        with pytest.raises(RunFolderError, match="in use by another process"):
+            runfolder.RunFolder.claim(run)
+        child = subprocess.run([sys.executable, "-c", CLAIM_IN_A_CHILD, str(run)], cwd=ROOT,
+                               env=child_env(), capture_output=True, text=True, timeout=60)
+        assert child.returncode == 0, child.stderr
+        assert "in use by another process" in child.stdout, child.stdout
+    finally:
+        owner.unlock()
+    runfolder.RunFolder.claim(run).unlock()              # and free again once let go
+
+
+@pytest.mark.parametrize("kind", ["symbolic link", "FIFO", "folder"])
+def test_an_owner_lock_that_is_not_a_plain_file_is_refused_by_name(tmp_path, capsys, kind):
+    run = tmp_path / "run"
+    run.mkdir()
+    note = run / runfolder.LOCK_NAME
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep me")
+    if kind == "symbolic link":
+        os.symlink(outside, note)
+    elif kind == "FIFO":
+        if not hasattr(os, "mkfifo"):
+            pytest.skip("no FIFOs on this system")
+        os.mkfifo(note)
+    else:
+        note.mkdir()
+    code, out, err = cli(["train", "--out", run, "--epochs", "1", *QUICK], capsys)
+    one_line_error(code, err, str(note), f"is a {kind}", "remove it")
+    assert "training" not in out
+    assert outside.read_text() == "keep me"              # the link was not followed
+    assert sorted(os.listdir(run)) == [runfolder.LOCK_NAME]
+
+
 # ----------------------------------------------------------------------------- 3: write order
 
 class Crash(BaseException):
@@ -360,6 +407,47 @@ def test_sigterm_and_ctrl_c_save_say_how_to_resume_and_lose_nothing(two_epochs, 
     assert same_weights(out / "last.npz", two_epochs / "last.npz")
 
 
+def sighup_ignored():
+    """Whether this process ignores SIGHUP (run under nohup): its children then do too."""
+    return hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP") or sighup_ignored(),
+                    reason="no SIGHUP here, or it is ignored (nohup)")
+def test_sighup_from_a_closed_terminal_saves_like_sigterm(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    real_step = Trainer._train_step
+
+    def step_then_hangup(self, step, *args):
+        real_step(self, step, *args)
+        if self.epoch == 1 and self.step == 1:         # the terminal closes in epoch 2
+            signal.raise_signal(signal.SIGHUP)
+
+    monkeypatch.setattr(Trainer, "_train_step", step_then_hangup)
+    code, out, err = cli(["train", "--epochs", "3", "--out", run, *QUICK], capsys)
+    assert code == 129, err                             # 128 + SIGHUP, as a shell reports it
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("stopped by SIGHUP at epoch 2, step 1/2: saved")
+    assert f"continue with: python -m tinyalexnet train --resume {run}" in lines[0]
+    meta = checkpoint.read_meta(run / "last.npz")
+    assert (meta["epoch"], meta["step"]) == (1, 1)     # the step after epoch 1 is kept
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this system")
+def test_under_nohup_sighup_stays_ignored():
+    """nohup ignores SIGHUP so that a run outlives its terminal: training keeps it so."""
+    from tinyalexnet import signals
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with signals.StopRequests(), signals.raise_on_sigterm():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)
+
+
 STOP_AT_IMPORT = textwrap.dedent("""
     # sitecustomize for a test: a real signal to this process when a module is first imported
     import os, signal, sys
@@ -375,8 +463,10 @@ STOP_AT_IMPORT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("signame, code", [("SIGINT", 130), ("SIGTERM", 143)])
+@pytest.mark.parametrize("signame, code", [("SIGINT", 130), ("SIGTERM", 143), ("SIGHUP", 129)])
 def test_a_signal_during_start_up_ends_with_one_line(tmp_path, signame, code):
+    if signame == "SIGHUP" and (not hasattr(signal, "SIGHUP") or sighup_ignored()):
+        pytest.skip("no SIGHUP here, or it is ignored (nohup)")
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(STOP_AT_IMPORT)
@@ -398,6 +488,78 @@ def test_ctrl_c_while_loading_data_leaves_no_run_folder_behind(tmp_path, monkeyp
     code, _, err = cli(["train", *QUICK], capsys)
     assert code == 130 and err.strip() == "interrupted"
     assert os.listdir(tmp_path / "runs") == []           # the folder it claimed is gone again
+
+
+# ----------------------------------------------------------------------------- 9: litter
+
+def a_dead_pid():
+    """The pid of a process that has ended (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_temporaries_of_dead_writers_are_removed_by_the_next_owner(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    seen = []                       # the name a write in progress has: its writer's pid and host
+    runfolder.write_atomic(run / "last.npz", lambda f: seen.extend(os.listdir(run)))
+    assert len(seen) == 1 and seen[0].startswith(f".last.npz.{os.getpid()}@")
+    dead, host = a_dead_pid(), runfolder.HOST
+    files = {
+        f".last.npz.{dead}@{host}-0123abcd.tmp": False,       # kill -9 during a save: removed
+        f".best.npz.{dead}@{host}-89abcdef.tmp": False,
+        f".history.json.{dead}@another-host-0123abcd.tmp": True,  # maybe alive elsewhere
+        f".last.npz.{os.getppid()}@{host}-0123abcd.tmp": True,    # a writer still running
+        f".last.npz.{dead}-0123abcd.tmp": True,       # says no host: not provably dead
+        "notes.tmp": True,                                         # not a temporary of ours
+    }
+    for name in files:
+        (run / name).write_bytes(b"x" * 1000)
+    with runfolder.RunFolder.claim(run):
+        pass
+    left = set(os.listdir(run)) - {runfolder.LOCK_NAME, "last.npz"}
+    assert left == {name for name, kept in files.items() if kept}
+
+
+def test_a_failed_start_leaves_no_folder_behind(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    # diverges in its first epoch: nothing is saved, so runs/<name>-1 is not kept
+    code, _, err = cli(["train", "--lr", "1e6", "--epochs", "1", *QUICK], capsys)
+    one_line_error(code, err, "diverged", "no checkpoint was written")
+    assert os.listdir(tmp_path / "runs") == []
+    # --out with parents that did not exist: all of them go again
+    code, _, err = cli(["train", "--out", "new/deeper/run", "--dataset", "mnist", "--data-dir",
+                        "no-such-data", *QUICK], capsys)
+    one_line_error(code, err, "MNIST")
+    assert sorted(os.listdir(tmp_path)) == ["runs"]
+    # a folder that existed is left as it was, its owner.lock included
+    (tmp_path / "mine").mkdir()
+    code, _, err = cli(["train", "--out", "mine", "--lr", "1e6", "--epochs", "1", *QUICK],
+                       capsys)
+    assert code == 2 and os.listdir(tmp_path / "mine") == [runfolder.LOCK_NAME]
+
+
+def test_an_out_path_deeper_than_the_recursion_limit_is_not_a_traceback(tmp_path, monkeypatch,
+                                                                         capsys):
+    """os.makedirs recurses once per missing folder: --out 2,000 folders deep was a
+    RecursionError.  Here the depth is just past Python's limit (each folder costs time)."""
+    monkeypatch.chdir(tmp_path)
+    depth = sys.getrecursionlimit() + 100
+    deep = "/".join(["d"] * depth)
+    try:
+        # claimed (created, locked, a file written and removed), then the data is missing
+        code, _, err = cli(["train", "--out", deep, "--dataset", "mnist", "--data-dir",
+                            "no-such-data", *QUICK], capsys)
+        one_line_error(code, err, "MNIST")
+        assert os.listdir(tmp_path) == []              # and all the folders went again
+    finally:
+        for k in range(depth, 0, -1):                  # shutil.rmtree would recurse too
+            folder = "/".join(["d"] * k)
+            if os.path.isdir(folder):
+                for name in set(os.listdir(folder)) - {"d"}:
+                    os.remove(os.path.join(folder, name))
+                os.rmdir(folder)
 
 
 # ----------------------------------------------------------------------------- 8: mistakes

@@ -423,3 +423,26 @@ def test_scores_come_from_the_loss_layers_own_log_softmax():
     from tinyalexnet import metrics
     from tinyalexnet.layers import loss
     assert metrics.log_softmax is loss.log_softmax and log_softmax is loss.log_softmax
+
+
+# ----------------------------------------------------------------------------- no test-set leak
+
+def test_input_statistics_come_from_the_training_images_alone(tmp_path):
+    """The pipeline's mean and std are counted on the training split only: bright training,
+    mid-grey validation and dark test images give three different answers."""
+    def images(n, low, high, seed):
+        rng = np.random.default_rng(seed)
+        return ArrayDataset(rng.integers(low, high, (n, 1, 28, 28)).astype(np.uint8),
+                            rng.integers(0, 4, n), [f"class{k}" for k in range(4)])
+
+    train, val, test = images(40, 150, 256, 0), images(20, 60, 180, 1), images(20, 0, 90, 2)
+    t = trainer((train, val, test), tmp_path, config(epochs=1))
+    try:
+        pixels = train.images.astype(np.float64) / 255          # the count here
+        assert t.pipeline.mean == pytest.approx([pixels.mean()], rel=1e-9)
+        assert t.pipeline.std == pytest.approx([pixels.std()], rel=1e-9)
+        saved = t.state_meta()["pipeline"]                        # what evaluate and resume use
+        assert saved["mean"] == pytest.approx([pixels.mean()], rel=1e-9)
+        assert saved["std"] == pytest.approx([pixels.std()], rel=1e-9)
+    finally:
+        t.close()

@@ -27,11 +27,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tinyalexnet import cli
+from tinyalexnet import checkpoint, cli
 from tinyalexnet.cli import main
 from tinyalexnet.datasets import ImageFolder, load_dataset, load_image_file
 from tinyalexnet.datasets import folder as folder_module
 from tinyalexnet.errors import DataError
+from tinyalexnet.runfolder import RunFolder
 
 from cli_refusals import one_line_error, user_error
 
@@ -468,6 +469,91 @@ def test_train_with_ten_crop_but_no_crops_warns_before_training(tmp_path, capsys
     assert main(["train", "--epochs", "1", "--ten-crop", "--augment", "--out",
                  str(tmp_path / "augmented"), *QUICK]) == 0
     assert "warning" not in capsys.readouterr().err
+
+def test_evaluate_writes_no_picture_into_a_run_in_progress(run_dir, tmp_path, capsys,
+                                                           monkeypatch):
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    shutil.copy(run_dir / "last.npz", busy / "last.npz")
+    owner = RunFolder.claim(busy)                # a run in progress holds its folder
+    try:
+        def evaluate(*args, **kwargs):
+            raise AssertionError("evaluated before refusing")
+
+        monkeypatch.setattr(cli, "evaluate", evaluate)
+        for plot in ([], ["--plot", str(busy / "c.png")]):
+            _, line = user_error(["evaluate", str(busy), "--limit", "20", "--no-progress", *plot],
+                                 capsys, "in use by pid", "--plot")
+            assert "run in progress" in line
+        monkeypatch.undo()
+        elsewhere = tmp_path / "c.png"
+        assert main(["evaluate", str(busy), "--limit", "20", "--no-progress", "--plot",
+                     str(elsewhere)]) == 0
+        assert elsewhere.is_file()
+    finally:
+        owner.unlock()
+    assert sorted(os.listdir(busy)) == ["last.npz", "owner.lock"]
+
+
+def test_a_folder_named_last_npz_is_called_a_folder(tmp_path, capsys):
+    (tmp_path / "last.npz").mkdir()
+    _, line = user_error(["evaluate", str(tmp_path)], capsys, str(tmp_path / "last.npz"),
+                         "is a folder")
+    assert "FIFO" not in line
+
+
+# ----------------------------------------------------------------------------- where output goes
+
+def test_training_goes_on_when_its_reader_stops_reading(tmp_path):
+    """``train ... | head -1``: the pipe closes after the first line."""
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "tinyalexnet", "train", "--epochs", "1",
+                             "--out", str(run), *QUICK], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+    first = proc.stdout.readline()
+    proc.stdout.close()                            # what head does after its line
+    err = proc.stderr.read().decode(errors="replace")
+    proc.wait(timeout=300)
+    assert first.startswith(b"training ")
+    assert proc.returncode == 0 and err == "", err  # the reader chose to stop: nothing to say
+    assert checkpoint.read_meta(run / "last.npz")["epoch"] == 1
+    assert (run / "test.json").is_file()              # the report after the lines it lost
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+def test_a_full_standard_output_loses_lines_not_the_run(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    with open("/dev/full", "w") as full:           # train ... > /dev/full
+        monkeypatch.setattr(sys, "stdout", full)
+        code = main(["train", "--epochs", "1", "--out", str(run), *QUICK])
+    monkeypatch.undo()
+    one_line_error(code, capsys.readouterr().err, "cannot write to standard output",
+                   "No space left on device")
+    assert checkpoint.read_meta(run / "last.npz")["epoch"] == 1
+    assert (run / "test.json").is_file()
+
+
+def test_class_folders_whose_names_are_not_utf8(tmp_path, capsys):
+    root = os.fsencode(tmp_path / "data")
+    classes = [b"caf\xe9", b"na\xefve"]                 # Latin-1 bytes: not valid UTF-8
+    rng = np.random.default_rng(0)
+    for split in (b"train", b"test"):
+        for c in classes:
+            folder = os.path.join(root, split, c)
+            os.makedirs(folder)
+            for k in range(3):
+                Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(
+                    os.fsdecode(os.path.join(folder, b"%d.png" % k)))
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "folder", "--data-dir", os.fsdecode(root), "--epochs", "1",
+                 "--batch-size", "3", "--out", str(run), "--no-progress"]) == 0
+    assert (run / "confusion_matrix.png").stat().st_size > 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "  caf\\xe9  " in out and "  na\\xefve" in out      # as Python shows such names
+    assert (run / "last-folder-test-confusion.png").stat().st_size > 0
+
 
 # ----------------------------------------------------------------------------- names and numbers
 

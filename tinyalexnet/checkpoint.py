@@ -40,7 +40,7 @@ from . import backend
 from .backend import numpy as np
 from .errors import CheckpointError, NonFiniteError
 from .models import MODELS, get_model, model_name
-from .runfolder import write_atomic
+from .runfolder import file_kind, write_atomic
 
 FORMAT = "tinyalexnet-checkpoint"
 VERSION = 1
@@ -182,8 +182,8 @@ def checkpoint_path(path):
     except OSError as err:
         raise CheckpointError(f"{path}: cannot be read ({err.strerror or err})") from None
     if not stat.S_ISREG(mode):       # a FIFO or a device would block or never end
-        raise CheckpointError(f"{path}: not a regular file (a FIFO, device or socket); "
-                              "expected a .npz checkpoint")
+        raise CheckpointError(f"{path}: {file_kind(mode)}, not a regular file; expected a "
+                              ".npz checkpoint")
     return path
 
 

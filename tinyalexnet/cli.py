@@ -12,9 +12,10 @@ Each command is a pair of functions, ``add_<command>_arguments(parser)`` and
 
 Mistakes a user can make (a missing data set, a bad option value, a damaged
 checkpoint, a file that is not an image) print one line, ``error: ...``, and
-exit with code 2.  Ctrl-C (SIGINT) or SIGTERM during training saves and exits
-with 130 or 143 (see ``signals``).  Anything else is a bug and keeps its
-traceback.
+exit with code 2.  Ctrl-C (SIGINT), SIGTERM or SIGHUP (a closed terminal)
+during training saves and exits with 130, 143 or 129 (see ``signals``).  An
+output that stops taking lines (``| head``, a full disk) never stops a command
+(see ``streams``).  Anything else is a bug and keeps its traceback.
 """
 import argparse
 import dataclasses
@@ -23,7 +24,8 @@ import math
 import os
 import sys
 
-from . import __version__, backend, bench, check, checkpoint, plots, signals
+from . import (__version__, backend, bench, check, checkpoint, errors, plots, runfolder, signals,
+               streams)
 from .backend import numpy as np
 from .config import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig, make_config, recipe_name
 from .datasets import load_dataset
@@ -41,6 +43,7 @@ from .transforms import Pipeline
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130   # the shell's code for a program stopped by Ctrl-C (128 + SIGINT)
 EXIT_TERMINATED = 143    # ... and by SIGTERM (128 + 15)
+EXIT_HANGUP = 129        # ... and by SIGHUP (128 + 1): the terminal or SSH session closed
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -219,15 +222,16 @@ def run_evaluate(args):
                                f"channel images, but {ck.describe()} expects {ck['num_classes']} "
                                f"classes of {ck['in_channels']}-channel images")
     checkpoint.check_classes(ck, dataset.classes, data_dir or name)
+    stem = os.path.splitext(os.path.basename(ck.path))[0]
+    plot = args.plot or os.path.join(os.path.dirname(ck.path) or ".",
+                                     f"{stem}-{name}-{args.split}-confusion.png")
+    _refuse_a_busy_run_folder(plot, args.plot)        # before the evaluation, not after it
     result = evaluate(model, dataset, pipeline, args.batch_size, ten_crop=args.ten_crop,
                       progress=args.progress)
     if not math.isfinite(result["loss"]):
         raise NonFiniteError(f"{ck.path}: the model's outputs are NaN or infinite on {name} "
                              f"({args.split}): its weights are damaged")
     classes = ck.get("classes") or list(dataset.classes)
-    stem = os.path.splitext(os.path.basename(ck.path))[0]
-    plot = args.plot or os.path.join(os.path.dirname(ck.path) or ".",
-                                     f"{stem}-{name}-{args.split}-confusion.png")
     # The numbers first: a picture that cannot be written must not cost the evaluation.
     print(_shown(f"{ck.path}: {ck.describe()} on {name} ({args.split}, {result['count']:,} "
                  "images" + (", ten crops" if args.ten_crop else "") + ")"))
@@ -241,6 +245,7 @@ def run_evaluate(args):
         acc = f"{100 * m[k, k] / total:6.2f}%" if total else "     -"
         print(_shown(f"  {c:<{width}}  {acc}  of {total}"))
     sys.stdout.flush()
+    _refuse_a_busy_run_folder(plot, args.plot, after=True)   # a run may have started since
     try:
         plots.plot_confusion_matrix(result["confusion"], classes, plot)
     except OSError as err:
@@ -249,6 +254,20 @@ def run_evaluate(args):
                                "(--plot PATH writes it elsewhere)") from None
     print(_shown(f"confusion matrix: {plot}"))
     return 0
+
+
+def _refuse_a_busy_run_folder(plot, given, after=False):
+    """A run folder is written only by the run that holds it: evaluate refuses to put its
+    picture into one that another process (a run in progress) holds."""
+    folder = os.path.dirname(plot) or "."
+    owner = runfolder.owner_elsewhere(folder)
+    if owner is None:
+        return
+    how = ("give --plot PATH to write it elsewhere" if not given
+           else "give --plot a path outside it")
+    raise TinyAlexNetError(f"{plot}: {folder} is the folder of a run in progress (in use by "
+                           f"{owner}), and only that run writes there; {how}"
+                           + ("; the results above are complete" if after else ""))
 
 
 def _model_and_pipeline(ck, backend_name):
@@ -317,15 +336,8 @@ def run_predict(args):
 
 
 def _shown(text):
-    """``text`` as standard output can print it.  A file name that is not valid UTF-8
-    reaches Python with its bad bytes as stand-ins (surrogates) that cannot be encoded;
-    they are shown as \\xNN escapes, as Python shows them in error messages."""
-    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
-    try:
-        raw = os.fsencode(text)
-    except UnicodeError:
-        raw = text.encode("utf-8", "backslashreplace")
-    return raw.decode(encoding, "backslashreplace")
+    """``text`` as standard output can print it (a file name that is not UTF-8: \\xNN)."""
+    return streams.printable(text, getattr(sys.stdout, "encoding", None) or "utf-8")
 
 
 # ----------------------------------------------------------------------------- info
@@ -394,17 +406,25 @@ def build_parser():
 
 
 def main(argv=None):
-    """Run one command; returns the exit code (0 ok, 2 user error, 130 Ctrl-C, 143 SIGTERM)."""
-    args = build_parser().parse_args(argv)
+    """Run one command; returns the exit code (0 ok, 2 user error, 130 Ctrl-C, 143 SIGTERM,
+    129 SIGHUP)."""
+    # A closed pipe, a full disk or a closed terminal on the way out never stops a
+    # command half-way (see streams.py): training goes on and saves.
+    with streams.guarded() as output:
+        return output.finish(_run_command(build_parser().parse_args(argv)))
+
+
+def _run_command(args):
     try:
-        with signals.raise_on_sigterm():     # SIGTERM stops a command as Ctrl-C does
+        # SIGTERM and SIGHUP stop a command as Ctrl-C does; messages say "--download",
+        # not the Python API's "download=True"
+        with signals.raise_on_sigterm(), errors.command_line_words():
             return args.run(args)
     except Interrupted as stop:
         print(str(stop), file=sys.stderr)
         return signals.exit_code(stop)
     except KeyboardInterrupt as stop:
-        print("terminated" if signals.exit_code(stop) == EXIT_TERMINATED else "interrupted",
-              file=sys.stderr)
+        print(signals.stopped(stop), file=sys.stderr)
         return signals.exit_code(stop)
     except TinyAlexNetError as err:
         print("error: " + " ".join(str(err).split("\n")), file=sys.stderr)

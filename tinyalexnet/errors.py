@@ -3,7 +3,32 @@
 Every mistake a user can make (a wrong shape, a missing file, a bad checkpoint)
 raises one of these with a one-line message saying what was expected and what
 came.  The command line prints that line and exits non-zero, with no traceback.
+
+A message that tells its reader what to do names a setting as that reader
+writes it: ``--download`` to someone at the command line, ``download=True`` to
+someone calling the Python API (:func:`option`).
 """
+import contextlib
+import contextvars
+
+_COMMAND_LINE = contextvars.ContextVar("tinyalexnet_command_line", default=False)
+
+
+def option(command_line, python):
+    """How a message names a setting: ``command_line`` ("--download") while a command of
+    the command line runs (:func:`command_line_words`), ``python`` ("download=True")
+    otherwise."""
+    return command_line if _COMMAND_LINE.get() else python
+
+
+@contextlib.contextmanager
+def command_line_words():
+    """Inside this block, messages name settings as command-line options."""
+    token = _COMMAND_LINE.set(True)
+    try:
+        yield
+    finally:
+        _COMMAND_LINE.reset(token)
 
 
 class TinyAlexNetError(Exception):

@@ -16,6 +16,7 @@ from . import backend
 from .backend import numpy as np
 from .errors import ConfigError
 from .runfolder import write_atomic
+from .streams import printable
 
 #: The picture formats a path may end in (matplotlib writes each without extra software).
 FORMATS = ("png", "pdf", "svg", "jpg", "jpeg", "webp", "tif", "tiff", "eps", "ps")
@@ -101,8 +102,10 @@ def plot_confusion_matrix(matrix, classes, path=None, normalize=True):
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set(xticks=range(k), yticks=range(k), xlabel="predicted", ylabel="true",
            title="confusion matrix" + (" (fraction of each true class)" if normalize else ""))
-    ax.set_xticklabels(classes, rotation=45, ha="right")
-    ax.set_yticklabels(classes)
+    # a class folder whose name is not UTF-8 has characters no font can draw: \xNN instead
+    names = [printable(str(c)) for c in classes]
+    ax.set_xticklabels(names, rotation=45, ha="right")
+    ax.set_yticklabels(names)
     if k <= 20:
         for i in range(k):
             for j in range(k):

@@ -29,7 +29,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from ..backend import numpy as np
-from ..errors import DataError
+from ..errors import DataError, option
 from .base import ArrayDataset
 from .download import download as download_file
 from .download import downloads_dir, md5_of_file
@@ -162,8 +162,11 @@ def find_folder(split, data_dir=None, download=False, url=URL, md5=MD5):
                     archive.unlink()
                     if download:
                         break
-                raise DataError(f"{archive}: MD5 mismatch: expected {md5}, got {actual}"
-                                + ("; the file was deleted" if d == cache else ""))
+                fix = ("the file was deleted; add " if d == cache else
+                       "replace it with the official archive, or remove it and add ")
+                raise DataError(f"{archive}: MD5 mismatch (cut short or damaged): expected "
+                                f"{md5}, got {actual}; {fix}"
+                                f"{option('--download', 'download=True')} to fetch it afresh")
             return _batch_folder(safe_extract(archive, d), split)
     if download:
         target = Path(data_dir) if data_dir is not None else cache
@@ -171,8 +174,9 @@ def find_folder(split, data_dir=None, download=False, url=URL, md5=MD5):
         return _batch_folder(safe_extract(archive, target), split)
     where = ", ".join(str(d) for d in dirs)
     raise DataError(f"CIFAR-10 ({split}) not found: no {FOLDER}/ or {ARCHIVE} in {where}; add "
-                    f"--download (download=True) to fetch {URL} (163 MB), or give --data-dir a "
-                    f"folder holding {ARCHIVE} or the unpacked {FOLDER}/")
+                    f"{option('--download', 'download=True')} to fetch {URL} (163 MB), or give "
+                    f"{option('--data-dir', 'data_dir')} a folder holding {ARCHIVE} or the "
+                    f"unpacked {FOLDER}/")
 
 
 def load_cifar10(split="train", data_dir=None, download=False, url=URL, md5=MD5):

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..backend import numpy as np
-from ..errors import DataError
+from ..errors import DataError, option
 from ..runfolder import write_atomic
 from .base import ArrayDataset
 from .download import download as download_file
@@ -202,28 +202,51 @@ def load_idx(source, split="train", data_dir=None, download=False):
     """The ``split`` ("train" or "test") of an MNIST-like data set as an ArrayDataset.
 
     ``download=True`` fetches missing files into ``data_dir`` (or the download
-    cache), each checked against its published MD5.  Images come out as
-    uint8 (N, 1, 28, 28), labels as int64 (N,).
+    cache), each checked against its published MD5, and fetches again a file
+    there whose contents are not the official ones (a download cut short, a
+    damaged disk).  Images come out as uint8 (N, 1, 28, 28), labels as int64 (N,).
     """
     if split not in ("train", "test"):
         raise DataError(f"{source.name}: unknown split {split!r}, expected 'train' or 'test'")
     dirs = search_dirs(source, data_dir)
+    target = Path(data_dir) if data_dir is not None else downloads_dir(source.name)
     names = source.files(split)
     paths = [_find(n, dirs) for n in names]
     if download and None in paths:
-        target = Path(data_dir) if data_dir is not None else downloads_dir(source.name)
         paths = [p if p is not None else download_file(source.url + n, target / n, source.md5[n])
                  for p, n in zip(paths, names)]
     if None in paths:
         missing = names[paths.index(None)]
         where = ", ".join(str(d) for d in dirs)
         raise DataError(
-            f"{source.title} ({split}) not found: no {missing} in {where}; add --download "
-            f"(download=True) to fetch it from {source.url}, {source.install_hint}"
-            f"or give --data-dir a folder holding the four IDX files")
-    images = _read_verified(paths[0], source, names[0], ndim=3)
-    labels = _read_verified(paths[1], source, names[1], ndim=1)
+            f"{source.title} ({split}) not found: no {missing} in {where}; add "
+            f"{option('--download', 'download=True')} to fetch it from {source.url}, "
+            f"{source.install_hint}or give {option('--data-dir', 'data_dir')} a folder holding "
+            f"the four IDX files")
+    images = _read_or_fetch_again(paths[0], source, names[0], 3, target, download)
+    labels = _read_or_fetch_again(paths[1], source, names[1], 1, target, download)
     if images.shape[0] != labels.shape[0]:
         raise DataError(f"{paths[1]}: {labels.shape[0]} labels for the {images.shape[0]} "
                         f"images of {paths[0]}")
     return ArrayDataset(images[:, None], labels, source.classes, name=f"{source.name}/{split}")
+
+
+def _read_or_fetch_again(path, source, file_name, ndim, target, download):
+    """The array in ``path``; a damaged file where downloads go is fetched again when
+    ``download`` is on, and anywhere else named with what to do about it."""
+    try:
+        return _read_verified(path, source, file_name, ndim)
+    except DataError as err:
+        ours = path.parent == target     # where --download puts this file
+        if download and ours:
+            path.unlink(missing_ok=True)     # damaged: replaced by a fresh download
+            fresh = download_file(source.url + file_name, target / file_name,
+                                  source.md5[file_name])
+            return _read_verified(fresh, source, file_name, ndim)
+        if ours:
+            advice = (f"add {option('--download', 'download=True')} to replace it with a fresh "
+                      f"copy from {source.url}")
+        else:
+            advice = (f"replace it with the official file from {source.url}, or remove it and "
+                      f"add {option('--download', 'download=True')} to fetch one into {target}")
+        raise DataError(f"{err} (cut short or damaged); {advice}") from None
