@@ -198,6 +198,25 @@ class RunFolder:
             os.fsync(f.fileno())
         os.remove(probe)
 
+    def path_now(self):
+        """Where the folder is now: ``path``, or where it was moved to while this process
+        held it (found through the open lock file, where /proc shows it); None if it is
+        gone or cannot be found."""
+        f = self._lock_file
+        try:
+            here = os.stat(os.path.join(self.path, LOCK_NAME))
+            if f is None or os.path.samestat(here, os.fstat(f.fileno())):
+                return self.path
+        except OSError:
+            pass
+        if f is None:
+            return None
+        try:
+            lock_path = os.readlink(f"/proc/self/fd/{f.fileno()}")
+        except OSError:
+            return None
+        return None if lock_path.endswith(" (deleted)") else os.path.dirname(lock_path)
+
     def unlock(self):
         """Let another process claim the folder (also what exiting does)."""
         f, self._lock_file = getattr(self, "_lock_file", None), None
