@@ -480,7 +480,7 @@ META_FIELDS = {
     "partial": (_optional(_dict_of(is_number)), "a dict of numbers"),
     "optimizer": (_optional(lambda v: isinstance(v, dict) and set(v) == {"name", "hyper", "steps"}
                             and isinstance(v["name"], str) and _count(v["steps"])
-                            and _dict_of(is_number)(v["hyper"])),
+                            and _dict_of(is_real)(v["hyper"])),     # ranges: below
                   "{name, hyper: {numbers}, steps}"),
     "run_id": (_optional(lambda v: isinstance(v, str)), "a string"),
     "changes": (_optional(_list_of(lambda v: isinstance(v, dict))), "a list of records"),
