@@ -24,9 +24,14 @@ archive is checked from its ``.npy`` header alone: a known name, a float dtype
 (the metadata: one unicode string), and a claimed size equal to the bytes the
 member really holds, so an edited header cannot make ``load`` allocate more
 than the file's own size.  Then the metadata's fields are checked for type and
-range (a learning rate must be a positive finite number, ...), the optimizer's
-state must be complete, and every weight finite.  Anything else is a one-line
-CheckpointError naming the file.
+range (the optimizer's numbers against ``settings.RANGES``, as when they are
+given by hand), the optimizer's state must be complete, and every weight
+finite.  Anything else is a one-line CheckpointError naming the file.
+
+Where a run stands besides its arrays (counters, history, best epoch, the
+run's identity) is one value, :class:`RunState`: a Trainer saves it in every
+checkpoint, and ``RunState.from_checkpoint`` reads it back, checked, for
+``resume.py``.
 """
 import dataclasses
 import json
@@ -186,7 +191,8 @@ class RunState:
     A new run starts from ``RunState()``; every checkpoint stores it
     (:meth:`meta`), and :meth:`from_checkpoint` reads it back, checked, with
     ``source`` set to that checkpoint: a Trainer given such a state restores
-    the weights, dropout counters, optimizer and schedule from ``source``.
+    the weights, dropout counters, optimizer, schedule and input pipeline from
+    ``source``, and lets go of it.
     """
     epoch: int = 0                 # epochs completed
     step: int = 0                  # steps completed in the current epoch
@@ -480,7 +486,7 @@ META_FIELDS = {
     "partial": (_optional(_dict_of(is_number)), "a dict of numbers"),
     "optimizer": (_optional(lambda v: isinstance(v, dict) and set(v) == {"name", "hyper", "steps"}
                             and isinstance(v["name"], str) and _count(v["steps"])
-                            and _dict_of(is_real)(v["hyper"])),     # ranges: below
+                            and _dict_of(is_real)(v["hyper"])),     # ranges: check_meta
                   "{name, hyper: {numbers}, steps}"),
     "run_id": (_optional(lambda v: isinstance(v, str)), "a string"),
     "changes": (_optional(_list_of(lambda v: isinstance(v, dict))), "a list of records"),

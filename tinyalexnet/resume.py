@@ -3,7 +3,7 @@
 ``Trainer.resume(path)`` is three steps::
 
     run = open_run(path, overrides, out_dir)   # claimed, read and checked; nothing written
-    trainer = Trainer(run.config, run.folder, state=run.state, ...)   # restores run.state.source
+    trainer = Trainer(run.config, run.folder, state=run.state, ...)   # restored from it
     settle(trainer, run)                        # repairs, or a branch's first files; --lr
 
 A run continues in its own folder and only from that run's newest state
@@ -34,7 +34,6 @@ from .checkpoint import RunState, state_name
 from .config import TrainConfig, check_config, config_from_dict
 from .errors import CheckpointError, TinyAlexNetError
 from .runfolder import RunFolder, fsync_dir, write_atomic
-from .transforms import Pipeline
 
 # The files a run writes into its folder (train.py and the train command).
 RUN_FILES = ("last.npz", "best.npz", "history.json", "history.csv", "history.png", "test.json",
@@ -45,9 +44,9 @@ RUN_FILES = ("last.npz", "best.npz", "history.json", "history.csv", "history.png
 class OpenedRun:
     """A saved run, claimed and checked, ready to continue (what :func:`open_run` gives)."""
     config: TrainConfig          # the checkpoint's settings, with the overrides
-    state: RunState              # where it stood; ``state.source`` is the checkpoint
+    state: RunState              # where it stood (``state.source``: the checkpoint)
     folder: RunFolder            # claimed: the run's own folder, or the branch's new one
-    pipeline: Pipeline           # the input pipeline it trained with (None: not recorded)
+    checkpoint: checkpoint.Checkpoint
     lr: float = None             # the learning rate from here on (None: unchanged)
     branch_of: str = None        # the folder of the run this one branches from
 
@@ -71,24 +70,28 @@ def open_run(path, overrides=None, out_dir=None):
         config = dataclasses.replace(run_config(ck), **overrides)   # TypeError: not a setting
         check_config(config if lr is None else dataclasses.replace(config, lr=lr))
         state = RunState.from_checkpoint(ck)
-        pipeline = Pipeline.from_config(ck["pipeline"]) if ck.get("pipeline") else None
     except BaseException:
         folder.abandon()
         raise
-    return OpenedRun(config, state, folder, pipeline, lr, home if branch else None)
+    return OpenedRun(config, state, folder, ck, lr, home if branch else None)
 
 
 def settle(trainer, run):
     """What the trainer built from ``run`` does before it trains: repair its own folder
-    (:func:`repair`), or start the branch (:func:`start_branch`); then change the
-    learning rate if asked."""
+    (:func:`repair`), or start the branch (:func:`start_branch`); then the new learning
+    rate, if one was asked for, recorded in the state's ``changes``."""
     if trainer.writes:
         if run.branch_of is None:
-            repair(trainer, run.state.source)
+            repair(trainer, run.checkpoint)
         else:
-            start_branch(trainer, run.state.source, run.branch_of)
-    if run.lr is not None and run.lr != trainer.optimizer.lr:
-        trainer.change_lr(run.lr)
+            start_branch(trainer, run.checkpoint, run.branch_of)
+    s, old = trainer.state, trainer.optimizer.lr
+    if run.lr is not None and run.lr != old:
+        s.changes.append({"epoch": s.epoch, "step": s.step, "global_step": s.global_step,
+                          "lr": [old, run.lr]})
+        trainer.optimizer.lr = run.lr
+        trainer.log(f"learning rate {old:g} -> {run.lr:g} from epoch {s.epoch + 1}, step "
+                    f"{s.step} (recorded in the checkpoint and the history's lr column)")
 
 
 # --------------------------------------------------------------------- checks

@@ -190,6 +190,9 @@ class Trainer:
             check_sizes(c, self.train_set, self.val_set)
             self.model = get_model(c.model, num_classes=len(self.classes),
                                    in_channels=self.train_set.channels, init=c.init, seed=c.seed)
+            source = self.state.source               # the checkpoint a resumed run goes on from
+            if pipeline is None and source is not None and source.get("pipeline"):
+                pipeline = Pipeline.from_config(source["pipeline"])     # as the run trained
             lighting = c.lighting and self.train_set.channels == 3
             self.pipeline = pipeline or Pipeline.for_dataset(
                 self.train_set, self.model.input_shape, augment=c.augment, lighting=lighting)
@@ -202,8 +205,9 @@ class Trainer:
             self.loss_fn.set_check_finite(checks)
             self.optimizer = make_optimizer(c, self.model)
             self.scheduler = make_scheduler(c, self.optimizer)
-            if self.state.source is not None:
-                self._restore(self.state.source)
+            if source is not None:
+                self._restore(source)
+                self.state.source = None     # its arrays live in the model and optimizer now
         except BaseException:
             self.run_folder.abandon()
             raise
@@ -427,8 +431,8 @@ class Trainer:
         arguments are as for ``Trainer``.  See resume.py.
         """
         run = open_run(path, overrides, out_dir)           # claimed, read, checked
-        trainer = cls(run.config, run.folder, datasets=datasets, state=run.state,
-                      pipeline=pipeline or run.pipeline, **kwargs)
+        trainer = cls(run.config, run.folder, datasets=datasets, pipeline=pipeline,
+                      state=run.state, **kwargs)          # restored from the checkpoint
         try:
             settle(trainer, run)             # repairs, or the branch's first files; --lr
         except BaseException:
@@ -449,15 +453,6 @@ class Trainer:
             raise TinyAlexNetError(f"{ck.path}: saved at step {self.state.step} of an epoch "
                                    f"that has only {self.steps_per_epoch} steps: the data set "
                                    f"changed")
-
-    def change_lr(self, lr):
-        """Train on with learning rate ``lr`` from the current step; the change is recorded."""
-        s, old = self.state, self.optimizer.lr
-        s.changes.append({"epoch": s.epoch, "step": s.step, "global_step": s.global_step,
-                          "lr": [old, lr]})
-        self.optimizer.lr = lr
-        self.log(f"learning rate {old:g} -> {lr:g} from epoch {s.epoch + 1}, step {s.step} "
-                 f"(recorded in the checkpoint and the history's lr column)")
 
     # ---------------------------------------------------------------- owning the folder
     def close(self):
