@@ -35,7 +35,7 @@ def is_number(value):
 
 def is_integer(value):
     """A whole number of an integer type (``3``, not ``3.0``), not a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    return is_real(value) and isinstance(value, numbers.Integral)
 
 
 @dataclasses.dataclass(frozen=True)

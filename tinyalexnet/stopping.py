@@ -90,8 +90,8 @@ class RunStops:
         return self
 
     def check(self):
-        """Stop here if Ctrl-C or SIGTERM came since the last check.  (Processes that
-        train together must agree on this answer, so that all stop at the same step.)"""
+        """Stop here if Ctrl-C or SIGTERM came since the last check: the one place the
+        loop asks whether to stop."""
         if self.signals is not None and self.signals.requested:
             raise KeyboardInterrupt
 

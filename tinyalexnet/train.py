@@ -287,7 +287,7 @@ class Trainer:
     def _device_step(self, images, labels, rng, global_step):
         """The device's work of one step: the batch onto the device, forward, loss,
         backward, update, and the running sums.  It is only queued: nothing here reads a
-        number back or moves a counter (the meter counts images, which the host knows)."""
+        number back from the device, and the run's counters (``state``) move outside it."""
         xp = self.xp
         x = self.pipeline(images, train=True, rng=rng, xp=xp)   # one host->device copy
         logits = self.model.forward(x)
