@@ -44,9 +44,9 @@ RUN_FILES = ("last.npz", "best.npz", "history.json", "history.csv", "history.png
 class OpenedRun:
     """A saved run, claimed and checked, ready to continue (what :func:`open_run` gives)."""
     config: TrainConfig          # the checkpoint's settings, with the overrides
-    state: RunState              # where it stood (``state.source``: the checkpoint)
+    state: RunState              # where it stood
     folder: RunFolder            # claimed: the run's own folder, or the branch's new one
-    checkpoint: checkpoint.Checkpoint
+    source: checkpoint.Checkpoint    # the checkpoint read (the trainer restores from it)
     lr: float = None             # the learning rate from here on (None: unchanged)
     branch_of: str = None        # the folder of the run this one branches from
 
@@ -82,9 +82,9 @@ def settle(trainer, run):
     rate, if one was asked for, recorded in the state's ``changes``."""
     if trainer.writes:
         if run.branch_of is None:
-            repair(trainer, run.checkpoint)
+            repair(trainer, run.source)
         else:
-            start_branch(trainer, run.checkpoint, run.branch_of)
+            start_branch(trainer, run.source, run.branch_of)
     s, old = trainer.state, trainer.optimizer.lr
     if run.lr is not None and run.lr != old:
         s.changes.append({"epoch": s.epoch, "step": s.step, "global_step": s.global_step,
