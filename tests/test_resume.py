@@ -16,7 +16,9 @@ from tinyalexnet import checkpoint
 from tinyalexnet.config import make_config
 from tinyalexnet.datasets import ArrayDataset
 from tinyalexnet.errors import TinyAlexNetError
+from tinyalexnet.cli import main
 from tinyalexnet.models import get_model
+from tinyalexnet.resume import RUN_FILES
 from tinyalexnet.stopping import Interrupted
 from tinyalexnet.train import Trainer
 
@@ -52,6 +54,13 @@ def snapshot(folder):
 
 
 # ----------------------------------------------------------------------------- new runs
+
+def test_the_run_files_are_what_a_train_command_writes(tmp_path, capsys):
+    """A new run is refused where any of RUN_FILES is: they must be all a run leaves."""
+    assert main(["train", "--epochs", "1", "--out", str(tmp_path / "run"), *QUICK]) == 0
+    capsys.readouterr()
+    assert set(os.listdir(tmp_path / "run")) - {"owner.lock"} == set(RUN_FILES)
+
 
 def test_a_new_run_refuses_a_folder_with_an_earlier_runs_files(tmp_path, capsys):
     """best.npz, the history and test.json but no last.npz: a new run overwrote them all
