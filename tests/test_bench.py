@@ -17,7 +17,8 @@ from tinyalexnet import bench, bench_conv, bench_measure, bench_report, machine
 from tinyalexnet.datasets import ArrayDataset
 from tinyalexnet.models import get_model
 from tinyalexnet.torch_twin import check_outputs
-from tinyalexnet.train import Trainer, make_config
+from tinyalexnet.config import make_config
+from tinyalexnet.train import Trainer
 
 TINY = ["--model", "alexnet_small", "--batch-size", "2", "--steps", "1", "--warmup", "1",
         "--layer-steps", "1"]

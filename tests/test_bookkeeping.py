@@ -20,8 +20,10 @@ from tinyalexnet.datasets import ArrayDataset
 from tinyalexnet.errors import CheckpointError
 from tinyalexnet.layers import ReLU
 from tinyalexnet.models import get_model
-from tinyalexnet.train import (RunningMeter, Trainer, evaluate, make_config,
-                               split_validation, topk_correct)
+from tinyalexnet.config import make_config
+from tinyalexnet.datasets.split import split_validation
+from tinyalexnet.metrics import RunningMeter, evaluate, topk_correct
+from tinyalexnet.train import Trainer
 from tinyalexnet.transforms import Pipeline
 
 
@@ -162,7 +164,7 @@ def test_a_tied_validation_error_is_not_a_new_best(tmp_path):
 @pytest.mark.parametrize("schedule, options", [("plateau", dict(patience=1)),
                                                ("step", dict(step_size=3))])
 def test_resume_keeps_the_schedule_state(tmp_path, schedule, options):
-    """Planted: resume that forgets the scheduler's state (``load_state`` skipping it).
+    """Planted: resume that forgets the scheduler's state (``Trainer._restore`` skipping it).
 
     Frozen weights tie every epoch's error.  Plateau, patience 1: epoch 1 sets the best,
     epochs 2 and 3 do not improve, so the lr is divided after epoch 3.  Step, every 3
@@ -191,7 +193,7 @@ def test_resume_keeps_the_best_error(tmp_path):
     best_before = (tmp_path / "best.npz").read_bytes()
     resumed = Trainer.resume(tmp_path, overrides={"epochs": 3}, datasets=datasets,
                              progress=False, log=None)
-    assert resumed.best_error == pytest.approx(min(counted), abs=1e-12)
+    assert resumed.state.best_error == pytest.approx(min(counted), abs=1e-12)
     resumed.fit()
     assert resumed.history[2]["val_top1_error"] == pytest.approx(min(counted))   # a tie
     assert (tmp_path / "best.npz").read_bytes() == best_before
@@ -213,7 +215,7 @@ def test_ctrl_c_inside_backward_gives_back_the_dropout_masks(tmp_path):
     real_backward = cut.model.backward
 
     def backward_then_ctrl_c(dout):                # Ctrl-C lands during backward
-        if cut.global_step == steps + 2:
+        if cut.state.global_step == steps + 2:
             raise KeyboardInterrupt
         return real_backward(dout)
 

@@ -203,7 +203,7 @@ def test_ctrl_c_saves_exits_130_and_resume_continues(tmp_path):
 # ----------------------------------------------------------------------------- user mistakes
 
 def test_bad_option_values(capsys):
-    user_error(["train", "--lr", "-1"], capsys, "--lr", "positive")
+    user_error(["train", "--lr", "-1"], capsys, "--lr", "> 0")
     user_error(["train", "--batch-size", "0"], capsys, "--batch-size")
     user_error(["train", "--epochs", "many"], capsys, "--epochs", "invalid int")
     user_error(["train", "--model", "vgg"], capsys, "vgg", "alexnet_small")

@@ -27,8 +27,11 @@ from tinyalexnet.layers.naive import maxpool2d_naive
 from tinyalexnet.layers.tanh import Tanh
 from tinyalexnet.models import get_model
 from tinyalexnet.optim import SGD, Adam
-from tinyalexnet.train import (Interrupted, RunningMeter, Trainer, evaluate, make_config,
-                               split_validation)
+from tinyalexnet.config import make_config
+from tinyalexnet.datasets.split import split_validation
+from tinyalexnet.metrics import RunningMeter, evaluate
+from tinyalexnet.stopping import Interrupted
+from tinyalexnet.train import Trainer
 
 
 def stripes(n, seed, classes=4, size=28):
@@ -174,12 +177,14 @@ def test_a_training_step_of_each_model_matches_numpy_and_reads_nothing(
     model = copy.deepcopy(t.model).to("numpy")
     opt = (SGD(model, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
            if optimizer == "sgd" else Adam(model, lr=c.lr, weight_decay=c.weight_decay))
-    meter = RunningMeter(t.xp)
+    meter = t.meter = RunningMeter(t.xp)
+    images, labels = data[0].get_batch(np.arange(batch))
     with no_sync():
-        t._train_step(0, np.arange(batch), meter)
+        t._train_step(0, images, labels)
     assert t.model.xp is backend.cupy and model.xp is np
+    assert (t.state.step, t.state.global_step) == (1, 1)
 
-    images, labels = data[0].get_batch(np.arange(batch))          # the step, on NumPy
+    # the step, on NumPy
     x = t.pipeline(images, train=True, rng=np.random.default_rng([c.seed, 0, 0]))
     loss_fn = SoftmaxCrossEntropy()
     loss = loss_fn.forward(model.forward(x), labels)
@@ -216,7 +221,7 @@ def test_ctrl_c_and_resume_on_the_device_are_exact(device_name, on_standin, data
     steps = full.steps_per_epoch
 
     def press_ctrl_c(t):
-        if t.global_step == steps + 2:
+        if t.state.global_step == steps + 2:
             raise KeyboardInterrupt
 
     cut = trainer(data, tmp_path / "cut", on_step=press_ctrl_c)
@@ -250,7 +255,7 @@ def test_out_of_gpu_memory_stops_with_advice_and_keeps_the_checkpoint(device_nam
     pool = backend.cupy.get_default_memory_pool()
 
     def squeeze(tr):                    # from step 3 on, nothing more fits on the device
-        if tr.step == 2:
+        if tr.state.step == 2:
             pool.free_all_blocks()
             pool.set_limit(size=pool.used_bytes() + 1024)
 

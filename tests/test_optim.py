@@ -193,10 +193,10 @@ def test_optimizer_state_follows_the_model_dtype():
 
 
 @pytest.mark.parametrize("make,match", [
-    (lambda m: SGD(m, lr=0), "learning rate"), (lambda m: SGD(m, lr=-1.0), "learning rate"),
+    (lambda m: SGD(m, lr=0), "lr"), (lambda m: SGD(m, lr=-1.0), "lr"),
     (lambda m: SGD(m, momentum=1.0), "momentum"), (lambda m: SGD(m, weight_decay=-1), "weight_decay"),
     (lambda m: Adam(m, betas=(0.9, 1.0)), "beta2"), (lambda m: Adam(m, betas=(0.9,)), "betas"),
-    (lambda m: Adam(m, eps=0), "eps"), (lambda m: SGD(m, lr="0.1"), "learning rate"),
+    (lambda m: Adam(m, eps=0), "eps"), (lambda m: SGD(m, lr="0.1"), "lr"),
 ])
 def test_invalid_hyperparameters(make, match):
     with pytest.raises(ConfigError, match=match) as info:

@@ -83,7 +83,8 @@ def test_disabled_reads_in_turn_in_this_thread():
 
 
 def _train(tmp_path, prefetching, dataset_type=ArrayDataset):
-    from tinyalexnet.train import Trainer, make_config
+    from tinyalexnet.config import make_config
+    from tinyalexnet.train import Trainer
     rng = np.random.default_rng(5)
     images = rng.integers(0, 256, (96, 1, 28, 28), dtype=np.uint8)
     labels = rng.integers(0, 4, 96)

@@ -25,7 +25,9 @@ from tinyalexnet import train as train_module
 from tinyalexnet.cli import main
 from tinyalexnet.datasets import ArrayDataset
 from tinyalexnet.errors import NonFiniteError, RunFolderError
-from tinyalexnet.train import Trainer, make_config
+from tinyalexnet.config import make_config
+from tinyalexnet.datasets.split import split_validation
+from tinyalexnet.train import Trainer
 
 from cli_refusals import one_line_error
 
@@ -112,7 +114,7 @@ def stripes(n, seed, classes=4):
 
 @pytest.fixture(scope="module")
 def data():
-    train, val = train_module.split_validation(stripes(160, 0), 0.2, seed=0)   # 128 / 32
+    train, val = split_validation(stripes(160, 0), 0.2, seed=0)   # 128 / 32
     return train, val, stripes(40, 1)
 
 
@@ -669,7 +671,7 @@ def test_a_full_disk_at_a_ctrl_c_save_is_one_line_and_keeps_the_last(tmp_path, m
 
     def step_then_ctrl_c(self, step, *args):
         real_step(self, step, *args)
-        if self.epoch == 1 and self.step == 1:
+        if self.state.epoch == 1 and self.state.step == 1:
             seen["before"] = snapshot(run)
             signal.raise_signal(signal.SIGINT)
 
@@ -715,7 +717,7 @@ def test_the_divergence_advice_is_a_command_that_works(tmp_path, monkeypatch, ca
     real_step = Trainer._train_step
 
     def poisoned_step(self, step, *args):
-        if self.epoch == 1 and step == 1:          # the weights blow up in epoch 2
+        if self.state.epoch == 1 and step == 1:          # the weights blow up in epoch 2
             self.model["fc8"].params["weight"][...] = np.nan
         real_step(self, step, *args)
 
@@ -748,9 +750,9 @@ def test_a_diverged_state_is_never_saved(data, tmp_path):
     t.read_every = 100
 
     def poison_then_ctrl_c(tr):
-        if tr.step == 1:
+        if tr.state.step == 1:
             tr.model["fc8"].params["weight"][...] = np.nan
-        elif tr.step == 3:
+        elif tr.state.step == 3:
             raise KeyboardInterrupt
 
     t.on_step = poison_then_ctrl_c

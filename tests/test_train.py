@@ -10,8 +10,12 @@ from tinyalexnet import backend, checkpoint
 from tinyalexnet.datasets import ArrayDataset
 from tinyalexnet.errors import NonFiniteError, TinyAlexNetError
 from tinyalexnet.models import get_model
-from tinyalexnet.train import (RECIPES, Interrupted, RunningMeter, Trainer, evaluate,
-                               log_softmax, make_config, split_validation, topk_correct)
+from tinyalexnet.checkpoint import RunState
+from tinyalexnet.config import RECIPES, make_config
+from tinyalexnet.datasets.split import split_validation
+from tinyalexnet.metrics import RunningMeter, evaluate, log_softmax, topk_correct
+from tinyalexnet.stopping import Interrupted
+from tinyalexnet.train import Trainer
 from tinyalexnet.transforms import Pipeline
 
 
@@ -106,7 +110,7 @@ def test_resume_at_an_epoch_boundary_is_exact(data, full_run, tmp_path):
     first.fit()
     resumed = Trainer.resume(tmp_path / "cut", overrides={"epochs": 2}, datasets=data,
                              progress=False, log=None)
-    assert (resumed.epoch, resumed.step) == (1, 0)
+    assert (resumed.state.epoch, resumed.state.step) == (1, 0)
     resumed.fit()
     same_state(full, resumed)
     assert without_timing(resumed.history) == without_timing(full.history)
@@ -118,7 +122,7 @@ def test_ctrl_c_mid_epoch_saves_and_resume_is_exact(data, full_run, tmp_path, ho
     steps = full.steps_per_epoch
 
     def press_ctrl_c(t):
-        if t.global_step == steps + 3:          # the 4th step of the second epoch
+        if t.state.global_step == steps + 3:          # the 4th step of the second epoch
             if how == "signal":
                 signal.raise_signal(signal.SIGINT)   # what a terminal's Ctrl-C sends
             else:
@@ -179,7 +183,7 @@ def test_nan_stops_training_names_the_step_and_keeps_the_checkpoint(data, tmp_pa
     bad_step = resumed.steps_per_epoch + 2        # the loss of step number bad_step is NaN
 
     def poison(tr):
-        if tr.global_step == bad_step - 1:
+        if tr.state.global_step == bad_step - 1:
             tr.model["fc8"].params["weight"][...] = np.nan
 
     resumed.on_step = poison
@@ -211,7 +215,7 @@ def test_running_out_of_gpu_memory_suggests_a_smaller_batch(data, tmp_path, monk
                              log=None)
 
     def allocate_too_much(tr):
-        if tr.step == 2:
+        if tr.state.step == 2:
             raise FakeGPUError(what)
 
     resumed.on_step = allocate_too_much
@@ -255,10 +259,10 @@ def test_a_fresh_run_never_overwrites_an_existing_one(data, tmp_path):
 
 def test_resuming_a_checkpoint_of_another_model_is_refused(data, tmp_path):
     trainer(data, tmp_path, config(epochs=1)).fit()
-    ck = checkpoint.load(tmp_path / "last.npz")
-    other = trainer(data, tmp_path / "other", config(epochs=1, model="alexnet32"))
+    state = RunState.from_checkpoint(checkpoint.load(tmp_path / "last.npz"))
     with pytest.raises(TinyAlexNetError, match="'alexnet_small'.*not model 'alexnet32'"):
-        other.load_state(ck)
+        trainer(data, tmp_path / "other", config(epochs=1, model="alexnet32"), state=state)
+    assert not (tmp_path / "other").exists()          # the folder it claimed is gone again
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -406,7 +410,7 @@ def test_every_attribute_is_set_in_init(data, tmp_path):
     """A reader finds all of a Trainer's attributes (and its stops') in __init__: training,
     a Ctrl-C and a resume add none."""
     def press_ctrl_c(t):
-        if t.global_step == t.steps_per_epoch + 2:
+        if t.state.global_step == t.steps_per_epoch + 2:
             raise KeyboardInterrupt
 
     t = trainer(data, tmp_path, on_step=press_ctrl_c)

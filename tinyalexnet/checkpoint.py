@@ -24,23 +24,30 @@ archive is checked from its ``.npy`` header alone: a known name, a float dtype
 (the metadata: one unicode string), and a claimed size equal to the bytes the
 member really holds, so an edited header cannot make ``load`` allocate more
 than the file's own size.  Then the metadata's fields are checked for type and
-range (a learning rate must be a positive finite number, ...), the optimizer's
-state must be complete, and every weight finite.  Anything else is a one-line
-CheckpointError naming the file.
+range (the optimizer's numbers against ``settings.RANGES``, as when they are
+given by hand), the optimizer's state must be complete, and every weight
+finite.  Anything else is a one-line CheckpointError naming the file.
+
+Where a run stands besides its arrays (counters, history, best epoch, the
+run's identity) is one value, :class:`RunState`: a Trainer saves it in every
+checkpoint, and ``RunState.from_checkpoint`` reads it back, checked, for
+``resume.py``.
 """
+import dataclasses
 import json
 import math
-import numbers
 import os
 import re
 import stat
+import uuid
 import zipfile
 
-from . import backend
+from . import backend, history
 from .backend import numpy as np
 from .errors import CheckpointError, NonFiniteError
 from .models import MODELS, get_model, model_name
 from .runfolder import file_kind, write_atomic
+from .settings import is_integer, is_number, is_real, range_of
 
 FORMAT = "tinyalexnet-checkpoint"
 VERSION = 1
@@ -50,15 +57,8 @@ MEMBER = re.compile(r"(meta|model/[A-Za-z0-9_.]+|optim/[A-Za-z0-9_]+/[A-Za-z0-9_
 WEIGHT_DTYPES = ("float32", "float64")
 MAX_META_BYTES = 64 * 2 ** 20          # the JSON record; a 1,000-epoch history is ~0.2 MB
 
-# Ranges of the optimizers' numbers (the optimizers' own constructor checks).
-HYPER_RANGES = {
-    "lr": (lambda v: v > 0, "> 0"),
-    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "weight_decay": (lambda v: v >= 0, ">= 0"),
-    "beta1": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "beta2": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "eps": (lambda v: v > 0, "> 0"),
-}
+# The optimizers' numbers a checkpoint may hold; their ranges are settings.RANGES'.
+HYPER_NAMES = ("lr", "momentum", "weight_decay", "beta1", "beta2", "eps")
 
 
 def save(path, model, meta, optimizer=None, finite=False):
@@ -168,6 +168,79 @@ class Checkpoint:
         optimizer.load_state_dict({"hyper": saved["hyper"], "steps": saved["steps"],
                                    "state": self.optim_state})
         return optimizer
+
+    def load_scheduler(self, scheduler):
+        """Restore a learning-rate schedule's state (None: the run has no schedule)."""
+        if scheduler is None:
+            return None
+        saved, expected = self.meta.get("scheduler"), sorted(scheduler.state_dict())
+        if saved is None or sorted(saved) != expected:
+            raise CheckpointError(f"{self.path}: the {type(scheduler).__name__} state is "
+                                  f"{sorted(saved) if saved else 'missing'}, expected {expected} "
+                                  f"(edited or damaged file)")
+        scheduler.load_state_dict(saved)
+        return scheduler
+
+
+# --------------------------------------------------------------------- the run's state
+
+@dataclasses.dataclass
+class RunState:
+    """Where a training run stands, besides what its model, optimizer and schedule hold.
+
+    A new run starts from ``RunState()``; every checkpoint stores it
+    (:meth:`meta`), and :meth:`from_checkpoint` reads it back, checked, with
+    ``source`` set to that checkpoint: a Trainer given such a state restores
+    the weights, dropout counters, optimizer, schedule and input pipeline from
+    ``source``, and lets go of it.
+    """
+    epoch: int = 0                 # epochs completed
+    step: int = 0                  # steps completed in the current epoch
+    global_step: int = 0           # steps completed in the whole run
+    history: list = dataclasses.field(default_factory=list)   # a record per epoch (history.py)
+    best_error: float = None       # the lowest validation top-1 error so far
+    best_epoch: int = None         # the epoch best.npz holds
+    run_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)   # whose files
+    changes: list = dataclasses.field(default_factory=list)   # settings changed on resume (--lr)
+    branched_from: dict = None     # the checkpoint of another run this one started from
+    partial: dict = None           # the running sums of an epoch cut short, to continue
+    source: "Checkpoint" = None    # the checkpoint this state was read from (never saved)
+
+    def meta(self):
+        """The state as a checkpoint's metadata stores it."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "source"}
+
+    @classmethod
+    def from_checkpoint(cls, ck):
+        """The state saved in the Checkpoint ``ck``, after checking that it hangs together."""
+        def damaged(what):
+            raise CheckpointError(f"{ck.path}: {what} (edited or damaged file)")
+        for key in ("epoch", "step", "global_step"):
+            if ck.get(key) is None:
+                damaged(f"no {key!r} counter")
+        records = ck.get("history") or []
+        if len(records) != ck["epoch"]:
+            damaged(f"{len(records)} history records for {ck['epoch']} epochs")
+        for record in records:
+            if not set(history.FIELDS) <= set(record):
+                damaged(f"a history record lacks {sorted(set(history.FIELDS) - set(record))}")
+        partial = ck.get("partial")
+        if partial is not None and not _count(partial.get("count")):
+            damaged("the partial epoch's image count is not a count")
+        return cls(epoch=ck["epoch"], step=ck["step"], global_step=ck["global_step"],
+                   history=list(records), best_error=ck.get("best_error"),
+                   best_epoch=ck.get("best_epoch"),
+                   run_id=ck.get("run_id") or uuid.uuid4().hex,   # earlier files had none
+                   changes=list(ck.get("changes") or []), branched_from=ck.get("branched_from"),
+                   partial=partial, source=ck)
+
+
+def state_name(meta):
+    """"after epoch 3" or "at epoch 4, step 17": where a checkpoint's run stood."""
+    if not meta.get("step"):
+        return f"after epoch {meta.get('epoch')}"
+    return f"at epoch {meta.get('epoch', 0) + 1}, step {meta.get('step')}"
 
 
 def checkpoint_path(path):
@@ -312,7 +385,7 @@ def _read_meta(path, z, member):
         raise CheckpointError(f"{path}: not a tinyalexnet checkpoint (format "
                               f"{meta.get('format') if isinstance(meta, dict) else None!r})")
     version = meta.get("version", 0)
-    if not _is_int(version):
+    if not is_integer(version):
         raise CheckpointError(f"{path}: the checkpoint's format version {version!r} is not a "
                               f"number")
     if version > VERSION:
@@ -325,21 +398,13 @@ def _read_meta(path, z, member):
 
 # --------------------------------------------------------------------- the metadata
 
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v):
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _real(v):
     """A number, infinities allowed (a plateau schedule starts from best = inf), NaN not."""
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and not math.isnan(v)
+    return is_real(v) and not math.isnan(v)
 
 
 def _count(v):
-    return _is_int(v) and v >= 0
+    return is_integer(v) and v >= 0
 
 
 def _optional(check):
@@ -355,13 +420,13 @@ def _dict_of(check):
                                                  for k, x in v.items())
 
 
-_fraction = lambda v: _is_number(v) and 0 <= v <= 1                       # noqa: E731
-_history_value = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+_fraction = lambda v: is_number(v) and 0 <= v <= 1                       # noqa: E731
+_history_value = is_real
 MAX_SIDE = 2 ** 16
 
 
 def _shape_ok(v):
-    return isinstance(v, list) and len(v) == 3 and all(_is_int(d) and 1 <= d <= MAX_SIDE
+    return isinstance(v, list) and len(v) == 3 and all(is_integer(d) and 1 <= d <= MAX_SIDE
                                                        for d in v)
 
 
@@ -372,7 +437,7 @@ def _pipeline_ok(p):
         return False
     channels = p["source_shape"][0]
     for key in ("mean", "std"):
-        if not (_list_of(_is_number)(p.get(key)) and len(p[key]) == channels):
+        if not (_list_of(is_number)(p.get(key)) and len(p[key]) == channels):
             return False
     if not all(s > 0 for s in p["std"]):
         return False
@@ -380,14 +445,14 @@ def _pipeline_ok(p):
         return False
     canvas = p.get("canvas")
     if canvas is not None and not (isinstance(canvas, list) and len(canvas) == 2
-                                   and all(_is_int(d) for d in canvas)):
+                                   and all(is_integer(d) for d in canvas)):
         return False
     pca = p.get("pca")
     if pca is not None:
         vectors = pca.get("eigvec") if isinstance(pca, dict) else None
-        if not (_list_of(_is_number)(pca.get("eigval") if isinstance(pca, dict) else None)
+        if not (_list_of(is_number)(pca.get("eigval") if isinstance(pca, dict) else None)
                 and len(pca["eigval"]) == 3 and isinstance(vectors, list) and len(vectors) == 3
-                and all(_list_of(_is_number)(row) and len(row) == 3 for row in vectors)):
+                and all(_list_of(is_number)(row) and len(row) == 3 for row in vectors)):
             return False
     return True
 
@@ -402,10 +467,10 @@ def _config_ok(c):
 # field: (check, what it must be).  Fields missing from the file are None.
 META_FIELDS = {
     "model": (lambda v: isinstance(v, str), "a model name"),
-    "num_classes": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
-    "in_channels": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "num_classes": (lambda v: is_integer(v) and v >= 1, "a positive integer"),
+    "in_channels": (lambda v: is_integer(v) and v >= 1, "a positive integer"),
     "input_shape": (lambda v: isinstance(v, list) and len(v) == 3
-                    and all(_is_int(d) and d >= 1 for d in v), "[channels, height, width]"),
+                    and all(is_integer(d) and d >= 1 for d in v), "[channels, height, width]"),
     "classes": (_optional(_list_of(lambda c: isinstance(c, str))), "a list of class names"),
     "epoch": (_optional(_count), "a count"),
     "step": (_optional(_count), "a count"),
@@ -418,10 +483,10 @@ META_FIELDS = {
     "scheduler": (_optional(_dict_of(_real)), "a dict of numbers"),
     "extra_state": (_optional(_dict_of(_dict_of(_count))), "a dict of per-layer counters"),
     "history": (_optional(_list_of(_dict_of(_history_value))), "a list of per-epoch records"),
-    "partial": (_optional(_dict_of(_is_number)), "a dict of numbers"),
+    "partial": (_optional(_dict_of(is_number)), "a dict of numbers"),
     "optimizer": (_optional(lambda v: isinstance(v, dict) and set(v) == {"name", "hyper", "steps"}
                             and isinstance(v["name"], str) and _count(v["steps"])
-                            and _dict_of(_is_number)(v["hyper"])),
+                            and _dict_of(is_real)(v["hyper"])),     # ranges: check_meta
                   "{name, hyper: {numbers}, steps}"),
     "run_id": (_optional(lambda v: isinstance(v, str)), "a string"),
     "changes": (_optional(_list_of(lambda v: isinstance(v, dict))), "a list of records"),
@@ -445,12 +510,12 @@ def check_meta(path, meta):
         raise CheckpointError(f"{path}: the checkpoint names {len(meta['classes'])} classes "
                               f"but its model has {meta['num_classes']}")
     for name, value in ((meta.get("optimizer") or {}).get("hyper") or {}).items():
-        ok, expected = HYPER_RANGES.get(name, (None, None))
-        if ok is None:
+        if name not in HYPER_NAMES:
             raise CheckpointError(f"{path}: unknown optimizer number {name!r}")
-        if not ok(value):
+        allowed = range_of(name)
+        if not allowed.allows(value):
             raise CheckpointError(f"{path}: the optimizer's {name} is {value!r}, expected "
-                                  f"{expected} (edited or damaged file)")
+                                  f"{allowed.rule} (edited or damaged file)")
 
 
 def _short(value, width=60):

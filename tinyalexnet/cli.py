@@ -36,7 +36,7 @@ from .errors import NonFiniteError, TinyAlexNetError
 from .metrics import evaluate, log_softmax
 from .models import MODELS, get_model, model_name
 from .runfolder import write_text_atomic
-from .stopping import Interrupted
+from .stopping import Interrupted, interrupted_during_test
 from .train import Trainer, dataset_options
 from .transforms import Pipeline
 
@@ -140,7 +140,7 @@ def run_train(args):
                   f"pass --epochs N to train longer")
         else:
             print(f"resuming {trainer.out_dir} at epoch {trainer.epoch + 1}, after step "
-                  f"{trainer.step} of {trainer.steps_per_epoch}")
+                  f"{trainer.state.step} of {trainer.steps_per_epoch}")
     else:
         config = make_config(args.recipe, **options)
         trainer = Trainer(config, args.out, progress=args.progress)
@@ -148,7 +148,10 @@ def run_train(args):
         _warn_ten_crop_without_crops("this run trains")
     with trainer:                # the run folder is ours until the report is written
         trainer.fit()
-        return _report_test(trainer, args.ten_crop)
+        try:
+            return _report_test(trainer, args.ten_crop)
+        except KeyboardInterrupt as stop:    # the training is done and saved: say so
+            raise interrupted_during_test(stop, trainer.path("last.npz"), args.ten_crop) from None
 
 
 def _warn_ten_crop_without_crops(subject):

@@ -5,18 +5,18 @@
 
 A recipe is a named set of settings taken from a source (the paper, a
 published comparison); options given by hand override it.  Every value is
-checked before anything is loaded (``check_config``): a wrong one is a
-one-line error naming the command-line option.  The config is stored in every
+checked before anything is loaded (``check_config``, against the ranges of
+``settings.py``): a wrong one is a one-line error naming the command-line
+option.  The config is stored in every
 checkpoint, so a resumed run is the same run.
 """
 import dataclasses
-import math
-import numbers
 import os
 
 from . import backend
-from .errors import TinyAlexNetError
+from .errors import ConfigError, TinyAlexNetError
 from .models import MODELS, model_name
+from .settings import RANGES
 
 RECIPES = {
     # The no-argument run: the small model on the embedded Fashion-MNIST subset,
@@ -61,7 +61,7 @@ class TrainConfig:
     schedule: str = "none"       # "none", "step" (/10 every step_size epochs), "plateau"
     step_size: int = 30
     patience: int = 1            # plateau: epochs without improvement before dividing
-    max_reductions: int = 3      # plateau: the paper divided three times
+    max_reductions: int = 3      # plateau: the paper divided three times (None: no limit)
     augment: bool = False        # random crops + horizontal reflections
     lighting: bool = False       # PCA colour noise (colour data sets only)
     val_fraction: float = 0.1    # held out of the training set; 0: validate on the test set
@@ -104,15 +104,14 @@ def config_from_dict(values):
 
 
 def check_config(c):
-    """Raise a one-line TinyAlexNetError for a value that cannot work."""
+    """Raise a one-line ConfigError for a value that cannot work.
+
+    Names and switches are checked here; every number against its range in
+    ``settings.RANGES``, the table the layers and optimizers read too.
+    """
     def bad(option, expected, got):
-        raise TinyAlexNetError(f"invalid --{option.replace('_', '-')} {got!r}: expected {expected}")
+        raise ConfigError(f"invalid --{option.replace('_', '-')} {got!r}: expected {expected}")
 
-    def number(v):
-        return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-
-    def integer(v):
-        return isinstance(v, int) and not isinstance(v, bool)
     for name in ("recipe", "dataset", "model", "backend", "optimizer", "schedule"):
         if not isinstance(getattr(c, name), str):
             bad(name, "a name", getattr(c, name))
@@ -131,23 +130,8 @@ def check_config(c):
         bad("schedule", f"one of {', '.join(SCHEDULES)}", c.schedule)
     if c.init not in (None, "paper", "he"):
         bad("init", "'paper' or 'he'", c.init)
-    for name in ("epochs", "batch_size", "step_size", "log_every", "eval_batch_size"):
-        if not integer(getattr(c, name)) or getattr(c, name) < 1:
-            bad(name, "a positive integer", getattr(c, name))
-    if c.limit is not None and (not integer(c.limit) or c.limit < 2):
-        bad("limit", "an integer of at least 2", c.limit)
-    if not integer(c.patience) or c.patience < 0:
-        bad("patience", "an integer >= 0", c.patience)
-    if not integer(c.max_reductions) or c.max_reductions < 0:
-        bad("max_reductions", "an integer >= 0", c.max_reductions)
-    # The seed feeds NumPy's SeedSequence, which takes non-negative integers only.
-    if not integer(c.seed) or not 0 <= c.seed < 2 ** 63:
-        bad("seed", "an integer from 0 to 2**63 - 1", c.seed)
-    if not (number(c.lr) and c.lr > 0):
-        bad("lr", "a positive number", c.lr)
-    if not (number(c.weight_decay) and 0 <= c.weight_decay < 1):
-        bad("weight_decay", "a number in [0, 1)", c.weight_decay)
-    if not (number(c.momentum) and 0 <= c.momentum < 1):
-        bad("momentum", "a number in [0, 1)", c.momentum)
-    if not (number(c.val_fraction) and 0 <= c.val_fraction < 1):
-        bad("val_fraction", "a number in [0, 1)", c.val_fraction)
+    for field in dataclasses.fields(c):
+        allowed = RANGES.get(field.name)
+        value = getattr(c, field.name)
+        if allowed is not None and not allowed.allows(value):
+            bad(field.name, allowed.rule, value)

@@ -1,16 +1,27 @@
 """Continuing a saved run: the checks before it goes on, the repairs after a crash.
 
-``Trainer.resume(path)`` calls :func:`resume_run`.  A run continues in its own
-folder and only from that run's newest state (resuming ``best.npz`` while
-``last.npz`` went on would overwrite the newer state); ``--out NEW`` instead
-starts a new run in NEW from the checkpoint (a branch) and leaves the old one
-as it is.  Before anything trains, the checkpoint's settings and counters are
-checked like settings given by hand, and files an earlier crash left behind
-(best.npz, the history) are brought in line with it.
+``Trainer.resume(path)`` is three steps::
+
+    run = open_run(path, overrides, out_dir)   # claimed, read and checked; nothing written
+    trainer = Trainer(run.config, run.folder, state=run.state, ...)   # restored from it
+    settle(trainer, run)                        # repairs, or a branch's first files; --lr
+
+A run continues in its own folder and only from that run's newest state
+(resuming ``best.npz`` while ``last.npz`` went on would overwrite the newer
+state); ``--out NEW`` instead starts a new run in NEW from the checkpoint (a
+branch) and leaves the old one as it is.  Before anything trains, the
+checkpoint's settings and counters are checked like settings given by hand,
+and files an earlier crash left behind (best.npz, the history) are brought in
+line with it.
 
 An epoch ends by writing last.npz, then best.npz, then the history files;
 last.npz records which epoch best.npz must hold, so a crash between two of
-those writes is found here and repaired.
+those writes is found here and repaired.  A best.npz that is not this run's
+(copied in by hand, from another run or another model) is never overwritten:
+it is kept aside as best.other-N.npz, and the log says so.
+
+A new run never starts in a folder where an earlier run left its files
+(:func:`check_unused`): it would overwrite them.
 """
 import dataclasses
 import os
@@ -19,52 +30,90 @@ import shutil
 import uuid
 
 from . import checkpoint, history
+from .checkpoint import RunState, state_name
 from .config import TrainConfig, check_config, config_from_dict
 from .errors import CheckpointError, TinyAlexNetError
-from .runfolder import RunFolder, write_atomic
-from .transforms import Pipeline
+from .runfolder import RunFolder, fsync_dir, write_atomic
+
+# The files a run writes into its folder (train.py and the train command).
+RUN_FILES = ("last.npz", "best.npz", "history.json", "history.csv", "history.png", "test.json",
+             "confusion_matrix.png")
 
 
-def resume_run(trainer_class, path, overrides=None, datasets=None, pipeline=None, out_dir=None,
-               **kwargs):
-    """``Trainer.resume``: a trainer of ``trainer_class`` ready to continue the run at
-    ``path`` (a checkpoint or a run folder); see ``Trainer.resume`` for the arguments."""
+@dataclasses.dataclass
+class OpenedRun:
+    """A saved run, claimed and checked, ready to continue (what :func:`open_run` gives)."""
+    config: TrainConfig          # the checkpoint's settings, with the overrides
+    state: RunState              # where it stood
+    folder: RunFolder            # claimed: the run's own folder, or the branch's new one
+    source: checkpoint.Checkpoint    # the checkpoint read (the trainer restores from it)
+    lr: float = None             # the learning rate from here on (None: unchanged)
+    branch_of: str = None        # the folder of the run this one branches from
+
+
+def open_run(path, overrides=None, out_dir=None):
+    """Claim the folder, read the checkpoint at ``path`` (a checkpoint or a run folder)
+    and check it; see ``Trainer.resume`` for the arguments.  Nothing is written."""
     source = checkpoint.checkpoint_path(path)
     home = os.path.dirname(os.path.abspath(source))
     branch = out_dir is not None and not same_folder(out_dir, home)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     lr = overrides.pop("lr", None)
     # Claim before reading: nobody may write the folder between our check and our run.
-    run = RunFolder.claim(out_dir if branch else home)
+    folder = RunFolder.claim(out_dir if branch else home)
     try:
         ck = checkpoint.load(source)
         if branch:
-            if os.path.exists(os.path.join(run.path, "last.npz")):
-                raise TinyAlexNetError(f"{run.path} already holds a run (last.npz): give "
-                                       f"--out a new folder to start a run from {ck.path}")
+            check_unused(folder.path, ck.path)
         else:
             check_newest(ck, home)
-        config = run_config(ck)
-        config = dataclasses.replace(config, **overrides)   # TypeError: not a setting
+        config = dataclasses.replace(run_config(ck), **overrides)   # TypeError: not a setting
         check_config(config if lr is None else dataclasses.replace(config, lr=lr))
-        if pipeline is None and ck.get("pipeline") is not None:
-            pipeline = Pipeline.from_config(ck["pipeline"])
-        trainer = trainer_class(config, run.path, datasets=datasets, pipeline=pipeline,
-                                _resuming=True, _run_folder=run, **kwargs)
-        trainer.load_state(ck)
-        if branch:
-            start_branch(trainer, ck, home)
-        else:
-            repair(trainer, ck)
-        if lr is not None and lr != trainer.optimizer.lr:
-            trainer.change_lr(lr)
+        state = RunState.from_checkpoint(ck)
     except BaseException:
-        run.abandon()
+        folder.abandon()
         raise
-    return trainer
+    return OpenedRun(config, state, folder, ck, lr, home if branch else None)
+
+
+def settle(trainer, run):
+    """What the trainer built from ``run`` does before it trains: repair its own folder
+    (:func:`repair`), or start the branch (:func:`start_branch`); then the new learning
+    rate, if one was asked for, recorded in the state's ``changes``."""
+    if trainer.writes:
+        if run.branch_of is None:
+            repair(trainer, run.source)
+        else:
+            start_branch(trainer, run.source, run.branch_of)
+    s, old = trainer.state, trainer.optimizer.lr
+    if run.lr is not None and run.lr != old:
+        s.changes.append({"epoch": s.epoch, "step": s.step, "global_step": s.global_step,
+                          "lr": [old, run.lr]})
+        trainer.optimizer.lr = run.lr
+        trainer.log(f"learning rate {old:g} -> {run.lr:g} from epoch {s.epoch + 1}, step "
+                    f"{s.step} (recorded in the checkpoint and the history's lr column)")
 
 
 # --------------------------------------------------------------------- checks
+
+def check_unused(folder, source=None):
+    """Refuse to start a run in ``folder`` where an earlier run left its files (``source``:
+    the checkpoint a branch starts from, for the message)."""
+    found = [name for name in RUN_FILES if os.path.lexists(os.path.join(folder, name))]
+    if not found:
+        return
+    there = ", ".join(found)
+    if "last.npz" in found:
+        what = f"{folder} already holds a run ({there})"
+        how = f"resume it with --resume {shlex.quote(folder)}, or give another --out"
+    else:
+        what = (f"{folder} already holds files of an earlier run ({there}) but no last.npz to "
+                f"continue from")
+        how = "give another --out, or move those files away first"
+    if source is not None:
+        how = f"give --out a new folder to start a run from {source}"
+    raise TinyAlexNetError(f"{what}: {how}")
+
 
 def run_config(ck):
     """The TrainConfig stored in checkpoint ``ck``, checked like one given by hand."""
@@ -81,31 +130,6 @@ def run_config(ck):
     except TinyAlexNetError as err:
         raise CheckpointError(f"{ck.path}: the run's settings are damaged ({err})") from None
     return config
-
-
-def check_run_meta(ck, scheduler):
-    """The training state in ``ck`` (counters, history, scheduler) hangs together."""
-    def damaged(what):
-        raise CheckpointError(f"{ck.path}: {what} (edited or damaged file)")
-    for key in ("epoch", "step", "global_step"):
-        if ck.get(key) is None:
-            damaged(f"no {key!r} counter")
-    records = ck.get("history") or []
-    if len(records) != ck["epoch"]:
-        damaged(f"{len(records)} history records for {ck['epoch']} epochs")
-    for record in records:
-        if not set(history.FIELDS) <= set(record):
-            damaged(f"a history record lacks {sorted(set(history.FIELDS) - set(record))}")
-    partial = ck.get("partial")
-    if partial is not None and not (isinstance(partial.get("count"), int)
-                                    and partial["count"] >= 0):
-        damaged("the partial epoch's image count is not a count")
-    if scheduler is not None:
-        saved = ck.get("scheduler")
-        if saved is None or set(saved) != set(scheduler.state_dict()):
-            damaged(f"the {type(scheduler).__name__} state is "
-                    f"{sorted(saved) if saved else 'missing'}, expected "
-                    f"{sorted(scheduler.state_dict())}")
 
 
 def check_newest(ck, folder):
@@ -141,58 +165,83 @@ def repair(trainer, ck):
 
     last.npz is written first at the end of an epoch, then best.npz, then the
     history; a crash between them leaves the later ones behind, and this
-    catches them up.  Files that already agree are not touched.
+    catches them up.  Files that already agree are not touched; a best.npz of
+    another run or model is kept aside first.
     """
-    t = trainer
+    t, s = trainer, trainer.state
     best = t.path("best.npz")
-    if t.best_epoch is not None and not holds_best(best, t.best_epoch, t.best_error):
-        if (t.epoch, t.step) == (t.best_epoch, 0):
+    if s.best_epoch is not None and not holds_best(best, s):
+        keep_aside_unless_ours(best, s, checkpoint.model_meta(t.model, t.config.model), t.log)
+        if (s.epoch, s.step) == (s.best_epoch, 0):
             copy_atomic(ck.path, best)
-            t.log(f"repaired {best}: it now holds epoch {t.best_epoch}, the best so far")
+            t.log(f"repaired {best}: it now holds epoch {s.best_epoch}, the best so far")
         else:
-            t.log(f"warning: {best} does not hold epoch {t.best_epoch}, the best so far "
+            t.log(f"warning: {best} does not hold epoch {s.best_epoch}, the best so far "
                   f"(removed or replaced by hand); the next better epoch will be written there")
-    history.write_history(t.out_dir, t.history, only_if_changed=True)
+    history.write_history(t.out_dir, s.history, only_if_changed=True)
 
 
 def start_branch(trainer, ck, home):
     """A new run in the trainer's folder from ``ck`` of the run in ``home``, which stays."""
-    t = trainer
-    t.branched_from = {"checkpoint": os.path.abspath(ck.path), "run_id": t.run_id,
-                       "epoch": t.epoch, "step": t.step, "global_step": t.global_step}
-    t.run_id = uuid.uuid4().hex
+    t, s = trainer, trainer.state
+    s.branched_from = {"checkpoint": os.path.abspath(ck.path), "run_id": s.run_id,
+                       "epoch": s.epoch, "step": s.step, "global_step": s.global_step}
+    s.run_id = uuid.uuid4().hex
     t.log(f"starting a new run in {t.out_dir} from {ck.path} ({state_name(ck.meta)}); "
           f"{home} is left as it is")
-    if t.best_epoch is not None:
-        best = os.path.join(home, "best.npz")
-        if (t.epoch, t.step) == (t.best_epoch, 0):
-            copy_atomic(ck.path, t.path("best.npz"))
-        elif holds_best(best, t.best_epoch, t.best_error):
-            copy_atomic(best, t.path("best.npz"))
+    best_from = None
+    if s.best_epoch is not None:
+        if (s.epoch, s.step) == (s.best_epoch, 0):
+            best_from = ck.path
+        elif holds_best(os.path.join(home, "best.npz"), s, run_id=ck.get("run_id")):
+            best_from = os.path.join(home, "best.npz")
         else:
-            t.log(f"({best} no longer holds epoch {t.best_epoch}: the best epoch "
-                  f"is tracked afresh in {t.out_dir})")
-            t.best_epoch = t.best_error = None
-    t.save("last.npz")
-    history.write_history(t.out_dir, t.history)
+            t.log(f"({os.path.join(home, 'best.npz')} no longer holds epoch {s.best_epoch}: "
+                  f"the best epoch is tracked afresh in {t.out_dir})")
+            s.best_epoch = s.best_error = None
+    t.save("last.npz")                   # first, as at the end of an epoch
+    if best_from is not None:
+        copy_atomic(best_from, t.path("best.npz"))
+    history.write_history(t.out_dir, s.history)
 
 
 # --------------------------------------------------------------------- helpers
 
-def state_name(meta):
-    """"after epoch 3" or "at epoch 4, step 17": where a checkpoint's run stood."""
-    if not meta.get("step"):
-        return f"after epoch {meta.get('epoch')}"
-    return f"at epoch {meta.get('epoch', 0) + 1}, step {meta.get('step')}"
-
-
-def holds_best(path, epoch, error):
-    """Whether ``path`` is the checkpoint of ``epoch``'s end with validation error ``error``."""
+def holds_best(path, state, run_id=None):
+    """Whether ``path`` is the checkpoint of the end of ``state.best_epoch``, with its
+    validation error, of the run ``run_id`` (default ``state.run_id``; files of earlier
+    versions name no run)."""
     try:
         meta = checkpoint.read_meta(path)
     except CheckpointError:
         return False
-    return (meta.get("epoch"), meta.get("step"), meta.get("best_error")) == (epoch, 0, error)
+    return ((meta.get("epoch"), meta.get("step"), meta.get("best_error"))
+            == (state.best_epoch, 0, state.best_error)
+            and meta.get("run_id") in (None, run_id or state.run_id))
+
+
+def keep_aside_unless_ours(path, state, model, log):
+    """Rename the checkpoint at ``path`` to ``best.other-N.npz`` beside it unless it holds
+    this run's weights (``state.run_id``, the ``model`` metadata): it is someone's work."""
+    if not os.path.lexists(path):
+        return
+    try:
+        meta = checkpoint.read_meta(path)
+        whose = (f"{checkpoint.describe_model(meta)}"
+                 + (f" of run {meta['run_id'][:8]}" if meta.get("run_id") else ""))
+        if (meta.get("run_id") in (None, state.run_id)
+                and all(meta.get(k) == model[k] for k in ("model", "num_classes", "input_shape"))):
+            return                       # this run's own, only older: the repair replaces it
+    except CheckpointError as err:
+        whose = f"no checkpoint this run can read ({err})"
+    stem, ext = os.path.splitext(path)
+    n = 1
+    while os.path.lexists(f"{stem}.other-{n}{ext}"):
+        n += 1
+    aside = f"{stem}.other-{n}{ext}"
+    os.rename(path, aside)
+    fsync_dir(os.path.dirname(path) or ".")
+    log(f"kept {path} aside as {aside}: it held {whose}, not this run's")
 
 
 def same_folder(a, b):

@@ -264,6 +264,28 @@ class RunFolder:
                 pass
         return removed
 
+    def path_now(self):
+        """Where the folder is now: ``path``, or where it was moved to while this process
+        held it (found through the open folder or lock file, where /proc shows it); None
+        if it is gone or cannot be found."""
+        if self._held is None:
+            return None
+        folder, note = self._held
+        try:
+            here = os.stat(os.path.join(self.path, LOCK_NAME))
+            if os.path.samestat(here, os.fstat(note.fileno())):
+                return self.path
+        except OSError:
+            pass
+        fd, is_folder = (folder, True) if folder is not None else (note.fileno(), False)
+        try:
+            where = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            return None
+        if where.endswith(" (deleted)"):
+            return None
+        return where if is_folder else os.path.dirname(where)
+
     def unlock(self):
         """Let another process claim the folder (also what exiting does).  A folder this
         process made that holds nothing but ``owner.lock`` is removed first."""

@@ -8,17 +8,28 @@ One step of stochastic gradient descent, the whole idea::
     model.backward(loss_fn.backward())                    # fills every layer's grads
     optimizer.step()                                      # w <- w - lr * (something like) dL/dw
 
-``Trainer.fit`` is that step inside two loops (epochs, batches), and
-``Trainer._train_step`` is that step as it runs.  Around it, what a real run
-needs, each in a file of its own:
+``Trainer.fit`` is a loop over epochs, ``_train_epoch`` a loop over one
+epoch's batches, and ``_train_step`` one step: the device's work
+(``_device_step``: those lines and the running sums) inside the host's
+bookkeeping (the counters, what a stop needs to know).  ``_end_epoch``
+validates, records and saves.  Around them, what a real run needs, each in a
+file of its own:
 
-    config.py      TrainConfig, the recipes, the checks of every setting
+    config.py      TrainConfig and the recipes; settings.py the range of every number
     metrics.py     top-k counts, the running numbers of an epoch, evaluate()
     datasets/      the data; split.py holds out the validation images
     stopping.py    Ctrl-C/SIGTERM, divergence, a full disk, GPU memory: one line each
-    checkpoint.py  the .npz checkpoints; resume.py continues a run from one
+    checkpoint.py  the .npz checkpoints, and RunState: where a run stands
+    resume.py      continuing a run from a checkpoint
     history.py     history.json/.csv, one record per epoch
     runfolder.py   the run folder: one owner, every file written whole
+
+Where a run stands is one value, ``trainer.state`` (a RunState: counters,
+history, best epoch, the run's identity), saved in every checkpoint beside the
+weights, the optimizer's state and the schedule's.  ``Trainer(config,
+state=...)`` continues from a state read back from a checkpoint
+(``Trainer.resume`` does that).  Only ``trainer.writes`` decides whether this
+process writes the run folder (checkpoints, history, plots).
 
 Keeping the GPU busy.  A CuPy call only *queues* work on the GPU; the host
 runs ahead until it needs a number back (``float(loss)``, ``.item()``,
@@ -39,39 +50,27 @@ import contextlib
 import dataclasses
 import math
 import os
-import uuid
 
 from tqdm import tqdm
 
 from . import backend, checkpoint, history, plots
 from .backend import numpy as np
-from .config import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig, check_config, make_config
+from .checkpoint import RunState
+from .config import check_config
 from .datasets import iterate_batches, load_dataset
 from .datasets.prefetch import prefetch
 from .datasets.split import limit_dataset, split_validation
 from .errors import NonFiniteError, TinyAlexNetError
 from .layers import SoftmaxCrossEntropy
-from .metrics import LossNotFinite, RunningMeter, evaluate, log_softmax, topk_correct, tqdm_disable
-from .models import get_model
+from .metrics import LossNotFinite, RunningMeter, evaluate, tqdm_disable
+from .models import INPUT_SIDE, get_model
 from .optim import SGD, Adam, ReduceLROnPlateau, StepLR
-from .resume import check_run_meta, resume_run
+from .resume import check_unused, open_run, settle
 from .runfolder import RunFolder
-from .stopping import Interrupted, RunStops
+from .stopping import RunStops
 from .transforms import Pipeline, paper_canvas
 
-# Defined here, and (from config, metrics, datasets.split, stopping) still importable from
-# here as they were before those files existed.
-__all__ = ["Trainer", "load_data", "dataset_options", "claim_run_folder", "INPUT_SIDE",
-           "TrainConfig", "RECIPES", "OPTIMIZERS", "SCHEDULES", "make_config", "check_config",
-           "evaluate", "log_softmax", "topk_correct", "RunningMeter", "Interrupted",
-           "split_validation", "limit_dataset"]
-
 # --------------------------------------------------------------------- what a run reads
-
-# The side of each model's square input (``model.input_shape[1:]``), known
-# before the model is built: image folders are decoded straight to the size
-# the model's crops are cut from.
-INPUT_SIDE = {"alexnet_small": 32, "alexnet32": 32, "alexnet": 227}
 
 
 def dataset_options(name, input_side):
@@ -92,6 +91,21 @@ def load_data(config):
     else:
         val = test
     return train, val, test
+
+
+def check_sizes(config, train, val):
+    """Refuse a split with no image to train on or none to validate on, naming the fix."""
+    c = config
+    if len(train) and len(val):
+        return
+    if c.val_fraction > 0 and len(val) and not len(train):
+        fix = f"lower --val-fraction (now {c.val_fraction:g}) or raise --limit"
+    elif c.val_fraction > 0 and len(train) and not len(val):
+        fix = f"raise --val-fraction (now {c.val_fraction:g}) or --limit"
+    else:
+        fix = "raise --limit" if c.limit is not None else "the data set is too small"
+    raise TinyAlexNetError(f"data set {c.dataset!r}: {len(train)} training and {len(val)} "
+                           f"validation images; need at least one of each ({fix})")
 
 
 def claim_run_folder(out_dir, config, root="runs"):
@@ -122,6 +136,10 @@ def _print(*args):
     print(*args, flush=True)     # lines reach a log file or a pipe as they happen
 
 
+def _quiet(*args):
+    pass
+
+
 # --------------------------------------------------------------------- the trainer
 
 class Trainer:
@@ -132,56 +150,49 @@ class Trainer:
     True/False for the progress bars, None to show them on a terminal only.
     ``log`` receives each summary line.  ``on_step(trainer)`` and
     ``on_epoch(trainer, record)`` are called after every step and epoch.
+    ``state``: a RunState to continue from (``Trainer.resume`` reads one from a
+    checkpoint, and checks the folder); None starts a new run, in a folder no
+    earlier run has written to.
 
         trainer = Trainer(make_config(epochs=2), "runs/demo")
         history = trainer.fit()
         print(trainer.evaluate(trainer.test_set)["accuracy"])
 
-    The run folder (``out_dir``; None: a new ``runs/<model>-<dataset>-<n>``)
-    is claimed when the Trainer is built (see ``runfolder.RunFolder``): no other
-    process may write it until ``fit()`` returns, or until the end of a
-    ``with trainer:`` block that holds it for longer.
+    The run folder (``out_dir``, or a claimed RunFolder; None: a new
+    ``runs/<model>-<dataset>-<n>``) is claimed when the Trainer is built (see
+    ``runfolder.RunFolder``): no other process may write it until ``fit()``
+    returns, or until the end of a ``with trainer:`` block that holds it for
+    longer.
     """
 
     prefetch = True     # read the next batch in a background thread (datasets/prefetch.py)
 
     def __init__(self, config, out_dir=None, datasets=None, pipeline=None, progress=None,
-                 log=_print, on_step=None, on_epoch=None, _resuming=False, _run_folder=None):
+                 log=_print, on_step=None, on_epoch=None, state=None):
         check_config(config)
         self.config = c = config
-        self.progress, self.log = progress, log or (lambda *a, **k: None)
+        self.progress, self.log = progress, log or _quiet
         self.on_step, self.on_epoch = on_step, on_epoch
-        # Where the run stands: all of it goes into every checkpoint.
-        self.epoch = 0          # epochs completed
-        self.step = 0           # steps completed in the current epoch
-        self.global_step = 0
-        self.history = []       # one record per completed epoch (history.py)
-        self.best_error = None  # the lowest validation top-1 error so far
-        self.best_epoch = None  # the epoch best.npz holds (recorded in last.npz)
-        self.run_id = uuid.uuid4().hex    # tells this run's checkpoints from another's
-        self.changes = []       # settings changed on resume (--lr), with the step they began
-        self.branched_from = None  # the checkpoint of another run this one started from
-        self.partial = None     # running sums of an epoch cut short (from a checkpoint)
-        self.meter = None       # the running numbers of the epoch in progress
-        self.stops = RunStops(self)    # what ends the run early, and what it says then
+        self.state = state or RunState()   # where the run stands; all of it is in every checkpoint
+        self.meter = None                  # the running numbers of the epoch in progress
+        # Whether this process writes the run folder (checkpoints, history, plots): decided
+        # here and nowhere else; every method that writes asks it.
+        self.writes = True
         # Claimed first: a folder in use, read-only or impossible fails now, not after an epoch.
-        self.run_folder = _run_folder or claim_run_folder(out_dir, config)
-        self.out_dir = self.run_folder.path
-        self.hold_folder = False    # keep the folder locked after fit() (``with trainer:``)
+        self.run_folder = (out_dir if isinstance(out_dir, RunFolder)
+                           else claim_run_folder(out_dir, c))
+        self.hold_folder = False           # keep the folder locked after fit() (``with``)
         try:
-            if not _resuming and os.path.exists(self.path("last.npz")):
-                raise TinyAlexNetError(f"{self.out_dir} already holds a run (last.npz): resume it "
-                                       f"with --resume {self.out_dir}, or give another --out")
+            if state is None:
+                check_unused(self.out_dir)       # a new run overwrites no earlier one's files
             self.xp = backend.get_backend(c.backend)      # fails early, with the reason
             self.train_set, self.val_set, self.test_set = datasets or load_data(c)
-            if len(self.train_set) == 0 or len(self.val_set) == 0:
-                raise TinyAlexNetError(
-                    f"data set {c.dataset!r}: {len(self.train_set)} training and "
-                    f"{len(self.val_set)} validation images; need at least one of each "
-                    "(raise --limit or --val-fraction)")
-            self.classes = list(self.train_set.classes)
+            check_sizes(c, self.train_set, self.val_set)
             self.model = get_model(c.model, num_classes=len(self.classes),
                                    in_channels=self.train_set.channels, init=c.init, seed=c.seed)
+            source = self.state.source               # the checkpoint a resumed run goes on from
+            if pipeline is None and source is not None and source.get("pipeline"):
+                pipeline = Pipeline.from_config(source["pipeline"])     # as the run trained
             lighting = c.lighting and self.train_set.channels == 3
             self.pipeline = pipeline or Pipeline.for_dataset(
                 self.train_set, self.model.input_shape, augment=c.augment, lighting=lighting)
@@ -194,9 +205,11 @@ class Trainer:
             self.loss_fn.set_check_finite(checks)
             self.optimizer = make_optimizer(c, self.model)
             self.scheduler = make_scheduler(c, self.optimizer)
+            if source is not None:
+                self._restore(source)
+                self.state.source = None     # its arrays live in the model and optimizer now
         except BaseException:
-            if _run_folder is None:      # resume() lets go of its own
-                self.run_folder.abandon()
+            self.run_folder.abandon()
             raise
         # How often the running numbers are read back: every step is free on
         # NumPy; on a GPU each read waits for the queue to drain.
@@ -204,6 +217,9 @@ class Trainer:
         # CuPy compiles each kernel on its first use (cached on disk after): the first
         # epoch a process trains on a GPU is slower, and its log line says so.
         self.compiling = self.xp is not np
+        self.stops = RunStops(self.state, self.model, self.optimizer, self.run_folder, c,
+                              self.steps_per_epoch, save=lambda: self.save("last.npz", self.meter),
+                              draw=self.plot_history, log=self.log)
 
     # ---------------------------------------------------------------- training
     def fit(self):
@@ -214,91 +230,95 @@ class Trainer:
         could not be written: disk full, ...) or TinyAlexNetError (GPU out of
         memory) without touching the checkpoints already written.
         """
-        c, xp, model = self.config, self.xp, self.model
+        c, s = self.config, self.state
         self.run_folder.lock()       # again, if an earlier fit() let go of it
-        self.log(f"training {c.model!r} ({model.num_parameters():,} parameters) on "
+        self.log(f"training {c.model!r} ({self.model.num_parameters():,} parameters) on "
                  f"{c.dataset}: {len(self.train_set):,} training / {len(self.val_set):,} "
-                 f"validation images {'x'.join(map(str, model.input_shape))}, "
+                 f"validation images {'x'.join(map(str, self.model.input_shape))}, "
                  f"{c.optimizer} lr {self.optimizer.lr:g}, batch {c.batch_size}, {c.backend} "
                  f"backend -> {self.out_dir}")
         try:
             with self.stops:
-                while self.epoch < c.epochs:
-                    self.stops.check()           # a signal during validation or the saves
-                    model.train()
-                    meter = self.meter = RunningMeter(xp, self.partial)   # partial: resumed
-                    self.partial = None
-                    batches = prefetch(self.train_set, iterate_batches(    # from self.step on
-                        self.train_set, c.batch_size, c.seed, self.epoch, shuffle=True,
-                        start=self.step), enabled=self.prefetch)
-                    bar = tqdm(total=self.steps_per_epoch, initial=self.step, unit="batch",
-                               leave=False, desc=f"epoch {self.epoch + 1}/{c.epochs}",
-                               disable=tqdm_disable(self.progress))
-                    with contextlib.closing(batches), bar:
-                        for step, indices, batch in batches:
-                            # the step, just below: pipeline, forward, loss, backward, update
-                            self._train_step(step, indices, meter, batch)
-                            bar.update(1)
-                            if (step + 1) % self.read_every == 0:    # on a GPU: a sync
-                                now = meter.read_finite()            # NaN: stop, name the step
-                                bar.set_postfix(loss=f"{now['loss']:.4f}", acc=f"{now['acc']:.3f}",
-                                                img_s=f"{meter.images_per_second():.0f}",
-                                                refresh=False)
-                            if self.on_step is not None:
-                                self.on_step(self)
-                            self.stops.check()           # Ctrl-C: stop between two steps
-                    self._end_epoch(meter)
+                while s.epoch < c.epochs:
+                    self.stops.check()       # a signal during validation or the saves
+                    self._train_epoch()
+                    self._end_epoch()
+                self.stops.check()           # ... of the last epoch
             self.plot_history()
         finally:
             if not self.hold_folder:
                 self.run_folder.unlock()
-        return self.history
+        return s.history
 
-    def _train_step(self, step, indices, meter, batch=None):
-        """One step of SGD on the batch ``indices`` (``batch``: its images and labels, if
-        already read); the state advances only at the end."""
-        c, xp = self.config, self.xp
-        self.stops.step_begins(self.model)
-        images, labels = batch if batch is not None else self.train_set.get_batch(indices)
-        rng = np.random.default_rng([c.seed, self.epoch, step])
+    def _train_epoch(self):
+        """The steps of one epoch, from ``state.step`` on (a resumed epoch goes on where it
+        stopped, with its running numbers so far)."""
+        c, s = self.config, self.state
+        self.model.train()
+        self.meter = RunningMeter(self.xp, s.partial)
+        s.partial = None
+        batches = prefetch(self.train_set, iterate_batches(
+            self.train_set, c.batch_size, c.seed, s.epoch, shuffle=True, start=s.step),
+            enabled=self.prefetch)
+        bar = tqdm(total=self.steps_per_epoch, initial=s.step, unit="batch", leave=False,
+                   desc=f"epoch {s.epoch + 1}/{c.epochs}", disable=tqdm_disable(self.progress))
+        with contextlib.closing(batches), bar:
+            for step, _, (images, labels) in batches:
+                self._train_step(step, images, labels)
+                bar.update(1)
+                if (step + 1) % self.read_every == 0:      # on a GPU: a sync
+                    now = self.meter.read_finite()         # NaN: stop, name the step
+                    bar.set_postfix(loss=f"{now['loss']:.4f}", acc=f"{now['acc']:.3f}",
+                                    img_s=f"{self.meter.images_per_second():.0f}", refresh=False)
+                if self.on_step is not None:
+                    self.on_step(self)
+                self.stops.check()                         # Ctrl-C: stop between two steps
+
+    def _train_step(self, step, images, labels):
+        """Step number ``step`` of the epoch, on a batch of ``images`` and ``labels`` (host
+        arrays): the device's work inside the host's bookkeeping.  The counters move only
+        once the update is done."""
+        s = self.state
+        rng = np.random.default_rng([self.config.seed, s.epoch, step])   # its augmentation
+        self.stops.step_begins()
+        self._device_step(images, labels, rng, s.global_step)
+        s.step, s.global_step = step + 1, s.global_step + 1
+
+    def _device_step(self, images, labels, rng, global_step):
+        """The device's work of one step: the batch onto the device, forward, loss,
+        backward, update, and the running sums.  It is only queued: nothing here reads a
+        number back from the device, and the run's counters (``state``) move outside it."""
+        xp = self.xp
         x = self.pipeline(images, train=True, rng=rng, xp=xp)   # one host->device copy
         logits = self.model.forward(x)
-        loss = self.loss_fn.forward(logits, labels)           # labels stay on the host
+        loss = self.loss_fn.forward(logits, labels)             # labels stay on the host
         self.model.backward(self.loss_fn.backward())
-        with self.stops.update():        # weights and counters change together
-            self.optimizer.step()
-            meter.add(loss, logits, xp.asarray(labels), self.global_step)
-            self.step, self.global_step = step + 1, self.global_step + 1
+        self.optimizer.step()
+        self.meter.add(loss, logits, xp.asarray(labels), global_step)
 
-    def _end_epoch(self, meter):
+    def _end_epoch(self):
         """Validate, record, step the schedule, save: the end of one epoch."""
-        c = self.config
-        train = meter.read_finite()
-        seconds = meter.seconds()
-        rate = meter.count / max(seconds, 1e-9)
+        c, s = self.config, self.state
+        train = self.meter.read_finite()
+        seconds = self.meter.seconds()
+        rate = self.meter.count / max(seconds, 1e-9)
         val = evaluate(self.model, self.val_set, self.pipeline, c.eval_batch_size,
                        progress=self.progress, desc="validation")
         if not math.isfinite(val["loss"]):
-            raise LossNotFinite(self.global_step, "the validation loss became NaN or infinite")
-        with self.stops.update():
-            record = {"epoch": self.epoch + 1, "train_loss": train["loss"],
-                      "train_acc": train["acc"], "val_loss": val["loss"],
-                      "val_top1_error": val["top1_error"], "val_top5_error": val["top5_error"],
-                      "lr": self.optimizer.lr, "time": round(seconds, 3),
-                      "images_per_s": round(rate, 1)}
-            self.history.append(record)
+            raise LossNotFinite(s.global_step, "the validation loss became NaN or infinite")
+        record = {"epoch": s.epoch + 1, "train_loss": train["loss"], "train_acc": train["acc"],
+                  "val_loss": val["loss"], "val_top1_error": val["top1_error"],
+                  "val_top5_error": val["top5_error"], "lr": self.optimizer.lr,
+                  "time": round(seconds, 3), "images_per_s": round(rate, 1)}
+        is_best = s.best_error is None or val["top1_error"] < s.best_error
+        with self.stops.ending_epoch():       # the counters and the files change together
+            s.history.append(record)
             if self.scheduler is not None:
                 self.scheduler.step(val["top1_error"])
-            is_best = self.best_error is None or val["top1_error"] < self.best_error
-            self.epoch, self.step, self.meter = self.epoch + 1, 0, None
+            s.epoch, s.step, self.meter = s.epoch + 1, 0, None
             if is_best:
-                self.best_error, self.best_epoch = val["top1_error"], self.epoch
-            # In this order: last.npz records which epoch best.npz must hold, so a
-            # crash between the writes is repaired on resume (resume.repair).
-            self.save("last.npz")
-            if is_best:
-                self.save("best.npz")
-        history.write_history(self.out_dir, self.history)
+                s.best_error, s.best_epoch = val["top1_error"], s.epoch
+            self._write_epoch(is_best)
         self.log(f"epoch {record['epoch']}/{c.epochs}  train loss {record['train_loss']:.4f} "
                  f"acc {100 * record['train_acc']:.2f}%  val loss {record['val_loss']:.4f} "
                  f"top-1 err {100 * record['val_top1_error']:.2f}% top-5 err "
@@ -319,47 +339,77 @@ class Trainer:
         return evaluate(self.model, dataset, self.pipeline, self.config.eval_batch_size,
                         ten_crop=ten_crop, progress=self.progress, desc="test")
 
-    # ---------------------------------------------------------------- saving
-    def path(self, name):
-        return os.path.join(self.out_dir, name)
+    # ---------------------------------------------------------------- where the run stands
+    @property
+    def epoch(self):
+        """Epochs completed (``state.epoch``)."""
+        return self.state.epoch
+
+    @property
+    def history(self):
+        """One record per completed epoch (``state.history``)."""
+        return self.state.history
+
+    @property
+    def classes(self):
+        return list(self.train_set.classes)
 
     @property
     def steps_per_epoch(self):
         return -(-len(self.train_set) // self.config.batch_size)
 
-    def state_meta(self, meter=None):
-        """Everything but the arrays, for the checkpoint's JSON record."""
-        meta = checkpoint.model_meta(self.model, self.config.model)
-        # an epoch cut short: its running numbers so far (or those not yet continued)
-        partial = meter.state() if meter is not None and meter.count else self.partial
-        meta.update(
-            epoch=self.epoch, step=self.step, global_step=self.global_step,
-            steps_per_epoch=self.steps_per_epoch, classes=self.classes,
-            config=dataclasses.asdict(self.config),
-            pipeline=self.pipeline.config() if hasattr(self.pipeline, "config") else None,
-            scheduler=self.scheduler.state_dict() if self.scheduler is not None else None,
-            extra_state=self.model.get_extra_state(), history=self.history,
-            best_error=self.best_error, best_epoch=self.best_epoch, run_id=self.run_id,
-            changes=self.changes, branched_from=self.branched_from, partial=partial)
-        return meta
+    @property
+    def out_dir(self):
+        return self.run_folder.path
+
+    def path(self, name):
+        return os.path.join(self.out_dir, name)
+
+    # ---------------------------------------------------------------- saving
+    def _write_epoch(self, is_best):
+        """last.npz, then best.npz, then the history.  In this order: last.npz records which
+        epoch best.npz must hold, so a crash between two writes is repaired on resume."""
+        if not self.writes:
+            return
+        self.save("last.npz")
+        if is_best:
+            self.save("best.npz")
+        history.write_history(self.out_dir, self.state.history)
 
     def save(self, name="last.npz", meter=None):
-        """Write a checkpoint of the current state to ``out_dir/name``; returns its path.
+        """Write a checkpoint of the current state to ``out_dir/name``; returns its path
+        (None where this process does not write the run folder).
 
-        Refuses (NonFiniteError) to write weights or optimizer state that are
-        NaN or infinite: that would replace a good checkpoint with a broken one.
+        ``meter``: the running numbers of an epoch cut short, kept so that the
+        resumed epoch's numbers are whole.  Refuses (NonFiniteError) to write a
+        state whose loss, weights or optimizer state went NaN or infinite: that
+        would replace a good checkpoint with a broken one.
         """
+        if not self.writes:
+            return None
+        c, s = self.config, self.state
+        partial = s.partial                 # the resumed epoch's numbers, not yet continued
+        if meter is not None and meter.count:
+            bad = meter.read()["first_bad"]
+            if bad is not None:
+                raise LossNotFinite(bad + 1)
+            partial = meter.state()
+        meta = {**checkpoint.model_meta(self.model, c.model), **s.meta(), "partial": partial,
+                "steps_per_epoch": self.steps_per_epoch, "classes": self.classes,
+                "config": dataclasses.asdict(c),
+                "pipeline": self.pipeline.config() if hasattr(self.pipeline, "config") else None,
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "extra_state": self.model.get_extra_state()}
         try:
-            return checkpoint.save(self.path(name), self.model, self.state_meta(meter),
-                                   self.optimizer, finite=True)
+            return checkpoint.save(self.path(name), self.model, meta, self.optimizer, finite=True)
         except NonFiniteError as err:
-            raise LossNotFinite(self.global_step, f"the weights became NaN or infinite ({err})"
+            raise LossNotFinite(s.global_step, f"the weights became NaN or infinite ({err})"
                                 ) from None
 
     def plot_history(self):
         """history.png in ``out_dir``: the curves so far (at the end of ``fit``)."""
-        if self.history:
-            plots.plot_history(self.history, self.path("history.png"))     # atomic
+        if self.writes and self.state.history:
+            plots.plot_history(self.state.history, self.path("history.png"))     # atomic
 
     # ---------------------------------------------------------------- resuming
     @classmethod
@@ -380,39 +430,29 @@ class Trainer:
         from the checkpoint, a branch that leaves the old run as it is.  Other
         arguments are as for ``Trainer``.  See resume.py.
         """
-        return resume_run(cls, path, overrides, datasets, pipeline, out_dir, **kwargs)
+        run = open_run(path, overrides, out_dir)           # claimed, read, checked
+        trainer = cls(run.config, run.folder, datasets=datasets, pipeline=pipeline,
+                      state=run.state, **kwargs)          # restored from the checkpoint
+        try:
+            settle(trainer, run)             # repairs, or the branch's first files; --lr
+        except BaseException:
+            run.folder.abandon()
+            raise
+        return trainer
 
-    def load_state(self, ck):
-        """Restore weights, optimizer, scheduler, counters and history from a Checkpoint."""
+    def _restore(self, ck):
+        """Weights, dropout counters, optimizer and schedule from the checkpoint ``ck`` the
+        state was read from."""
         c = self.config
         data = f"--data-dir {c.data_dir}" if c.data_dir else f"data set {c.dataset!r}"
         checkpoint.check_classes(ck, self.classes, data)
         ck.load_model(self.model, c.model)
         ck.load_optimizer(self.optimizer)
-        check_run_meta(ck, self.scheduler)
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(ck["scheduler"])
-        self.epoch, self.step = int(ck["epoch"]), int(ck["step"])
-        self.global_step = int(ck["global_step"])
-        self.history = list(ck.get("history", []))
-        self.best_error = ck.get("best_error")
-        self.best_epoch = ck.get("best_epoch")
-        self.run_id = ck.get("run_id") or self.run_id
-        self.changes = list(ck.get("changes") or [])
-        self.branched_from = ck.get("branched_from")
-        self.partial = ck.get("partial")
-        if self.step > self.steps_per_epoch:
-            raise TinyAlexNetError(f"{ck.path}: saved at step {self.step} of an epoch that has "
-                                   f"only {self.steps_per_epoch} steps: the data set changed")
-
-    def change_lr(self, lr):
-        """Train on with learning rate ``lr`` from the current step; the change is recorded."""
-        old = self.optimizer.lr
-        self.changes.append({"epoch": self.epoch, "step": self.step,
-                             "global_step": self.global_step, "lr": [old, lr]})
-        self.optimizer.lr = lr
-        self.log(f"learning rate {old:g} -> {lr:g} from epoch {self.epoch + 1}, step "
-                 f"{self.step} (recorded in the checkpoint and the history's lr column)")
+        ck.load_scheduler(self.scheduler)
+        if self.state.step > self.steps_per_epoch:
+            raise TinyAlexNetError(f"{ck.path}: saved at step {self.state.step} of an epoch "
+                                   f"that has only {self.steps_per_epoch} steps: the data set "
+                                   f"changed")
 
     # ---------------------------------------------------------------- owning the folder
     def close(self):

@@ -38,7 +38,7 @@ def _pair(name, v):
     pair = (v, v) if not isinstance(v, (tuple, list)) else tuple(v)
     if len(pair) != 2:
         raise ConfigError(f"Conv2d: {name} must be an integer or a pair (kh, kw), got {v!r}")
-    return tuple(check_setting("Conv2d", name, k, minimum=1) for k in pair)
+    return tuple(check_setting("Conv2d", name, k) for k in pair)
 
 
 class Conv2d(Module):
@@ -53,11 +53,11 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1,
                  rng=None, draw=True):
         super().__init__()
-        in_channels = check_setting("Conv2d", "in_channels", in_channels, minimum=1)
-        out_channels = check_setting("Conv2d", "out_channels", out_channels, minimum=1)
-        groups = check_setting("Conv2d", "groups", groups, minimum=1)
-        stride = check_setting("Conv2d", "stride", stride, minimum=1)
-        padding = check_setting("Conv2d", "padding", padding, minimum=0)
+        in_channels = check_setting("Conv2d", "in_channels", in_channels)
+        out_channels = check_setting("Conv2d", "out_channels", out_channels)
+        groups = check_setting("Conv2d", "groups", groups)
+        stride = check_setting("Conv2d", "stride", stride)
+        padding = check_setting("Conv2d", "padding", padding)
         if in_channels % groups or out_channels % groups:
             raise ConfigError(f"Conv2d: in_channels ({in_channels}) and out_channels "
                               f"({out_channels}) must both be divisible by groups ({groups})")

@@ -27,7 +27,7 @@ from .module import Module, check_setting
 class Dropout(Module):
     def __init__(self, p=0.5, seed=0):
         super().__init__()
-        self.p = check_setting("Dropout", "p", p, kind="number", minimum=0, below=1)
+        self.p = check_setting("Dropout", "p", p)
         self.seed = check_setting("Dropout", "seed", seed)
         self.calls = 0  # how many masks this layer has drawn
 

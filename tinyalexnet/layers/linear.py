@@ -26,8 +26,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, rng=None, draw=True):
         super().__init__()
-        self.in_features = check_setting("Linear", "in_features", in_features, minimum=1)
-        self.out_features = check_setting("Linear", "out_features", out_features, minimum=1)
+        self.in_features = check_setting("Linear", "in_features", in_features)
+        self.out_features = check_setting("Linear", "out_features", out_features)
         shape = (self.out_features, self.in_features)
         weight = (init.he_normal(shape, self.in_features, init.default_rng(rng)) if draw
                   else init.zeros(shape))

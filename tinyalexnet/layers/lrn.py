@@ -26,12 +26,10 @@ class LocalResponseNorm(Module):
     def __init__(self, size=5, alpha=1e-4, beta=0.75, k=2.0):
         super().__init__()
         name = "LocalResponseNorm"
-        self.size = check_setting(name, "size", size, minimum=1, odd=True)
-        self.alpha = check_setting(name, "alpha", alpha, kind="number", minimum=0)
-        self.beta = check_setting(name, "beta", beta, kind="number", minimum=0)
-        # k > 0: with k = 0 a pixel where all the window's channels are 0 (common after
-        # ReLU) would divide 0 by 0.
-        self.k = check_setting(name, "k", k, kind="number", above=0)
+        self.size = check_setting(name, "size", size)
+        self.alpha = check_setting(name, "alpha", alpha)
+        self.beta = check_setting(name, "beta", beta)
+        self.k = check_setting(name, "k", k)
         self.fast = True        # run fast.py's version (True) or functional.py's readable one
 
     def extra_repr(self):

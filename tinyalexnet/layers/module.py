@@ -12,49 +12,17 @@ no ``zero_grad()`` to forget.
 
 A layer's maths is in ``functional.py``; the class around it keeps the state.
 The rest is bookkeeping shared by all layers: names and ``state_dict()`` as in
-PyTorch, train/eval mode, moving to the GPU and back, changing dtype, the one
-validator of the layers' settings (``check_setting``: a bad setting is a
-ConfigError when the layer is built), and the input checks that turn a wrong
-shape into a one-line ShapeError naming the layer.
+PyTorch, train/eval mode, moving to the GPU and back, changing dtype, and the
+input checks that turn a wrong shape into a one-line ShapeError naming the
+layer.  A layer checks its settings when it is built with ``check_setting``
+(imported here from ``settings.py``, where every setting's range is declared):
+a bad one is a ConfigError then, not a crash in the first forward.
 """
-import math
-import numbers
 from collections import OrderedDict
 
 from .. import backend
-from ..errors import ConfigError, NonFiniteError, ShapeError, StateError
-
-
-def check_setting(layer, name, value, kind="integer", minimum=None, above=None, below=None,
-                  odd=False):
-    """The one validator of every layer's settings.
-
-    Return ``value`` as a Python int (``kind="integer"``) or float (``kind="number"``)
-    if it lies in the range given (``minimum`` allowed, ``above`` and ``below`` not),
-    and is odd if asked; else raise a one-line ConfigError naming the layer and the
-    setting, so that ``Conv2d(3, 8, 0)`` fails when it is built, not as a
-    ZeroDivisionError deep inside the first forward.  A bool is never a valid
-    setting (``Linear(True, 3)`` is a mistake, not one input feature), nor is NaN.
-    Python numbers, not NumPy scalars, come back: a NumPy float64 would turn
-    float32 activations into float64.
-    """
-    noun = "an odd integer" if odd else ("an integer" if kind == "integer" else "a number")
-    if minimum is not None and below is not None:
-        rule = f"{noun} in [{minimum}, {below})"
-    elif minimum is not None:
-        rule = f"{noun} >= {minimum}"
-    elif above is not None:
-        rule = f"{noun} > {above}"
-    else:
-        rule = noun
-    kinds = numbers.Integral if kind == "integer" else numbers.Real
-    ok = isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = ((minimum is None or value >= minimum) and (above is None or value > above)
-              and (below is None or value < below) and (not odd or value % 2 == 1))
-    if not ok:
-        raise ConfigError(f"{layer}: {name} must be {rule}, got {value!r}")
-    return int(value) if kind == "integer" else float(value)
+from ..errors import NonFiniteError, ShapeError, StateError
+from ..settings import check_setting  # noqa: F401  (the layers' validator, declared in settings.py)
 
 
 class Module:

@@ -12,7 +12,7 @@ from .module import Module, check_setting
 class ZeroPad2d(Module):
     def __init__(self, padding):
         super().__init__()
-        self.padding = check_setting("ZeroPad2d", "padding", padding, minimum=0)
+        self.padding = check_setting("ZeroPad2d", "padding", padding)
 
     def extra_repr(self):
         return str(self.padding)

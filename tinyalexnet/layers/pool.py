@@ -29,8 +29,8 @@ from .module import Module, check_setting
 class MaxPool2d(Module):
     def __init__(self, kernel_size=3, stride=2):
         super().__init__()
-        self.kernel_size = check_setting("MaxPool2d", "kernel_size", kernel_size, minimum=1)
-        self.stride = check_setting("MaxPool2d", "stride", stride, minimum=1)
+        self.kernel_size = check_setting("MaxPool2d", "kernel_size", kernel_size)
+        self.stride = check_setting("MaxPool2d", "stride", stride)
         self.fast = True        # run fast.py's version (True) or functional.py's readable one
 
     def extra_repr(self):

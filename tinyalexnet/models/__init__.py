@@ -4,7 +4,7 @@
 builder function and the ``--model`` of the command line.
 """
 from ..errors import ConfigError
-from .alexnet import alexnet, alexnet32, alexnet_small
+from .alexnet import INPUT_SIDE, alexnet, alexnet32, alexnet_small
 
 MODELS = {
     "alexnet_small": alexnet_small,   # 32x32, minutes on a laptop CPU (the lessons' model)
@@ -31,4 +31,4 @@ def get_model(name, num_classes=10, in_channels=3, init=None, seed=0):
 
 
 __all__ = ["alexnet", "alexnet32", "alexnet_small", "get_model", "model_name", "MODELS",
-           "MODEL_ALIASES"]
+           "MODEL_ALIASES", "INPUT_SIDE"]

@@ -36,10 +36,16 @@ from .. import init as initialisation
 from ..layers import (Conv2d, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool2d, ReLU,
                       Sequential, ZeroPad2d)
 
+# The side of each network's square input, the one place it is written: the
+# builders below take it from here, and the trainer reads it before a model is
+# built (image folders are decoded straight to the size the crops are cut from).
+INPUT_SIDE = {"alexnet": 227, "alexnet32": 32, "alexnet_small": 32}
 
-def _build(layers, input_shape, init, seed):
+
+def _build(name, layers, in_channels, init, seed):
     model = Sequential(layers)
-    model.input_shape = input_shape          # (C, H, W) of one image
+    side = INPUT_SIDE[name]
+    model.input_shape = (in_channels, side, side)     # (C, H, W) of one image
     for k, (name, layer) in enumerate(layers):
         if isinstance(layer, Dropout):
             layer.seed = seed * 1000 + k     # a distinct mask stream per layer
@@ -63,7 +69,7 @@ def alexnet(num_classes=1000, in_channels=3, init="paper", seed=0):
         ("fc7", Linear(4096, 4096, draw=False)), ("relu7", ReLU()), ("drop7", Dropout(0.5)),
         ("fc8", Linear(4096, num_classes, draw=False)),
     ]
-    return _build(layers, (in_channels, 227, 227), init, seed)
+    return _build("alexnet", layers, in_channels, init, seed)
 
 
 def alexnet32(num_classes=10, in_channels=3, init="he", seed=0):
@@ -82,7 +88,7 @@ def alexnet32(num_classes=10, in_channels=3, init="he", seed=0):
         ("fc7", Linear(512, 512, draw=False)), ("relu7", ReLU()), ("drop7", Dropout(0.5)),
         ("fc8", Linear(512, num_classes, draw=False)),
     ]
-    return _build(layers, (in_channels, 32, 32), init, seed)
+    return _build("alexnet32", layers, in_channels, init, seed)
 
 
 def alexnet_small(num_classes=10, in_channels=3, init="he", seed=0):
@@ -101,4 +107,4 @@ def alexnet_small(num_classes=10, in_channels=3, init="he", seed=0):
         ("fc7", Linear(256, 256, draw=False)), ("relu7", ReLU()), ("drop7", Dropout(0.5)),
         ("fc8", Linear(256, num_classes, draw=False)),
     ]
-    return _build(layers, (in_channels, 32, 32), init, seed)
+    return _build("alexnet_small", layers, in_channels, init, seed)

@@ -13,6 +13,7 @@ on NumPy it changes nothing); the array code below is its reference.
 """
 from ..backend import get_array_module
 from ..errors import ConfigError
+from ..settings import check_setting
 from . import fused as fused_kernels
 from .optimizer import Optimizer
 
@@ -25,12 +26,10 @@ class Adam(Optimizer):
         super().__init__(model, lr)
         if len(betas) != 2:
             raise ConfigError(f"Adam: betas must be a pair (beta1, beta2), got {betas!r}")
-        self._check("beta1", betas[0], lambda v: 0 <= v < 1, "in [0, 1)")
-        self._check("beta2", betas[1], lambda v: 0 <= v < 1, "in [0, 1)")
-        self._check("eps", eps, lambda v: v > 0, "> 0")
-        self._check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
-        self.beta1, self.beta2 = betas
-        self.eps, self.weight_decay = eps, weight_decay
+        self.beta1 = check_setting("Adam", "beta1", betas[0])
+        self.beta2 = check_setting("Adam", "beta2", betas[1])
+        self.eps = check_setting("Adam", "eps", eps)
+        self.weight_decay = check_setting("Adam", "weight_decay", weight_decay)
         self.fused = fused
 
     def hyperparameters(self):

@@ -5,28 +5,21 @@ up by name at every step; so ``model.to_gpu()`` after building the optimizer
 is fine, and the state (``"velocity"`` for SGD, ``"m"``/``"v"`` for Adam) is
 saved and restored by parameter name, like everything in a checkpoint.
 """
-import numbers
-
 from .. import backend
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError
+from ..settings import check_setting
 
 
 class Optimizer:
     slots = ()  # names of the per-parameter state arrays
 
     def __init__(self, model, lr):
-        self._check("learning rate", lr, lambda v: v > 0, "> 0")
-        self.model, self.lr = model, lr
+        self.model, self.lr = model, check_setting(type(self).__name__, "lr", lr)
         self.state = {slot: {} for slot in self.slots}   # slot -> {param name: array}
         self.steps = 0
 
     def hyperparameters(self):
         return {"lr": self.lr}
-
-    def _check(self, what, value, ok, expected):
-        """Raise a one-line ConfigError unless ``ok(value)``, e.g. a momentum of 1.5."""
-        if not isinstance(value, numbers.Real) or not ok(value):
-            raise ConfigError(f"{type(self).__name__}: {what} must be {expected}, got {value!r}")
 
     def _slot(self, slot, name, p):
         """The state array ``slot`` of parameter ``name``, created as zeros on first use.

@@ -5,20 +5,14 @@ the validation error rate stopped improving with the current learning rate";
 it was reduced three times before training stopped.  ``StepLR`` divides on a
 fixed timetable instead (every ``step_size`` epochs).
 """
-from ..errors import ConfigError
-
-
-def _check(owner, what, value, ok, expected):
-    if not ok(value):
-        raise ConfigError(f"{owner}: {what} must be {expected}, got {value!r}")
+from ..settings import check_setting
 
 
 class StepLR:
     def __init__(self, optimizer, step_size, gamma=0.1):
-        _check("StepLR", "step_size", step_size, lambda v: isinstance(v, int) and v >= 1,
-               "an integer >= 1")
-        _check("StepLR", "gamma", gamma, lambda v: 0 < v <= 1, "in (0, 1]")
-        self.optimizer, self.step_size, self.gamma = optimizer, step_size, gamma
+        self.optimizer = optimizer
+        self.step_size = check_setting("StepLR", "step_size", step_size)
+        self.gamma = check_setting("StepLR", "gamma", gamma)
         self.epoch = 0
 
     def step(self, metric=None):
@@ -42,14 +36,12 @@ class ReduceLROnPlateau:
     """
 
     def __init__(self, optimizer, factor=0.1, patience=1, threshold=1e-3, max_reductions=None):
-        _check("ReduceLROnPlateau", "factor", factor, lambda v: 0 < v < 1, "in (0, 1)")
-        _check("ReduceLROnPlateau", "patience", patience, lambda v: isinstance(v, int) and v >= 0,
-               "an integer >= 0")
-        _check("ReduceLROnPlateau", "threshold", threshold, lambda v: 0 <= v < 1, "in [0, 1)")
-        _check("ReduceLROnPlateau", "max_reductions", max_reductions,
-               lambda v: v is None or (isinstance(v, int) and v >= 0), "None or an integer >= 0")
-        self.optimizer, self.factor, self.patience = optimizer, factor, patience
-        self.threshold, self.max_reductions = threshold, max_reductions
+        name = "ReduceLROnPlateau"
+        self.optimizer = optimizer
+        self.factor = check_setting(name, "factor", factor)
+        self.patience = check_setting(name, "patience", patience)
+        self.threshold = check_setting(name, "threshold", threshold)
+        self.max_reductions = check_setting(name, "max_reductions", max_reductions)
         self.best = float("inf")
         self.bad_epochs = 0
         self.reductions = 0

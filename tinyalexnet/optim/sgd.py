@@ -10,6 +10,7 @@ it is part of the optimisation, not only a regulariser.
 PyTorch's ``torch.optim.SGD`` folds the learning rate in differently
 (v <- m v + g + wd w;  w <- w - lr v); the two agree while lr is constant.
 """
+from ..settings import check_setting
 from .optimizer import Optimizer
 
 
@@ -18,9 +19,8 @@ class SGD(Optimizer):
 
     def __init__(self, model, lr=0.01, momentum=0.9, weight_decay=0.0005):
         super().__init__(model, lr)
-        self._check("momentum", momentum, lambda v: 0 <= v < 1, "in [0, 1)")
-        self._check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
-        self.momentum, self.weight_decay = momentum, weight_decay
+        self.momentum = check_setting("SGD", "momentum", momentum)
+        self.weight_decay = check_setting("SGD", "weight_decay", weight_decay)
 
     def hyperparameters(self):
         return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay}
