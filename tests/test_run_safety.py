@@ -422,7 +422,7 @@ def test_sighup_from_a_closed_terminal_saves_like_sigterm(tmp_path, monkeypatch,
 
     def step_then_hangup(self, step, *args):
         real_step(self, step, *args)
-        if self.epoch == 1 and self.step == 1:         # the terminal closes in epoch 2
+        if self.state.epoch == 1 and self.state.step == 1:   # the terminal closes in epoch 2
             signal.raise_signal(signal.SIGHUP)
 
     monkeypatch.setattr(Trainer, "_train_step", step_then_hangup)
