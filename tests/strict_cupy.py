@@ -355,11 +355,13 @@ def _whose():
     """(owner, method) of the code that launched: the innermost frame that is a method of
     an object defined outside this module, then outward while the object stays the same
     (so a layer's ``_check_input`` counts as its ``forward``).  The owner is named by its
-    ``name`` attribute when it has one (a layer in a model: "conv1"), else by its class."""
+    ``name`` attribute when it has one (a layer in a model: "conv1"), else by its class;
+    code that no object's method called is the innermost function's ("evaluate()", "")."""
     frame = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename == __file__:
         frame = frame.f_back
     owner = method = None
+    first = frame.f_code.co_name if frame is not None else "?"
     depth = 0
     while frame is not None and depth < 60:
         depth += 1
@@ -375,8 +377,8 @@ def _whose():
         else:
             break
         frame = frame.f_back
-    if owner is None:
-        return ("(no object)", "")
+    if owner is None:                            # a function's own: named after it
+        return (first + "()", "")
     name = getattr(owner, "name", None)
     return (name if isinstance(name, str) and name else type(owner).__name__, method)
 

@@ -267,7 +267,7 @@ class Trainer:
         self.model.backward(self.loss_fn.backward())
         with self.stops.update():        # weights and counters change together
             self.optimizer.step()
-            meter.add(loss, logits, xp.asarray(labels), self.global_step)
+            meter.add(loss, logits, self.loss_fn.labels, self.global_step)   # on the device
             self.step, self.global_step = step + 1, self.global_step + 1
 
     def _end_epoch(self, meter):
