@@ -15,6 +15,11 @@ array library built on NumPy that keeps CuPy 14's rules:
   ``int()``, ``bool()`` (so ``if x.any():``), ``.item()``, ``.get()``, ``.tolist()``,
   ``asnumpy``, printing or formatting values, boolean-mask indexing,
   ``nonzero``/``unique``/``bincount`` (which read sizes back in CuPy);
+* every kernel launch is counted as CuPy 14 makes them (an element-wise operation
+  one, a view none, a reduction one or two, a matrix product one cuBLAS call plus
+  the copies CuPy makes first, fancy indexing k + 2, ...: the rules and where
+  CuPy's source says so are in the "launches" section below), and every copy from
+  the host to the device with its bytes;
 * reductions and indexing give 0-d arrays, never Python or NumPy scalars;
   ``x[i]`` of a vector is a 0-d *view*, as in CuPy; there is no ``__index__``
   (``range(x)`` fails) and no object, string or datetime dtype;
@@ -52,6 +57,17 @@ needs the stand-in itself takes the ``standin`` fixture (this module, installed)
         with standin.cupyx.allow_synchronize(False):  # any host read raises
             trainer._train_step(...)                    # cupyx.DeviceSynchronized
 
+To count what a block of code asks of the device::
+
+        with standin.count_launches() as launches:
+            trainer._train_step(...)
+        launches.count, launches.names        # kernel launches, by operation
+        launches.of("conv1", "forward")       # by the layer (any object) that made them
+        launches.copies_in, launches.bytes_in # host-to-device copies and bytes
+        launches.float64_count                # launches that touch float64 arrays
+        launches.reads.count                  # device-to-host reads, as above
+        print(launches)                       # every site, most launches first
+
 ``standin.cupy`` and ``standin.cupyx`` are the stand-in modules;
 ``standin.host_arrays(x)`` gives the NumPy array behind a stand-in array without
 counting a read (for the test's own checks only).  Tests of the device path that
@@ -61,7 +77,7 @@ should also run on a real GPU take ``device_name`` (real CuPy or the stand-in) a
 A kernel (``ElementwiseKernel``, ``RawKernel``, ``ReductionKernel``) cannot run
 here: register what it computes, written with ``xp`` operations, under its name
 (``standin.register_kernel("adam_update", reference)``) and the stand-in calls
-that instead, with the kernel call's arguments.
+that instead, with the kernel call's arguments (one launch, whatever it does).
 """
 import contextlib
 import functools
