@@ -12,6 +12,7 @@ import runpy
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tinyalexnet
 import kernel_references  # noqa: E402
 import strict_cupy  # noqa: E402
 

@@ -15,6 +15,11 @@ array library built on NumPy that keeps CuPy 14's rules:
   ``int()``, ``bool()`` (so ``if x.any():``), ``.item()``, ``.get()``, ``.tolist()``,
   ``asnumpy``, printing or formatting values, boolean-mask indexing,
   ``nonzero``/``unique``/``bincount`` (which read sizes back in CuPy);
+* every kernel launch is counted as CuPy 14 makes them (an element-wise operation
+  one, a view none, a reduction one or two, a matrix product one cuBLAS call plus
+  the copies CuPy makes first, fancy indexing k + 2, ...: the rules and where
+  CuPy's source says so are in the "launches" section below), and every copy from
+  the host to the device with its bytes;
 * reductions and indexing give 0-d arrays, never Python or NumPy scalars;
   ``x[i]`` of a vector is a 0-d *view*, as in CuPy; there is no ``__index__``
   (``range(x)`` fails) and no object, string or datetime dtype;
@@ -52,6 +57,17 @@ needs the stand-in itself takes the ``standin`` fixture (this module, installed)
         with standin.cupyx.allow_synchronize(False):  # any host read raises
             trainer._train_step(...)                    # cupyx.DeviceSynchronized
 
+To count what a block of code asks of the device::
+
+        with standin.count_launches() as launches:
+            trainer._train_step(...)
+        launches.count, launches.names        # kernel launches, by operation
+        launches.of("conv1", "forward")       # by the layer (any object) that made them
+        launches.copies_in, launches.bytes_in # host-to-device copies and bytes
+        launches.float64_count                # launches that touch float64 arrays
+        launches.reads.count                  # device-to-host reads, as above
+        print(launches)                       # every site, most launches first
+
 ``standin.cupy`` and ``standin.cupyx`` are the stand-in modules;
 ``standin.host_arrays(x)`` gives the NumPy array behind a stand-in array without
 counting a read (for the test's own checks only).  Tests of the device path that
@@ -61,7 +77,7 @@ should also run on a real GPU take ``device_name`` (real CuPy or the stand-in) a
 A kernel (``ElementwiseKernel``, ``RawKernel``, ``ReductionKernel``) cannot run
 here: register what it computes, written with ``xp`` operations, under its name
 (``standin.register_kernel("adam_update", reference)``) and the stand-in calls
-that instead, with the kernel call's arguments.
+that instead, with the kernel call's arguments (one launch, whatever it does).
 """
 import contextlib
 import functools
@@ -199,6 +215,416 @@ def _allow_synchronize(allow):
         yield
     finally:
         _local.allowed = old
+
+
+# ============================================================================ launches and copies in
+#
+# On a GPU every array operation is at least one kernel launch, queued by the host: for a
+# small network the host's time to launch, not the GPU's arithmetic, bounds the step.  The
+# stand-in counts launches as CuPy 14 makes them, and host-to-device copies with their
+# bytes.  The rules, with where CuPy's source (v14.2.0) says so:
+#
+# * an element-wise operation, operator or ufunc, in place or not, is one launch; Python
+#   and NumPy scalars travel as kernel arguments (no copy); an empty result launches nothing
+#   (cupy/_core/_kernel.pyx, ufunc.__call__ and ElementwiseKernel.__call__ return before
+#   the launch when the shape has a zero);
+# * a view (basic slicing, reshape or ravel of a contiguous array, transpose, [:, None],
+#   as_strided) launches nothing; anything that makes a new array launches once (astype to
+#   another dtype, copy, ascontiguousarray of a non-contiguous array, zeros/ones/full/arange,
+#   where, ...); empty/empty_like only allocate;
+# * a reduction over any set of axes is one kernel (cupy/_core/_reduction.pyx moves the
+#   reduced axes last and reduces them in one launch), except that CuPy's default CUB
+#   accelerator (cupy/_core/_accelerator.pyx: CUPY_ACCELERATORS defaults to "cub") reduces
+#   a whole contiguous array to a 0-d result in two passes: cub.device_reduce
+#   (cupy/cuda/cub.pyx; CUB runs one single-tile kernel up to one tile, about
+#   _CUB_TILE_ITEMS items, two kernels above) for sum/prod/max/min/argmax/argmin of
+#   the dtypes CUB takes, and _cub_reduction.pyx's two-pass block reduction (from 128
+#   items) for the others; mean divides afterwards (one more launch,
+#   _routines_statistics.pyx), argmax/argmin convert CUB's key (one more);
+# * matmul/dot/@ is one cuBLAS call (gemmEx, or gemmStridedBatchedEx for a batch), plus a
+#   copy of each operand cuBLAS cannot read as it is: 2-D operands neither C- nor
+#   F-contiguous (_routines_linalg.pyx, _mat_to_cublas_contiguous), batched operands that
+#   are not C-contiguous (matmul's ascontiguousarray), an operand of another dtype; a batch
+#   that broadcasts adds three pointer kernels (_mat_ptrs); an `out` that is not
+#   C-contiguous or overlaps an operand adds a copy;
+# * indexing with integer arrays (_routines_indexing.pyx): one array is one `take` kernel;
+#   k >= 2 arrays are k + 2 (a fill of the combined index, one kernel per index array, the
+#   take); assigning through them is the same with a scatter kernel instead of the take,
+#   and a value that is not a device array is copied in first (core.array(value));
+#   a boolean mask is a scan and a kernel (and a read of the count: see host reads);
+#   host index arrays (NumPy, lists) are copied in;
+# * assignment through basic slicing: a device value is one copy (none if it is the very
+#   same array), a scalar one fill;
+# * cupy.pad, constant mode (cupy/_padding/pad.py): a zero border on an array of fewer than
+#   4e6 elements (or 1-d) is two launches (fill, copy); otherwise one copy plus one fill per
+#   side of each axis whose width is not 0;
+# * concatenate/stack (_routines_manipulation.pyx, _concatenate): up to 8 arrays, one copy
+#   each; more, of one dtype and small, one kernel, after copying its table of pointers
+#   (and of sizes and strides, unless all are contiguous and alike) to the device;
+# * a custom kernel (ElementwiseKernel, ReductionKernel, RawKernel) or a cupy.fuse'd
+#   function is one launch, whatever its Python reference does here;
+# * random draws are one launch each (cupy.random).
+#
+# Host-to-device copies: asarray/array of host data, ndarray.set, host index arrays, values
+# assigned through integer-array indexing, the pointer tables above.  Device-to-host copies
+# are the host reads counted above; neither kind is a launch.
+
+_CUB_TILE_ITEMS = 4096           # CUB's reduce tile: 256 threads x 16 items (4-byte types)
+_CUB_BLOCK_REDUCE_FROM = 128     # _cub_reduction.pyx: CUB_REDUCE_SIZE_THRESHOLD
+_PAD_FAST_BELOW = 4e6            # pad.py: "faster path for 1d arrays or small n-dimensional"
+_launch_recorders = []           # active count_launches() recorders
+
+
+class Launches:
+    """What a block of code asked of the stand-in device (``count_launches()``).
+
+    ``count``: kernel launches (cuBLAS calls, memsets and device copies included);
+    ``names``: Counter of launches by operation ("multiply", "matmul", "take", ...);
+    ``sites``: Counter of launches by (operation, "file:line (function) <- caller");
+    ``owners``: Counter of launches by (owner, method), the innermost object of the
+    project whose method made them: ("conv1", "forward"), ("Adam", "step"),
+    ("RunningMeter", "add"), ("Pipeline", "__call__");
+    ``float64``: Counter of the launches that read or write float64 arrays, by site;
+    ``copies`` / ``copy_bytes``: host-to-device copies and their bytes, by (what, site);
+    ``copy_owners``: the copies by (owner, method);
+    ``reads``: the host reads made meanwhile (a HostReads, as count_host_reads() gives).
+    """
+
+    def __init__(self):
+        self.names = Counter()
+        self.sites = Counter()
+        self.owners = Counter()
+        self.float64 = Counter()
+        self.copies = Counter()
+        self.copy_bytes = Counter()
+        self.copy_owners = Counter()
+        self.reads = HostReads()
+
+    @property
+    def count(self):
+        return sum(self.names.values())
+
+    @property
+    def float64_count(self):
+        return sum(self.float64.values())
+
+    @property
+    def copies_in(self):
+        return sum(self.copies.values())
+
+    @property
+    def bytes_in(self):
+        return sum(self.copy_bytes.values())
+
+    def at(self, fragment):
+        """Launches whose site contains ``fragment`` (e.g. "adam.py" or "forward")."""
+        return sum(n for (_, site), n in self.sites.items() if fragment in site)
+
+    def of(self, owner, method=None):
+        """Launches made by ``owner``'s methods (or its ``method`` alone)."""
+        return sum(n for (o, m), n in self.owners.items()
+                   if o == owner and (method is None or m == method))
+
+    def __str__(self):
+        lines = [f"{self.count} launches ({self.float64_count} in float64), "
+                 f"{self.copies_in} host-to-device copies ({self.bytes_in:,} bytes), "
+                 f"{self.reads.count} host reads"]
+        for (name, site), n in self.sites.most_common():
+            lines.append(f"  {n:5d} x {name:<22s} at {site}")
+        for (what, site), n in self.copies.most_common():
+            lines.append(f"  {n:5d} x copy in {what:<14s} {self.copy_bytes[(what, site)]:>10,} "
+                         f"bytes at {site}")
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+@contextlib.contextmanager
+def count_launches():
+    """``with count_launches() as launches:`` counts kernel launches, host-to-device
+    copies and host reads made inside (see ``Launches``)."""
+    r = Launches()
+    _launch_recorders.append(r)
+    _recorders.append(r.reads)
+    try:
+        yield r
+    finally:
+        _launch_recorders.remove(r)
+        _recorders.remove(r.reads)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Inside: nothing is counted (a kernel's Python reference is one launch, not many)."""
+    _local.quiet = getattr(_local, "quiet", 0) + 1
+    try:
+        yield
+    finally:
+        _local.quiet -= 1
+
+
+def _counting():
+    return bool(_launch_recorders) and not getattr(_local, "quiet", 0)
+
+
+def _whose():
+    """(owner, method) of the code that launched: the innermost frame that is a method of
+    an object defined outside this module, then outward while the object stays the same
+    (so a layer's ``_check_input`` counts as its ``forward``).  The owner is named by its
+    ``name`` attribute when it has one (a layer in a model: "conv1"), else by its class;
+    code that no object's method called is the innermost function's ("evaluate()", "")."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame = frame.f_back
+    owner = method = None
+    first = frame.f_code.co_name if frame is not None else "?"
+    depth = 0
+    while frame is not None and depth < 60:
+        depth += 1
+        code = frame.f_code
+        obj = None
+        if code.co_argcount and code.co_varnames[0] == "self":
+            obj = frame.f_locals.get("self")
+        if owner is None:
+            if obj is not None and type(obj).__module__ != __name__:
+                owner, method = obj, code.co_name
+        elif obj is owner:
+            method = code.co_name
+        else:
+            break
+        frame = frame.f_back
+    if owner is None:                            # a function's own: named after it
+        return (first + "()", "")
+    name = getattr(owner, "name", None)
+    return (name if isinstance(name, str) and name else type(owner).__name__, method)
+
+
+def _launch(name, n=1, arrays=()):
+    """Record ``n`` launches of operation ``name``; ``arrays`` (NumPy arrays or dtypes) are
+    what it read and wrote, to tell float64 launches."""
+    if n <= 0 or not _counting():
+        return
+    site, who = _site(), _whose()
+    f64 = any(getattr(a, "dtype", a) == np.float64 for a in arrays)
+    for r in _launch_recorders:
+        r.names[name] += n
+        r.sites[(name, site)] += n
+        r.owners[who] += n
+        if f64:
+            r.float64[(name, site)] += n
+
+
+def _copy_in(what, nbytes):
+    """Record one host-to-device copy of ``nbytes`` bytes."""
+    if not _counting():
+        return
+    site, who = _site(), _whose()
+    for r in _launch_recorders:
+        r.copies[(what, site)] += 1
+        r.copy_bytes[(what, site)] += int(nbytes)
+        r.copy_owners[who] += 1
+
+
+# ---------------------------------------------------------------------------- the rules
+
+def _arrays_in(values):
+    """The NumPy arrays among (nested) values."""
+    out = []
+    for v in values:
+        if isinstance(v, np.ndarray):
+            out.append(v)
+        elif isinstance(v, (list, tuple)):
+            out.extend(_arrays_in(v))
+    return out
+
+
+def _new_array_launches(result, inputs, wrote):
+    """The default rule: a function that wrote into an array (``out=``, or one that returns
+    nothing) launched once; one that returns arrays launched once if any of them is new
+    memory, and not at all if all are views of its inputs (or empty)."""
+    if wrote or result is None:
+        return 1
+    results = _arrays_in(result if isinstance(result, (list, tuple)) else [result])
+    for r in results:
+        if isinstance(r, np.generic):
+            return 1
+        if r.size and not any(np.may_share_memory(r, a) for a in inputs):
+            return 1
+    return 0
+
+
+_CUB_ROUTINES = frozenset(("sum", "prod", "max", "min", "amax", "amin", "argmax", "argmin",
+                           "mean"))
+_REDUCTIONS = _CUB_ROUTINES | frozenset(("all", "any", "count_nonzero", "nansum", "nanprod",
+                                         "nanmax", "nanmin", "nanmean", "ptp", "trace"))
+_CUB_SUM_DTYPES = frozenset(np.dtype(t) for t in (np.int64, np.uint64, np.float16, np.float32,
+                                                  np.float64, np.complex64, np.complex128))
+_CUB_DTYPES = _CUB_SUM_DTYPES | frozenset(np.dtype(t) for t in (
+    np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32))
+
+
+def _reduction_launches(name, a, axis, dtype, out):
+    """Launches of reduction ``name`` of ``a`` over ``axis`` (see the rules above)."""
+    name = {"amax": "max", "amin": "min"}.get(name, name)
+    if a.ndim == 0 or a.size == 0:
+        return 1
+    if axis is None:
+        axes = tuple(range(a.ndim))
+    else:
+        axes = tuple(sorted(k % a.ndim for k in (axis if isinstance(axis, tuple) else (axis,))))
+    full = len(axes) == a.ndim
+    order = "C" if a.flags.c_contiguous else "F" if a.flags.f_contiguous else None
+    if order is not None and name in _CUB_ROUTINES:
+        supported = _CUB_SUM_DTYPES if name in ("sum", "prod", "mean") and dtype is None \
+            else _CUB_DTYPES
+        mean_dtype_ok = name != "mean" or a.dtype.kind in "fc"     # mean sums ints as float64
+        if (dtype is None or np.dtype(dtype) == a.dtype) and a.dtype in supported \
+                and mean_dtype_ok:
+            extra = 1 if name in ("mean", "argmax", "argmin") else 0
+            if full:                                            # cub.device_reduce
+                return (1 if a.size <= _CUB_TILE_ITEMS else 2) + extra
+            trailing = axes == tuple(range(a.ndim - len(axes), a.ndim)) if order == "C" \
+                else axes == tuple(range(len(axes)))
+            if trailing and name not in ("argmax", "argmin"):  # device_segmented_reduce
+                return 1 + extra + (out is not None)
+    if full and order is not None and a.size >= _CUB_BLOCK_REDUCE_FROM:
+        return 2                                                # two-pass block reduction
+    return 1
+
+
+def _matmul_launches(a, b, out):
+    """One cuBLAS call, plus the copies CuPy makes first (see the rules above)."""
+    dtype = np.result_type(a.dtype, b.dtype)
+    if a.size == 0 or b.size == 0:
+        return 1
+    n = 1
+    if max(a.ndim, b.ndim) <= 2:
+        if a.ndim == 1 and b.ndim == 1:
+            return 2                            # dot of two vectors: multiply, then sum
+        for m in (a, b):
+            if not (m.flags.c_contiguous or m.flags.f_contiguous):
+                n += 1                          # _mat_to_cublas_contiguous copies it
+            if m.dtype != dtype:
+                n += 1
+        if out is not None and (not out.flags.c_contiguous or np.may_share_memory(out, a)
+                                or np.may_share_memory(out, b)):
+            n += 1
+        return n
+    for m in (a, b):
+        if not m.flags.c_contiguous or m.dtype != dtype:
+            n += 1                              # ascontiguousarray(m, dtype)
+    nd = max(a.ndim, b.ndim)                    # a 2-D operand becomes a batch of one
+    batch_a = (1,) * (nd - max(a.ndim, 2)) + a.shape[:-2]
+    batch_b = (1,) * (nd - max(b.ndim, 2)) + b.shape[:-2]
+    if any((x == 1) != (y == 1) for x, y in zip(batch_a, batch_b)):
+        n += 3                                  # a broadcast batch: three _mat_ptrs kernels
+    if out is not None and (not out.flags.c_contiguous or out.dtype != dtype
+                            or np.may_share_memory(out, a) or np.may_share_memory(out, b)):
+        n += 1
+    return n
+
+
+def _pad_launches(a, pad_width, mode="constant", **kwargs):
+    if mode != "constant":
+        return 1 + 2 * a.ndim                   # a copy and a fill of each side (approx.)
+    widths = np.broadcast_to(np.asarray(pad_width, dtype=np.int64).reshape(-1, 2)
+                             if np.ndim(pad_width) else np.full((1, 2), pad_width),
+                             (a.ndim, 2))
+    value = kwargs.get("constant_values", 0)
+    if isinstance(value, (int, float, np.number)) and value == 0 and (
+            a.ndim == 1 or a.size < _PAD_FAST_BELOW):
+        return 2 if a.size else 1               # fill the new array, copy a in
+    return (1 if a.size else 0) + int(np.count_nonzero(widths))
+
+
+def _concatenate_launches(arrays, out_dtype, ndim):
+    """concatenate/stack of ``arrays`` into an array of ``ndim`` axes."""
+    if len(arrays) > 8 and all(a.dtype == out_dtype for a in arrays) and \
+            sum(a.nbytes for a in arrays) < 2 * 1024 * 1024 * len(arrays):
+        _copy_in("concatenate table", 8 * len(arrays))       # the pointers
+        alike = all(a.flags.c_contiguous and a.shape == arrays[0].shape for a in arrays)
+        if not alike:
+            _copy_in("concatenate table", 8 * len(arrays))   # cumulative sizes
+            _copy_in("concatenate table", 8 * len(arrays) * ndim)   # strides
+        return 1
+    return sum(1 for a in arrays if a.size)
+
+
+_ALLOCATING = frozenset(("empty", "empty_like"))
+_JOINING = frozenset(("concatenate", "stack", "hstack", "vstack", "column_stack", "dstack"))
+_REDUCTION_OUT_AT = {"sum": 3, "prod": 3, "mean": 3, "max": 2, "min": 2, "amax": 2,
+                     "amin": 2, "argmax": 2, "argmin": 2, "all": 2, "any": 2}
+
+
+def _count_call(name, args, kwargs, result):
+    """Record the launches of ``cupy.<name>(*args, **kwargs)``, or of the method ``name``
+    of ``args[0]`` (args and kwargs unwrapped to NumPy, result NumPy's)."""
+    if not _counting():
+        return
+    out = kwargs.get("out")
+    if name in _ALLOCATING:
+        n = 0
+    elif name in _REDUCTIONS and isinstance(args[0], np.ndarray):
+        axis = kwargs.get("axis", args[1] if len(args) > 1 else None)
+        dtype = kwargs.get("dtype", args[2] if name in ("sum", "prod", "mean") and len(args) > 2
+                           else None)
+        k = _REDUCTION_OUT_AT.get(name)
+        if out is None and k is not None and len(args) > k:
+            out = args[k]
+        n = _reduction_launches(name, args[0], axis, dtype, out)
+    elif name in ("matmul", "dot") and len(args) >= 2:
+        if out is None and len(args) > 2:
+            out = args[2]
+        n = _matmul_launches(np.asarray(args[0]), np.asarray(args[1]), out)
+    elif name == "pad":
+        n = _pad_launches(*args, **kwargs)
+    elif name in _JOINING:
+        n = _concatenate_launches(list(args[0]), result.dtype, result.ndim)
+    else:
+        n = _new_array_launches(result, _arrays_in(list(args) + list(kwargs.values())),
+                                out is not None)
+    _launch(name, n, _arrays_in(list(args) + [result]))
+
+
+def _index_arrays(key):
+    """The advanced (array) parts of an index already passed through ``_index``."""
+    parts = key if isinstance(key, tuple) else (key,)
+    return [k for k in parts if isinstance(k, np.ndarray)]
+
+
+def _getitem_launches(key, result):
+    adv = _index_arrays(key)
+    if not adv or result.size == 0:
+        return 0
+    if len(adv) == 1:
+        return 2 if adv[0].dtype == np.bool_ else 1          # mask: scan + copy; else take
+    return len(adv) + 2                                      # fill, one per array, take
+
+
+def _setitem_launches(key, target, value):
+    """Assignment ``target[key] = value`` (target: the NumPy array; value as given)."""
+    adv = _index_arrays(key)
+    if not adv:
+        if isinstance(value, ndarray):
+            v = value._a
+            view = target[key]
+            if v.size == 0 or view.size == 0 or (
+                    v.__array_interface__["data"][0] == view.__array_interface__["data"][0]
+                    and v.shape == view.shape and v.strides == view.strides):
+                return 0                        # the very same array: CuPy skips it
+            return 1
+        return 1 if target[key].size else 0     # a fill
+    n = 1                                       # the scatter kernel
+    if len(adv) == 1 and adv[0].dtype == np.bool_:
+        n += 1                                  # the mask's scan
+    elif len(adv) > 1:
+        n += len(adv) + 1                       # fill, one per array
+    if isinstance(value, ndarray):
+        if value.dtype != target.dtype:
+            n += 1                              # value.astype(a.dtype)
+    else:
+        _copy_in("assigned value", np.asarray(value, dtype=target.dtype).nbytes)
+    return n
 
 
 # ============================================================================ device memory
@@ -417,7 +843,15 @@ def _binary(name, reflected=False):
                 other, (ndarray, np.ndarray, bool, int, float, complex, np.generic))):
             return NotImplemented
         o = _operand(other)
-        return _wrap(op(o, self._a) if reflected else op(self._a, o))
+        r = op(o, self._a) if reflected else op(self._a, o)
+        if _launch_recorders:
+            if name == "matmul":
+                _launch(name, _matmul_launches(*((o, self._a) if reflected else (self._a, o)),
+                                               None), (self._a, o, r))
+            else:
+                _launch(name, 1 if np.size(r[0] if isinstance(r, tuple) else r) else 0,
+                        (self._a, o) + (r if isinstance(r, tuple) else (r,)))
+        return _wrap(r)
     return method
 
 
@@ -425,8 +859,18 @@ def _inplace(name):
     op = getattr(np, name)
 
     def method(self, other):
-        op(self._a, _operand(other), out=self._a)
+        o = _operand(other)
+        op(self._a, o, out=self._a)
+        _launch(name, 1 if self._a.size else 0, (self._a, o))
         return self
+    return method
+
+
+def _unary(op):
+    def method(self):
+        r = op(self._a)
+        _launch(op.__name__, 1 if r.size else 0, (self._a, r))
+        return _wrap(r)
     return method
 
 
@@ -524,7 +968,13 @@ class ndarray:
                 raise _host_array_error(type(v))
         if method == "__call__" and ufunc.__name__ in self._OPERATOR_UFUNCS and len(inputs) == 2 \
                 and "out" not in kwargs:
-            return _wrap(ufunc(*(_operand(v) for v in inputs)))
+            operands = [_operand(v) for v in inputs]
+            r = ufunc(*operands)
+            if _launch_recorders:
+                arrays = [v for v in operands if isinstance(v, np.ndarray)]
+                _launch(ufunc.__name__, _matmul_launches(*operands, None)
+                        if ufunc.__name__ == "matmul" else 1, arrays)
+            return _wrap(r)
         raise TypeError(f"strict CuPy stand-in: numpy.{ufunc.__name__}.{method} was given a "
                         f"device array; use xp.{ufunc.__name__} with xp = get_array_module(x)")
 
@@ -546,6 +996,7 @@ class ndarray:
         if not isinstance(arr, np.ndarray) or arr.shape != self.shape:
             raise ValueError("Shape mismatch. Old shape: {} / New shape: {}".format(
                 self.shape, getattr(arr, "shape", None)))
+        _copy_in("set()", arr.nbytes)
         self._a[...] = arr
 
     def item(self):
@@ -624,12 +1075,15 @@ class ndarray:
         r = self._a[key]
         if isinstance(r, np.generic):
             r = self._a[key + (Ellipsis,)]      # CuPy: a 0-d view, never a scalar
+        if _launch_recorders:
+            _launch("getitem", _getitem_launches(key, r), (self._a, r))
         return _wrap(r)
 
     def __setitem__(self, key, value):
         key = _index(key)
         basic = all(isinstance(k, (int, np.integer, slice, type(None), type(Ellipsis)))
                     for k in (key if isinstance(key, tuple) else (key,)))
+        given = value
         if isinstance(value, ndarray):
             value = value._a
         elif basic:
@@ -640,15 +1094,19 @@ class ndarray:
             value = v[()]
         elif isinstance(value, np.ndarray) or isinstance(value, (list, tuple)):
             value = np.array(value)             # CuPy copies it to the device
+        n = _setitem_launches(key, self._a, given) if _launch_recorders else 0
         self._a[key] = value
+        _launch("setitem", n, (self._a,))
 
     def __delitem__(self, key):
         raise ValueError("cannot delete array elements")
 
     def __copy__(self):
+        _launch("copy", 1 if self._a.size else 0, (self._a,))
         return _wrap(self._a.copy())
 
     def __deepcopy__(self, memo):
+        _launch("copy", 1 if self._a.size else 0, (self._a,))
         return _wrap(self._a.copy())
 
     # ---------------------------------------------------------------- attributes
@@ -718,18 +1176,24 @@ class ndarray:
             if value.shape != ():
                 raise ValueError("non-scalar cupy.ndarray cannot be used for fill")
             self._a[...] = value._a
+            _launch("fill", 1 if self._a.size else 0, (self._a,))
             return
         v = np.asarray(value, dtype=self._a.dtype)
         if v.shape != ():
             raise ValueError("non-scalar numpy.ndarray cannot be used for fill")
         self._a.fill(v[()])
+        _launch("fill", 1 if self._a.size else 0, (self._a,))
 
     def astype(self, dtype, order="K", casting=None, subok=None, copy=True):
         a = self._a.astype(_check_dtype(dtype), order=order, copy=copy)
-        return self if a is self._a else _wrap(a)
+        if a is self._a:
+            return self
+        _launch("astype", 1 if a.size else 0, (self._a, a))
+        return _wrap(a)
 
     def nonzero(self):
         _host_read("nonzero()")
+        _launch("nonzero", 1, (self._a,))
         return tuple(_wrap(i) for i in self._a.nonzero())
 
     def __getattr__(self, name):
@@ -747,9 +1211,16 @@ class ndarray:
         def method(self, *args, **kwargs):
             target = getattr(self._a, name)
             if not kwargs:
-                return _wrap_result(target(*[_unwrap(a, where) for a in args]))
+                unwrapped = [_unwrap(a, where) for a in args]
+                r = target(*unwrapped)
+                if _launch_recorders:
+                    _count_call(name, [self._a] + unwrapped, {}, r)
+                return _wrap_result(r)
             out = kwargs.get("out")
-            r = target(*[_unwrap(a, where) for a in args], **_unwrap_kwargs(kwargs, where))
+            unwrapped, kw = [_unwrap(a, where) for a in args], _unwrap_kwargs(kwargs, where)
+            r = target(*unwrapped, **kw)
+            if _launch_recorders:
+                _count_call(name, [self._a] + unwrapped, kw, r)
             if out is not None and r is getattr(out, "_a", None):
                 return out
             return _wrap_result(r)
@@ -773,10 +1244,10 @@ for _name, _ufunc in (("eq", "equal"), ("ne", "not_equal"), ("lt", "less"), ("le
                       ("gt", "greater"), ("ge", "greater_equal")):
     setattr(ndarray, f"__{_name}__", _binary(_ufunc))
 ndarray.__hash__ = None
-ndarray.__neg__ = lambda self: _wrap(np.negative(self._a))
-ndarray.__pos__ = lambda self: _wrap(np.positive(self._a))
-ndarray.__abs__ = lambda self: _wrap(np.absolute(self._a))
-ndarray.__invert__ = lambda self: _wrap(np.invert(self._a))
+ndarray.__neg__ = _unary(np.negative)
+ndarray.__pos__ = _unary(np.positive)
+ndarray.__abs__ = _unary(np.absolute)
+ndarray.__invert__ = _unary(np.invert)
 
 
 def _unpickle(a):
@@ -793,10 +1264,11 @@ def _index(key):
             if k.dtype == np.bool_ and k.ndim > 0:
                 _host_read("boolean mask")
             k = k._a
-        elif isinstance(k, (np.ndarray, list)):
-            if np.asarray(k).dtype == np.bool_:
-                _host_read("boolean mask")
+        elif isinstance(k, (np.ndarray, list, tuple)):
             k = np.array(k)                     # copied to the device, as CuPy does
+            _copy_in("index array", k.nbytes)
+            if k.dtype == np.bool_:
+                _host_read("boolean mask")
         out.append(k)
     return tuple(out) if isinstance(key, tuple) else out[0]
 
@@ -819,12 +1291,19 @@ def _function(np_func, name, module="cupy", accepted=None):
 
     def f(*args, **kwargs):
         if not kwargs:
-            return _wrap_result(np_func(*[_unwrap(a, name) for a in args]))
+            unwrapped = [_unwrap(a, name) for a in args]
+            r = np_func(*unwrapped)
+            if _launch_recorders:
+                _count_call(name, unwrapped, {}, r)
+            return _wrap_result(r)
         _check_keywords(name, kwargs, accepted)
         out = kwargs.get("out")
         if out is not None and not isinstance(out, ndarray):
             raise TypeError(f"{name}: out must be a cupy.ndarray, got {type(out)}")
-        r = np_func(*[_unwrap(a, name) for a in args], **_unwrap_kwargs(kwargs, name))
+        unwrapped, kw = [_unwrap(a, name) for a in args], _unwrap_kwargs(kwargs, name)
+        r = np_func(*unwrapped, **kw)
+        if _launch_recorders:
+            _count_call(name, unwrapped, kw, r)
         if out is not None and r is out._a:
             return out
         return _wrap_result(r)
@@ -886,11 +1365,25 @@ def _to_device(obj, dtype=None, copy=True, order="K", ndmin=0):
             copy = True
         if not copy and ndmin <= a.ndim:
             return obj
-        return _wrap(np.array(a, dtype=dtype, copy=True, order=order, ndmin=ndmin))
+        r = np.array(a, dtype=dtype, copy=True, order=order, ndmin=ndmin)
+        _launch("astype" if r.dtype != a.dtype else "copy", 1 if r.size else 0, (a, r))
+        return _wrap(r)
+    parts = None
     if isinstance(obj, (list, tuple)):
+        parts = _arrays_in([_unwrap_nested(obj)]) if _contains_device(obj) else None
         obj = _unwrap_nested(obj)
     a = np.array(obj, dtype=dtype, copy=True, order=order, ndmin=ndmin)
+    if parts:                                   # device arrays gathered on the device
+        _launch("array", _concatenate_launches(parts, a.dtype, a.ndim), (a,))
+    elif a.nbytes:
+        _copy_in("asarray", a.nbytes)
     return _wrap(a)
+
+
+def _contains_device(v):
+    if isinstance(v, ndarray):
+        return True
+    return isinstance(v, (list, tuple)) and any(_contains_device(u) for u in v)
 
 
 def _unwrap_nested(v):
@@ -917,7 +1410,9 @@ def ascontiguousarray(a, dtype=None):
     if not isinstance(a, ndarray):      # CuPy's takes a cupy.ndarray only
         raise TypeError(f"Argument 'a' has incorrect type (expected cupy._core.core._ndarray_base, "
                         f"got {type(a).__name__})")
-    return _wrap(np.ascontiguousarray(a._a, dtype=dtype))
+    r = np.ascontiguousarray(a._a, dtype=dtype)
+    _launch("ascontiguousarray", 0 if r is a._a or not r.size else 1, (a._a, r))
+    return _wrap(r)
 
 
 def asnumpy(a, stream=None, order="C", out=None, blocking=True):
@@ -939,7 +1434,10 @@ def _truth(np_func, name):
     f = _function(np_func, name)
 
     def g(*args, **kwargs):
-        return _wrap(np.asarray(f(*args, **kwargs)))
+        with _quiet():
+            r = f(*args, **kwargs)
+        _launch(name, 2)                        # an element-wise comparison, then all()
+        return _wrap(np.asarray(r))
     g.__name__ = name
     return g
 
@@ -961,6 +1459,22 @@ def register_kernel(name, reference):
     KERNEL_REFERENCES[name] = reference
 
 
+def _run_kernel(kind, name, args, kwargs):
+    """One launch, whatever the Python reference does to compute it."""
+    reference = _kernel_reference(kind, name)
+    _launch(f"{kind} {name}", 1, [a._a for a in _flat(args) if isinstance(a, ndarray)])
+    with _quiet():
+        return reference(*args, **kwargs)
+
+
+def _flat(values):
+    for v in values:
+        if isinstance(v, (list, tuple)):
+            yield from _flat(v)
+        else:
+            yield v
+
+
 def _kernel_reference(kind, name):
     if name not in KERNEL_REFERENCES:
         raise NotImplementedError(
@@ -976,7 +1490,7 @@ class ElementwiseKernel:
         self.name, self.preamble = name, preamble
 
     def __call__(self, *args, **kwargs):
-        return _kernel_reference("ElementwiseKernel", self.name)(*args, **kwargs)
+        return _run_kernel("ElementwiseKernel", self.name, args, kwargs)
 
 
 class ReductionKernel(ElementwiseKernel):
@@ -985,7 +1499,7 @@ class ReductionKernel(ElementwiseKernel):
         super().__init__(in_params, out_params, map_expr, name)
 
     def __call__(self, *args, **kwargs):
-        return _kernel_reference("ReductionKernel", self.name)(*args, **kwargs)
+        return _run_kernel("ReductionKernel", self.name, args, kwargs)
 
 
 class RawKernel:
@@ -994,15 +1508,22 @@ class RawKernel:
         self.code, self.name, self.options = code, name, options
 
     def __call__(self, grid, block, args, **kwargs):
-        return _kernel_reference("RawKernel", self.name)(grid, block, args, **kwargs)
+        return _run_kernel("RawKernel", self.name, (grid, block, args), kwargs)
 
 
 def fuse(*args, **kwargs):
     """cupy.fuse: in the stand-in the function simply runs (CuPy fuses it into one kernel;
-    the values are the same)."""
+    the values are the same), and counts as one launch."""
+    def fused(f):
+        @functools.wraps(f)
+        def run(*a, **k):
+            _launch(f"fuse {f.__name__}", 1, [v._a for v in a if isinstance(v, ndarray)])
+            with _quiet():
+                return f(*a, **k)
+        return run
     if len(args) == 1 and callable(args[0]) and not kwargs:
-        return args[0]
-    return lambda f: f
+        return fused(args[0])
+    return fused
 
 
 # ============================================================================ cuda
@@ -1260,11 +1781,26 @@ cupy = _Namespace("cupy", {
 cupyx = _Namespace("cupyx", {
     "allow_synchronize": _allow_synchronize,
     "DeviceSynchronized": DeviceSynchronized,
-    "scatter_add": lambda a, slices, value: np.add.at(a._a, _index(slices), _operand(value)),
+    "scatter_add": lambda a, slices, value: _scatter_add(a, slices, value),
     "empty_pinned": lambda shape, dtype=float, order="C": np.empty(shape, dtype, order),
     "zeros_pinned": lambda shape, dtype=float, order="C": np.zeros(shape, dtype, order),
-    "rsqrt": lambda x, out=None: _wrap(1 / np.sqrt(_unwrap(x, "rsqrt"))),
+    "rsqrt": lambda x, out=None: _rsqrt(x),
 })
+
+
+def _scatter_add(a, slices, value):
+    """cupyx.scatter_add: a[slices] += value, repeated indices adding up."""
+    key = _index(slices)
+    n = (_setitem_launches(key, a._a, value) if _index_arrays(key) else 1) \
+        if _launch_recorders else 0
+    np.add.at(a._a, key, _operand(value))
+    _launch("scatter_add", n, (a._a,))
+
+
+def _rsqrt(x):
+    r = 1 / np.sqrt(_unwrap(x, "rsqrt"))
+    _launch("rsqrt", 1, (r,))
+    return _wrap(r)
 
 
 # ============================================================================ installing

@@ -200,8 +200,9 @@ def test_a_training_step_of_each_model_matches_numpy_and_reads_nothing(
 def test_fit_reads_the_device_only_to_show_the_loss_and_at_the_end_of_an_epoch(
         standin, data, tmp_path):
     """log_every=2: steps 2 and 4 of each 4-step epoch read the running sums (one read
-    each), the others nothing; an epoch's end reads its sums once, evaluates with one
-    read, and copies each array of the two checkpoints (last, best) to the host."""
+    each), the others nothing; an epoch's end has no sums left to read (step 4 read
+    them), evaluates with one read, and copies each array of the two checkpoints
+    (last, best) to the host."""
     counts = []
     with standin.count_host_reads() as reads:
         t = trainer(data, tmp_path, config(log_every=2, optimizer="sgd"),
@@ -212,7 +213,7 @@ def test_fit_reads_the_device_only_to_show_the_loss_and_at_the_end_of_an_epoch(
     assert per_step[:4] == [0, 1, 0, 1], reads
     assert per_step[5:] == [1, 0, 1], reads
     arrays = 2 * sum(1 for _ in t.model.named_parameters())           # weights + velocities
-    assert per_step[4] == 1 + 1 + 2 * arrays, reads                   # last.npz and best.npz
+    assert per_step[4] == 1 + 2 * arrays, reads                       # last.npz and best.npz
 
 
 def test_ctrl_c_and_resume_on_the_device_are_exact(device_name, on_standin, data, tmp_path):

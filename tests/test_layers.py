@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from tinyalexnet.backend import as_numpy
+from tinyalexnet.errors import StateError
 from tinyalexnet.gradcheck import check_layer, check_loss
 from tinyalexnet.layers import (Conv2d, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool2d,
                                 ReLU, Sequential, SoftmaxCrossEntropy, ZeroPad2d)
@@ -221,6 +222,22 @@ def test_softmax_cross_entropy_backward_scales_with_dout(xp, randn):
     loss.forward(randn(3, 4), xp.asarray([0, 3, 1]))
     np.testing.assert_allclose(as_numpy(loss.backward(2.5)), 2.5 * as_numpy(loss.backward()),
                                rtol=1e-15)
+
+
+def test_softmax_cross_entropy_keeps_the_device_labels_and_backward_gives_new_arrays(xp):
+    logits = xp.asarray(np.random.default_rng(3).standard_normal((4, 3)).astype(np.float32))
+    labels = np.array([0, 2, 1, 2])                        # on the host, as the trainer has them
+    loss = SoftmaxCrossEntropy()
+    with pytest.raises(StateError, match="before forward"):
+        loss.labels
+    loss.forward(logits, labels)
+    assert type(loss.labels) is type(logits) and as_numpy(loss.labels).tolist() == [0, 2, 1, 2]
+    once = loss.backward()
+    twice = loss.backward(xp.asarray(2.0))                 # a float64 dout: float32 out
+    assert twice.dtype == np.float32 and twice is not once
+    np.testing.assert_array_equal(as_numpy(twice), 2 * as_numpy(once))
+    once[...] = 0                                          # the caller's array, not the layer's
+    assert float(abs(loss.backward()).sum()) > 0
 
 
 def test_softmax_cross_entropy_value(xp, randn):

@@ -269,3 +269,26 @@ def test_reduce_on_plateau_state_round_trip():
 def test_invalid_schedule_settings(make, match):
     with pytest.raises(ConfigError, match=match):
         make(_Opt(0.1))
+
+
+@pytest.mark.parametrize("make", [lambda m: SGD(m, lr=0.1, momentum=0.9, weight_decay=0.01),
+                                  lambda m: Adam(m, lr=0.01, weight_decay=0.001)])
+def test_the_update_of_the_flat_buffers_is_the_update_of_each_parameter(xp, backend_name, make):
+    """One update over the model's flat buffers gives, bit for bit, what one update per
+    parameter gives (the same element-wise arithmetic)."""
+    flat, x, labels = _net_and_batch(backend_name, xp)
+    loose = copy.deepcopy(flat)
+    for _, m in loose.named_modules():        # the same values, no longer in one buffer
+        for key in m.params:
+            m.params[key], m.grads[key] = m.params[key].copy(), m.grads[key].copy()
+    assert flat.flat_buffers() is not None and loose.flat_buffers() is None
+    opt_flat, opt_loose = make(flat), make(loose)
+    start = as_numpy(flat.flat_params()).copy()
+    _train(flat, opt_flat, x, labels, 3)
+    _train(loose, opt_loose, x, labels, 3)
+    assert not np.array_equal(as_numpy(flat.flat_params()), start)
+    for (name, p, _), (_, q, _) in zip(flat.named_parameters(), loose.named_parameters()):
+        np.testing.assert_array_equal(as_numpy(p), as_numpy(q), err_msg=name)
+        for slot in opt_flat.slots:
+            np.testing.assert_array_equal(as_numpy(opt_flat.state[slot][name]),
+                                          as_numpy(opt_loose.state[slot][name]), err_msg=slot)

@@ -1,11 +1,12 @@
 """Parameters by name, state_dict / load_state_dict, to(), dtypes, extra state, summary."""
+import copy
 import io
 
 import numpy as np
 import pytest
 
 from tinyalexnet.backend import as_numpy, get_array_module
-from tinyalexnet.errors import ShapeError
+from tinyalexnet.errors import ShapeError, StateError
 from tinyalexnet.layers import Conv2d, Dropout, Linear, ReLU, Sequential
 from tinyalexnet.models import alexnet_small
 
@@ -148,3 +149,60 @@ def test_conv_macs_count_groups():
 def test_set_check_finite_reaches_every_layer(flag):
     model = alexnet_small().set_check_finite(flag)
     assert all(m.check_finite is flag for _, m in model.named_modules())
+
+
+# ----------------------------------------------------------------------------- flat buffers
+
+def test_to_lays_every_parameter_and_gradient_in_one_flat_buffer(backend_name):
+    model = alexnet_small(seed=1)
+    before = {k: as_numpy(p).copy() for k, p in model.state_dict().items()}
+    assert model.flat_params() is None                      # built on the host, not moved
+    model.to(backend_name)
+    flat, grads = model.flat_params(), model.flat_grads()
+    assert flat.ndim == 1 and flat.size == model.num_parameters() == grads.size
+    # laid end to end in named_parameters() order
+    sizes = [int(np.prod(before[k].shape)) for k in SMALL_KEYS]
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()
+    assert [(n, o, s) for n, o, s in model.flat_layout()] == \
+        [(k, o, before[k].shape) for k, o in zip(SMALL_KEYS, offsets)]
+    host = as_numpy(flat)
+    for k, o, n in zip(SMALL_KEYS, offsets, sizes):
+        np.testing.assert_array_equal(host[o:o + n].reshape(before[k].shape), before[k])
+    # views: writing the buffer writes the parameters, and backward's in-place writes of a
+    # gradient land in the gradient buffer
+    xp = get_array_module(flat)
+    flat[...] = xp.arange(flat.size, dtype=flat.dtype)
+    o = offsets[SMALL_KEYS.index("fc6.bias")]
+    assert float(model["fc6"].params["bias"][3]) == o + 3
+    model["conv2"].grads["weight"][...] = 7.0
+    o, n = offsets[SMALL_KEYS.index("conv2.weight")], sizes[SMALL_KEYS.index("conv2.weight")]
+    g = as_numpy(grads)
+    assert (g[o:o + n] == 7).all() and (g[:o] != 7).all() and (g[o + n:] != 7).all()
+    assert list(model.state_dict()) == SMALL_KEYS           # checkpoints see the same names
+
+
+def test_flat_buffers_follow_moves_and_go_stale_when_a_parameter_is_replaced():
+    model = alexnet_small(seed=1).to("numpy")
+    first = model.flat_params()
+    model.to("numpy")                                       # nothing moved: the same buffer
+    assert model.flat_params() is first
+    model.to(dtype="float64")                               # moved: a new buffer, the values kept
+    assert model.flat_params().dtype == np.float64
+    np.testing.assert_array_equal(model.flat_params(), first)
+    model["fc8"].params["bias"] = np.zeros(10)              # replaced, not written in place
+    assert model.flat_params() is None and model.flat_buffers() is None
+    model["fc8"].to(dtype="float32")                        # one layer of another dtype
+    buffers = model.flatten_parameters()
+    assert [b.params.dtype for b in buffers] == [np.float64, np.float32]
+    with pytest.raises(StateError, match="2 dtypes"):
+        model.flat_params()
+
+
+def test_a_deep_copy_of_a_flat_model_has_buffers_of_its_own():
+    model = alexnet_small(seed=1).to("numpy")
+    twin = copy.deepcopy(model)
+    assert twin.flat_params() is not None and twin.flat_params() is not model.flat_params()
+    np.testing.assert_array_equal(twin.flat_params(), model.flat_params())
+    twin.flat_params()[...] = 0
+    assert float(np.abs(model["conv1"].params["weight"]).sum()) > 0
+    assert float(np.abs(twin["conv1"].params["weight"]).sum()) == 0   # views of its buffer

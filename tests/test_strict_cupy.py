@@ -267,3 +267,160 @@ def test_kernels_run_a_registered_reference(monkeypatch):
     S.register_kernel("standin_square", lambda a: a * a)
     assert float(square(cp.asarray([3.0]))[0]) == 9.0
     assert cp.fuse()(lambda a: a + 1)(cp.asarray([1.0])).shape == (1,)
+
+
+# ----------------------------------------------------------------------------- launches
+
+def launches_of(f):
+    """(launches, host-to-device copies, their bytes) of f()."""
+    with S.count_launches() as counted:
+        f()
+    return counted.count, counted.copies_in, counted.bytes_in
+
+
+@pytest.fixture
+def m():
+    """Three contiguous float32 matrices 4x6 on the stand-in device."""
+    return [cp.asarray(np.arange(24, dtype=np.float32).reshape(4, 6) + k) for k in range(3)]
+
+
+def test_each_elementwise_operation_is_one_launch_and_a_view_is_none(m):
+    a, b, c = m
+    assert launches_of(lambda: a * b + c) == (2, 0, 0)          # two kernels, a temporary
+    assert launches_of(lambda: cp.maximum(a, 0.5)) == (1, 0, 0)  # a scalar is an argument
+    assert launches_of(lambda: a.__iadd__(b)) == (1, 0, 0)
+    assert launches_of(lambda: -a) == (1, 0, 0)
+    assert launches_of(lambda: (a[1:, ::2], a.T, a[:, None], a.reshape(24))) == (0, 0, 0)
+    assert launches_of(lambda: a.T.reshape(24)) == (1, 0, 0)    # not viewable: a copy
+    assert launches_of(lambda: a[:0] * 2) == (0, 0, 0)          # empty: CuPy returns early
+    assert launches_of(lambda: np.float32(2) * a) == (1, 0, 0)
+
+
+def test_making_arrays(m):
+    a = m[0]
+    assert launches_of(lambda: cp.zeros(3)) == (1, 0, 0)        # memset
+    assert launches_of(lambda: cp.full((2, 2), 3.0)) == (1, 0, 0)
+    assert launches_of(lambda: cp.arange(5)) == (1, 0, 0)
+    assert launches_of(lambda: (cp.empty(3), cp.empty_like(a))) == (0, 0, 0)   # only memory
+    assert launches_of(lambda: a.astype(np.float32, copy=False)) == (0, 0, 0)
+    assert launches_of(lambda: a.astype(np.float16)) == (1, 0, 0)
+    assert launches_of(lambda: a.copy()) == (1, 0, 0)
+    assert launches_of(lambda: cp.ascontiguousarray(a)) == (0, 0, 0)
+    assert launches_of(lambda: cp.ascontiguousarray(a.T)) == (1, 0, 0)
+    assert launches_of(lambda: cp.where(a > 3, a, 0.0)) == (2, 0, 0)
+
+
+def test_host_to_device_copies_are_counted_with_their_bytes(m):
+    a = m[0]
+    host = np.zeros((5, 7), np.float32)
+    assert launches_of(lambda: cp.asarray(host)) == (0, 1, 140)
+    assert launches_of(lambda: cp.asarray(a)) == (0, 0, 0)      # already on the device
+    assert launches_of(lambda: cp.asarray(a, dtype=np.float64)) == (1, 0, 0)
+    assert launches_of(lambda: cp.asarray(2.5, dtype=np.float64)) == (0, 1, 8)
+    assert launches_of(lambda: a.set(np.ones((4, 6), np.float32))) == (0, 1, 96)
+    # a host index array is copied in first, then one take kernel
+    assert launches_of(lambda: a[np.array([0, 2])]) == (1, 1, 16)
+    # integer-array assignment of a Python number: core.array(value) copies it in
+    idx = cp.arange(2)
+    assert launches_of(lambda: a.__setitem__(idx, 2.0)) == (1, 1, 4)
+    with S.count_launches() as counted:
+        float(a[0, 0])                                          # a read is not a launch
+    assert (counted.count, counted.reads.count) == (0, 1)
+
+
+def test_assignment_through_slices(m):
+    a, b, _ = m
+    assert launches_of(lambda: a.__setitem__(Ellipsis, 0.0)) == (1, 0, 0)   # a fill
+    assert launches_of(lambda: a.__setitem__(slice(None), b)) == (1, 0, 0)  # a copy
+    assert launches_of(lambda: a.__setitem__(Ellipsis, a)) == (0, 0, 0)     # the same array
+    assert launches_of(lambda: a.fill(1.0)) == (1, 0, 0)
+
+
+def test_reductions_as_cupy_launches_them():
+    x = cp.asarray(np.ones((8, 3, 5, 5), np.float32))
+    assert launches_of(lambda: x.sum(axis=(0, 2, 3))) == (1, 0, 0)   # one kernel, 3 axes
+    assert launches_of(lambda: x.sum(axis=(2, 3))) == (1, 0, 0)      # CUB segmented reduce
+    assert launches_of(lambda: x.max(axis=1, keepdims=True)) == (1, 0, 0)
+    assert launches_of(lambda: x[:, :, ::2].sum()) == (1, 0, 0)      # not contiguous: no CUB
+    big = cp.asarray(np.ones(10_000, np.float32))
+    small = cp.asarray(np.ones(100, np.float32))
+    assert launches_of(lambda: big.sum()) == (2, 0, 0)          # CUB DeviceReduce: 2 passes
+    assert launches_of(lambda: small.sum()) == (1, 0, 0)        # one tile
+    assert launches_of(lambda: small.mean()) == (2, 0, 0)       # sum, then divide
+    assert launches_of(lambda: big.argmax()) == (3, 0, 0)       # 2 passes, key conversion
+    assert launches_of(lambda: (big > 0).all()) == (3, 0, 0)    # compare; block reduce x2
+    assert launches_of(lambda: (small > 0).sum()) == (2, 0, 0)  # compare; bool: no CUB sum
+
+
+def test_matrix_products_are_one_cublas_call_plus_the_copies_cupy_makes(m):
+    a, b, _ = m
+    assert launches_of(lambda: a @ b.T) == (1, 0, 0)             # b.T is F-contiguous
+    assert launches_of(lambda: a.T @ b) == (1, 0, 0)
+    assert launches_of(lambda: a[:, ::2] @ b[:3]) == (2, 0, 0)    # neither C nor F: copied
+    w = cp.asarray(np.ones((2, 5, 7), np.float32))
+    y = cp.asarray(np.ones((2, 5, 9), np.float32))
+    z = cp.asarray(np.ones((2, 7, 3), np.float32))
+    assert launches_of(lambda: cp.matmul(w, z)) == (1, 0, 0)     # gemmStridedBatchedEx
+    assert launches_of(lambda: cp.matmul(w.transpose(0, 2, 1), y)) == (2, 0, 0)   # copied
+    # a 2-D weight against a batch broadcasts: gemmBatched after three pointer kernels
+    w2 = cp.asarray(np.ones((7, 5), np.float32))
+    assert launches_of(lambda: cp.matmul(w2, y)) == (4, 0, 0)
+    out = cp.empty((4, 4), np.float32)
+    assert launches_of(lambda: cp.matmul(a, b.T, out=out)) == (1, 0, 0)
+
+
+def test_fancy_indexing_as_cupy_launches_it(m):
+    a = m[0]
+    labels = cp.asarray(np.array([1, 0, 5, 2]))
+    rows = cp.arange(4)
+    assert launches_of(lambda: a[rows, labels]) == (4, 0, 0)     # fill, 2 index kernels, take
+    assert launches_of(lambda: a[:, labels]) == (1, 0, 0)        # one take
+    assert launches_of(lambda: a.ravel()[labels]) == (1, 0, 0)
+    # get (4), subtract (1), scatter back (fill, 2 index kernels, scatter: 4)
+    assert launches_of(lambda: a.__setitem__((rows, labels), a[rows, labels] - 1)) == (9, 0, 0)
+
+
+def test_pad_and_concatenate_as_cupy_launches_them(m):
+    a = m[0]
+    x = cp.asarray(np.ones((2, 3, 4, 4), np.float32))
+    widths = ((0, 0), (0, 0), (1, 1), (2, 0))
+    assert launches_of(lambda: cp.pad(x, widths)) == (2, 0, 0)   # fill with 0, copy x in
+    assert launches_of(lambda: cp.pad(x, widths, constant_values=1.0)) == (4, 0, 0)
+    large = cp.asarray(np.ones((1, 1, 2000, 2001), np.float32))  # 4e6 elements or more
+    assert launches_of(lambda: cp.pad(large, widths)) == (4, 0, 0)   # copy, 3 filled sides
+    assert launches_of(lambda: cp.concatenate([a, a, a])) == (3, 0, 0)
+    assert launches_of(lambda: cp.stack([a] * 9)) == (1, 1, 72)  # one kernel and its table
+    assert launches_of(lambda: cp.stack([a[:, :3]] * 9)) == (1, 3, 72 + 72 + 216)
+
+
+def test_a_custom_kernel_is_one_launch_whatever_its_reference_does(m, monkeypatch):
+    a, b, _ = m
+
+    def reference(x, y, z):
+        z[...] = x * y + x / y - 1
+
+    monkeypatch.setitem(S.KERNEL_REFERENCES, "counted_kernel", reference)
+    kernel = cp.ElementwiseKernel("T x, T y", "T z", "z = x * y + x / y - 1", "counted_kernel")
+    out = cp.empty_like(a)
+    assert launches_of(lambda: kernel(a, b, out)) == (1, 0, 0)
+    assert launches_of(lambda: cp.fuse(lambda x, y: x * y + x)(a, b)) == (1, 0, 0)
+
+
+def test_launches_are_told_by_site_owner_and_float64(m):
+    a = m[0]
+
+    class Layer:
+        name = "conv9"
+
+        def forward(self, x):
+            return self._inner(x) + 1
+
+        def _inner(self, x):
+            return x.astype(np.float64) * 2
+
+    with S.count_launches() as counted:
+        Layer().forward(a)
+    assert counted.count == 3 and counted.float64_count == 3
+    assert counted.owners == {("conv9", "forward"): 3}
+    assert counted.of("conv9") == 3 and counted.at("test_strict_cupy.py") == 3
+    assert "3 launches (3 in float64)" in str(counted)

@@ -432,3 +432,18 @@ def test_pipeline_rejects_wrong_input():
         pipe(np.zeros((4, 3, 28, 28), np.uint8), train=False)
     with pytest.raises(ShapeError, match="in_channels=3"):
         T.Pipeline.for_dataset(ds, (1, 32, 32))
+
+
+@pytest.mark.parametrize("shape, padding, size", [
+    ((2, 1, 28, 28), ((6, 6), (6, 6)), (32, 32)),      # 28 on a 40 canvas: a 2-pixel border
+    ((2, 3, 32, 32), ((4, 4), (4, 4)), (32, 32)),      # the image itself
+    ((1, 3, 36, 36), ((0, 0), (0, 0)), (32, 32)),      # "crop": a slice
+    ((1, 2, 9, 12), ((3, 0), (1, 4)), (7, 10)),        # uneven borders, both ways
+    ((1, 2, 10, 10), 2, (5, 14)),                      # crop one axis, pad the other
+])
+def test_center_crop_padded_is_the_centre_of_the_padded_batch(xp, shape, padding, size):
+    x = xp.asarray(np.random.default_rng(0).integers(1, 255, shape).astype(np.uint8))
+    want = T.center_crop(T.pad(x, padding), size)
+    got = T.center_crop_padded(x, padding, size)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_array_equal(as_numpy(got), as_numpy(want))

@@ -9,6 +9,7 @@ device, so everything here counts *on the device* and reads once: the meter
 when the loop asks (every ``log_every`` steps), ``evaluate`` at its end.
 Scores are log-probabilities from the loss layer's own ``log_softmax``.
 """
+import math
 import time
 
 from tqdm import tqdm
@@ -30,10 +31,21 @@ def topk_correct(scores, labels, ks=(1, 5)):
     false, so "not below" counts it), so a broken network is never right either.
     Returns 0-d arrays on the scores' device.
     """
-    xp = backend.get_array_module(scores)
-    true = scores[xp.arange(scores.shape[0]), labels][:, None]
-    rank = (~(scores < true)).sum(axis=1)        # 1 for a clear winner
+    rank = scores.shape[1] - below_true(scores, labels)     # 1 for a clear winner
     return tuple((rank <= k).sum() for k in ks)
+
+
+def below_true(scores, labels):
+    """For each row, how many of its scores are below the true class's own (B,) integers.
+
+    rank = K - below_true counts the scores *not* below, the true one and NaN included.
+    The true scores are one gather from the flattened array, row n's at n*K + labels[n]:
+    three operations on a GPU where ``scores[arange(B), labels]`` launches five.
+    """
+    xp = backend.get_array_module(scores)
+    N, K = scores.shape
+    true = scores.reshape(-1)[xp.arange(0, N * K, K) + labels]
+    return (scores < true[:, None]).sum(axis=1)
 
 
 class LossNotFinite(NonFiniteError):
@@ -45,49 +57,74 @@ class LossNotFinite(NonFiniteError):
 
 
 class RunningMeter:
-    """An epoch's running numbers: sums of loss and correct counts kept on the device
-    (``read()`` is the one sync), the image count and the clock kept on the host.
+    """An epoch's running numbers.  Each step writes its loss and its top-1 and top-5
+    counts into one row of a small array on the device (nothing is read); ``read()``
+    copies the rows written since the last read to the host, the one sync, and adds
+    them up there in float64, step by step: the sums do not depend on how often they
+    are read, and the first step whose loss was not finite is known by its row, so a
+    GPU run that diverges can still name the step.  The image count and the clock are
+    kept on the host.
 
     ``partial``: the sums, count and seconds of an epoch cut short, from a
-    checkpoint, to continue from.  ``first_bad`` remembers the first step whose
-    loss was not finite, so a GPU run that diverges can still name the step
-    when the sums are read later.
+    checkpoint, to continue from.
     """
 
-    NEVER = 2 ** 40      # "no bad step yet": float64 holds every integer up to 2^53 exactly
+    KS = (1, 5)          # the top-k counts kept
 
     def __init__(self, xp, partial=None):
         p = partial or {}
         self.xp = xp
-        self.loss_sum = xp.asarray(p.get("loss_sum", 0.0), dtype=xp.float64)
-        self.correct1 = xp.asarray(p.get("correct1", 0.0), dtype=xp.float64)
-        self.correct5 = xp.asarray(p.get("correct5", 0.0), dtype=xp.float64)
-        self.first_bad = xp.asarray(self.NEVER, dtype=xp.float64)
+        self.loss_sum = float(p.get("loss_sum", 0.0))
+        self.correct1 = float(p.get("correct1", 0.0))
+        self.correct5 = float(p.get("correct5", 0.0))
+        self.first_bad = None                    # the first step whose loss was not finite
         self.count = p.get("count", 0)           # images so far: known on the host
         self.seconds_before = p.get("time", 0.0)  # spent on this epoch before a resume
         self.count_before = self.count
         self.started = time.perf_counter()
+        self._rows = None        # (capacity, 3) on the device: loss, top-1, top-5 of a step
+        self._written = []       # (step, images) of each row written since the last read
+        self._thresholds = None  # K - k for k in KS: rank <= k  <=>  below_true >= K - k
 
     def add(self, loss, logits, labels_dev, step):
         xp, n = self.xp, int(labels_dev.shape[0])
-        self.loss_sum = self.loss_sum + loss.astype(xp.float64) * n
-        c1, c5 = topk_correct(logits, labels_dev)
-        self.correct1 = self.correct1 + c1
-        self.correct5 = self.correct5 + c5
-        # step where the loss is not finite, NEVER where it is (no branch, no sync)
-        finite = xp.isfinite(loss).astype(xp.float64)
-        self.first_bad = xp.minimum(self.first_bad, step + (self.NEVER - step) * finite)
+        if self._rows is None or len(self._written) == self._rows.shape[0]:
+            self._grow(loss.dtype)
+        if self._thresholds is None:             # copied in once an epoch, not every step
+            K = logits.shape[1]
+            self._thresholds = xp.asarray(np.array([K - k for k in self.KS]))
+        row = self._rows[len(self._written)]
+        row[0] = loss
+        # the top-k counts, both at once; whole numbers <= the batch, exact in the row
+        row[1:] = (below_true(logits, labels_dev)[:, None] >= self._thresholds).sum(axis=0)
+        self._written.append((step, n))
         self.count += n
 
+    def _grow(self, dtype):
+        """Room for more rows (twice as many; 64 at first), the rows so far kept."""
+        old = self._rows
+        rows = self.xp.empty((64 if old is None else 2 * old.shape[0], 3), dtype=dtype)
+        if old is not None:
+            rows[:old.shape[0]] = old
+        self._rows = rows
+
     def read(self):
-        """``{"loss", "acc", "top5_acc", "count", "first_bad", ...}`` as host numbers (one sync)."""
-        values = backend.as_numpy(self.xp.stack([self.loss_sum, self.correct1, self.correct5,
-                                                 self.first_bad]))
+        """``{"loss", "acc", "top5_acc", "count", "first_bad", ...}`` as host numbers (one sync,
+        none if no step was added since the last read)."""
+        if self._written:
+            values = backend.as_numpy(self._rows[:len(self._written)])   # the one read
+            for (step, n), (loss, c1, c5) in zip(self._written, values.tolist()):
+                self.loss_sum += loss * n
+                self.correct1 += c1
+                self.correct5 += c5
+                if self.first_bad is None and not math.isfinite(loss):
+                    self.first_bad = step
+            self._written = []
         n = max(self.count, 1)
-        bad = None if values[3] >= self.NEVER else int(values[3])
-        return {"loss_sum": float(values[0]), "correct1": float(values[1]),
-                "correct5": float(values[2]), "count": self.count, "loss": float(values[0] / n),
-                "acc": float(values[1] / n), "top5_acc": float(values[2] / n), "first_bad": bad}
+        return {"loss_sum": self.loss_sum, "correct1": self.correct1,
+                "correct5": self.correct5, "count": self.count, "loss": self.loss_sum / n,
+                "acc": self.correct1 / n, "top5_acc": self.correct5 / n,
+                "first_bad": self.first_bad}
 
     def read_finite(self):
         """:meth:`read`, raising LossNotFinite (naming the first bad step) if a loss was not."""

@@ -294,7 +294,7 @@ class Trainer:
         loss = self.loss_fn.forward(logits, labels)             # labels stay on the host
         self.model.backward(self.loss_fn.backward())
         self.optimizer.step()
-        self.meter.add(loss, logits, xp.asarray(labels), global_step)
+        self.meter.add(loss, logits, self.loss_fn.labels, global_step)   # labels: on the device
 
     def _end_epoch(self):
         """Validate, record, step the schedule, save: the end of one epoch."""

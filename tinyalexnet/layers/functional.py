@@ -77,9 +77,10 @@ def softmax_cross_entropy(logits, labels):
     N = logits.shape[0]
     shifted = logits - logits.max(axis=1, keepdims=True)    # exp() cannot overflow now
     log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
-    loss = -log_probs[xp.arange(N), labels].mean()
+    rows = xp.arange(N)
+    loss = -log_probs[rows, labels].mean()
     dlogits = xp.exp(log_probs)
-    dlogits[xp.arange(N), labels] -= 1
+    dlogits[rows, labels] -= 1
     dlogits *= 1 / N                                          # the loss is a mean over the batch
     return loss, dlogits
 

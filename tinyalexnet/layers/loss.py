@@ -28,10 +28,18 @@ class SoftmaxCrossEntropy(Module):
         self._check_input(logits, 2, "(N, num_classes)")
         xp = get_array_module(logits)
         self._check_labels(logits, labels)
-        labels = xp.asarray(labels)
+        labels = xp.asarray(labels)             # the one copy of host labels to the device
         loss, dlogits = functional.softmax_cross_entropy(logits, labels)
-        self._save((), dlogits, logits)
+        self._save((), dlogits, logits, labels)
         return loss
+
+    @property
+    def labels(self):
+        """The labels of the last forward, on the logits' device (the trainer's running
+        numbers use them: host labels cross to the device once a step, here)."""
+        if self._cache is None:
+            raise StateError(f"{self.label()}: labels asked for before forward()")
+        return self._cache[3]
 
     def _check_labels(self, logits, labels):
         N, K = logits.shape
@@ -64,6 +72,8 @@ class SoftmaxCrossEntropy(Module):
             raise ShapeError(f"{self.label()}: backward expects a scalar dout, got {type(dout).__name__}")
         if self._cache is None:
             raise StateError(f"{self.label()}: backward() called before forward()")
-        dlogits = self._cache[1].copy()    # a copy: backward may be called again
-        dlogits *= dout                     # in place: keeps the dtype of the logits
-        return dlogits
+        dlogits = self._cache[1]
+        xp = get_array_module(dlogits)
+        # a new array (backward may be called again), made in one pass, of the logits'
+        # dtype whatever dout's (out= casts the product back)
+        return xp.multiply(dlogits, dout, out=xp.empty_like(dlogits))

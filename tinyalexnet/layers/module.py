@@ -17,12 +17,30 @@ input checks that turn a wrong shape into a one-line ShapeError naming the
 layer.  A layer checks its settings when it is built with ``check_setting``
 (imported here from ``settings.py``, where every setting's range is declared):
 a bad one is a ConfigError then, not a crash in the first forward.
+
+Flat buffers.  ``model.to(...)`` also lays every parameter of the model end to end
+in one contiguous 1-D array, and every gradient in another (one pair per dtype);
+``layer.params[...]`` and ``layer.grads[...]`` are then views into them::
+
+    flat_params()  [ conv1.weight | conv1.bias | conv2.weight | ... | fc8.bias ]
+    flat_grads()   [ dconv1.weight | ...                                        ]
+
+Nothing else changes (names, shapes, ``state_dict()``, checkpoints), but whatever
+treats all parameters alike can now do it in one array operation: the optimizers
+update the whole model with a handful of operations (one kernel each on a GPU)
+instead of a dozen per parameter, and a data-parallel all-reduce sums one buffer.
 """
-from collections import OrderedDict
+import copy
+from collections import OrderedDict, namedtuple
 
 from .. import backend
 from ..errors import NonFiniteError, ShapeError, StateError
 from ..settings import check_setting  # noqa: F401  (the layers' validator, declared in settings.py)
+
+
+# One flat pair: ``params`` and ``grads`` (1-D, one dtype, on one backend) and where each
+# parameter lies in them: ``layout`` = ((name, offset, shape), ...) in named_parameters() order.
+FlatBuffer = namedtuple("FlatBuffer", "params grads layout")
 
 
 class Module:
@@ -37,6 +55,7 @@ class Module:
         # trainer turns it off there: set_check_finite.
         self.check_finite = True
         self._cache = None        # what forward saved for backward
+        self._flat = None         # flat buffers (flatten_parameters) and their views
 
     # ------------------------------------------------------------------ the two passes
     def forward(self, x):
@@ -145,18 +164,20 @@ class Module:
 
     # ------------------------------------------------------------------ devices and dtypes
     def to(self, backend_name=None, dtype=None):
-        """Move parameters to ``"numpy"`` or ``"cupy"`` and/or cast them to ``dtype``."""
-        for key in list(self.params):
-            for store in (self.params, self.grads):
-                a = store[key]
-                if backend_name is not None:
-                    a = backend.to_backend(a, backend_name)
-                if dtype is not None:
-                    a = a.astype(dtype, copy=False)
-                store[key] = a
-        self._cache = None
-        for _, child in self.children():
-            child.to(backend_name, dtype)
+        """Move parameters to ``"numpy"`` or ``"cupy"`` and/or cast them to ``dtype``; then
+        lay them (and their gradients) in flat buffers, see ``flatten_parameters``."""
+        for _, m in self.named_modules():
+            for key in list(m.params):
+                for store in (m.params, m.grads):
+                    a = store[key]
+                    if backend_name is not None:
+                        a = backend.to_backend(a, backend_name)
+                    if dtype is not None:
+                        a = a.astype(dtype, copy=False)
+                    store[key] = a
+            m._cache = None
+        if self.flat_buffers() is None:          # still valid if nothing moved
+            self.flatten_parameters()
         return self
 
     def to_gpu(self):
@@ -164,6 +185,97 @@ class Module:
 
     def to_cpu(self):
         return self.to("numpy")
+
+    # ------------------------------------------------------------------ flat buffers
+    def flatten_parameters(self):
+        """Copy every parameter into one contiguous 1-D buffer per dtype, every gradient into
+        another, and make ``params[...]`` / ``grads[...]`` views into them (values unchanged).
+
+        ``to()`` does this; call it yourself after building a model on the host if you want
+        the flat buffers without moving it.  Returns the list of ``FlatBuffer``.
+        """
+        entries = []                             # (name, module, key), named_parameters() order
+        modules = [m for _, m in self.named_modules()]
+        for name, m in self.named_modules():
+            m._flat = None
+            for key in m.params:
+                entries.append((name + "." + key if name else key, m, key))
+        groups = OrderedDict()                   # (backend, dtype) -> entries
+        for entry in entries:
+            p = entry[1].params[entry[2]]
+            groups.setdefault((backend.backend_of(p), p.dtype), []).append(entry)
+        buffers, views = [], []
+        for (_, dtype), members in groups.items():
+            xp = backend.get_array_module(members[0][1].params[members[0][2]])
+            total = sum(int(m.params[key].size) for _, m, key in members)
+            params, grads = xp.empty(total, dtype=dtype), xp.empty(total, dtype=dtype)
+            layout, offset = [], 0
+            for name, m, key in members:
+                p, g = m.params[key], m.grads[key]
+                n, shape = int(p.size), tuple(p.shape)
+                params[offset:offset + n] = p.reshape(-1)
+                grads[offset:offset + n] = g.reshape(-1)
+                m.params[key] = params[offset:offset + n].reshape(shape)
+                m.grads[key] = grads[offset:offset + n].reshape(shape)
+                views.append((m, key, m.params[key], m.grads[key]))
+                layout.append((name, offset, shape))
+                offset += n
+            buffers.append(FlatBuffer(params, grads, tuple(layout)))
+        self._flat = (buffers, views, modules, len(entries))
+        return buffers
+
+    def flat_buffers(self):
+        """The ``FlatBuffer`` list (one per dtype) of ``flatten_parameters``, or None when there
+        is none, or a parameter or gradient was since replaced (not written in place) or added:
+        then the buffers no longer hold the model, and a new ``to()`` makes new ones."""
+        if getattr(self, "_flat", None) is None:    # (a Module whose __init__ skipped ours)
+            return None
+        buffers, views, modules, count = self._flat
+        for m, key, p, g in views:
+            if m.params.get(key) is not p or m.grads.get(key) is not g:
+                return None
+        if sum(len(m.params) for m in modules) != count:
+            return None
+        return buffers
+
+    def _one_flat_buffer(self):
+        buffers = self.flat_buffers()
+        if buffers is None:
+            return None
+        if len(buffers) != 1:
+            raise StateError(f"{self.label()}: parameters of {len(buffers)} dtypes "
+                             f"({', '.join(str(b.params.dtype) for b in buffers)}): use "
+                             "flat_buffers(), one buffer per dtype")
+        return buffers[0]
+
+    def flat_params(self):
+        """Every parameter of the model in one 1-D array, in ``named_parameters()`` order
+        (``flat_layout()`` says where each lies); writing into it writes the parameters.
+        None before ``to()`` / ``flatten_parameters()``, or once a parameter was replaced."""
+        buffer = self._one_flat_buffer()
+        return None if buffer is None else buffer.params
+
+    def flat_grads(self):
+        """Every gradient in one 1-D array, laid out as ``flat_params()``: backward fills it,
+        so after ``model.backward(...)`` it is the whole gradient (what an all-reduce sums)."""
+        buffer = self._one_flat_buffer()
+        return None if buffer is None else buffer.grads
+
+    def flat_layout(self):
+        """``((name, offset, shape), ...)``: where each parameter lies in the flat buffers."""
+        buffer = self._one_flat_buffer()
+        return None if buffer is None else buffer.layout
+
+    def __deepcopy__(self, memo):
+        # The copy's arrays are separate copies, no longer views of one buffer: copy
+        # everything but the flat buffers, then lay the copy out afresh.
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            setattr(new, key, None if key == "_flat" else copy.deepcopy(value, memo))
+        if self.flat_buffers() is not None:
+            new.flatten_parameters()
+        return new
 
     @property
     def xp(self):

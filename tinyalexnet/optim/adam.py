@@ -8,8 +8,9 @@ lr 0.001 (the ``adam15`` recipe).  For gradient g at step t::
     w <- w - lr * m_hat / (sqrt(v_hat) + eps),   m_hat = m / (1 - b1^t),  v_hat = v / (1 - b2^t)
 
 ``weight_decay`` adds wd * w to g first (L2, as ``torch.optim.Adam`` does).
-``fused=True`` runs the whole update as one GPU kernel per parameter (fused.py;
-on NumPy it changes nothing); the array code below is its reference.
+``fused=True`` runs the whole update as one GPU kernel (fused.py; on NumPy it
+changes nothing): one launch for the whole model when it has flat buffers (see
+optimizer.py); the array code below is its reference.
 """
 from ..backend import get_array_module
 from ..errors import ConfigError
@@ -36,19 +37,17 @@ class Adam(Optimizer):
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
                 "weight_decay": self.weight_decay}
 
-    def update(self, name, p, g):
+    def update(self, p, g, state):
         xp = get_array_module(p)
+        m, v = state["m"], state["v"]
         kernel = fused_kernels.adam_kernel(xp) if self.fused else None
-        if kernel is not None:
+        if kernel is not None:           # the one call of the fused kernel
             t = self.steps
             kernel(g, self.lr, self.beta1, self.beta2, self.eps, self.weight_decay,
-                   1 / (1 - self.beta1 ** t), 1 / (1 - self.beta2 ** t), p,
-                   self._slot("m", name, p), self._slot("v", name, p))
+                   1 / (1 - self.beta1 ** t), 1 / (1 - self.beta2 ** t), p, m, v)
             return
         if self.weight_decay:
             g = g + self.weight_decay * p
-        m = self._slot("m", name, p)
-        v = self._slot("v", name, p)
         m *= self.beta1
         m += (1 - self.beta1) * g
         v *= self.beta2

@@ -25,8 +25,8 @@ class SGD(Optimizer):
     def hyperparameters(self):
         return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay}
 
-    def update(self, name, p, g):
-        v = self._slot("velocity", name, p)
+    def update(self, p, g, state):
+        v = state["velocity"]
         v *= self.momentum
         if self.weight_decay:
             v -= (self.weight_decay * self.lr) * p

@@ -13,12 +13,14 @@ Two files:
 Everything is importable from here: ``from tinyalexnet import transforms``,
 then ``transforms.crop``, ``transforms.Pipeline``, ...
 """
-from .functional import (LIGHTING_STD, center_crop, center_offsets, crop, lighting,
-                         lighting_alpha, lighting_offset, normalize, pad, random_crop_params,
-                         resize, rgb_pca, standardize, ten_crop, to_float)
+from .functional import (LIGHTING_STD, center_crop, center_crop_padded, center_offsets, crop,
+                         lighting, lighting_alpha, lighting_offset, normalize,
+                         normalize_constants, pad, random_crop_params, resize, rgb_pca,
+                         standardize, standardize_constants, ten_crop, to_float)
 from .pipeline import PLAN, Pipeline, channel_stats, paper_canvas, plan, plan_table
 
-__all__ = ["LIGHTING_STD", "center_crop", "center_offsets", "crop", "lighting", "lighting_alpha",
-           "lighting_offset", "normalize", "pad", "random_crop_params", "resize", "rgb_pca",
-           "standardize", "ten_crop", "to_float", "PLAN", "Pipeline", "channel_stats",
+__all__ = ["LIGHTING_STD", "center_crop", "center_crop_padded", "center_offsets", "crop",
+           "lighting", "lighting_alpha", "lighting_offset", "normalize", "normalize_constants",
+           "pad", "random_crop_params", "resize", "rgb_pca", "standardize",
+           "standardize_constants", "ten_crop", "to_float", "PLAN", "Pipeline", "channel_stats",
            "paper_canvas", "plan", "plan_table"]

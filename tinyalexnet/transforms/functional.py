@@ -140,16 +140,36 @@ def crop(x, top, left, size, flip=None):
     # The same as one gather per pixel, x[b, c, rows[b, i], cols[b, j]], done as two
     # gathers that each move whole lines of pixels (about 3x faster on NumPy):
     # first every image's columns (mirrored where flipped), then its rows.
+    index = xp.asarray(numpy.concatenate([cols, rows], axis=1).astype(numpy.int32))  # one copy
     b = xp.arange(B)
-    by_column = x.transpose(0, 3, 1, 2)[b[:, None], xp.asarray(cols)]      # (B, w, C, H)
+    by_column = x.transpose(0, 3, 1, 2)[b[:, None], index[:, :w]]          # (B, w, C, H)
     by_row = by_column.transpose(0, 2, 3, 1)                               # (B, C, H, w), a view
-    return by_row[b[:, None, None], xp.arange(C)[None, :, None], xp.asarray(rows)[:, None, :]]
+    return by_row[b[:, None, None], xp.arange(C)[None, :, None], index[:, None, w:]]
 
 
 def center_crop(x, size):
     """The central (h, w) patch of every image (plain slicing, no copy)."""
     top, left = center_offsets(x.shape[2:], size)
     return x[:, :, top:top + size[0], left:left + size[1]]
+
+
+def center_crop_padded(x, padding, size):
+    """``center_crop(pad(x, padding), size)`` without making the padded array.
+
+    The crop's window, in x's own coordinates, is a slice of x with zeros added
+    only where it reaches past x's edges: x itself when the border is all margin
+    (a 32x32 image on a 40x40 canvas), a 2-pixel border for 28x28 (on the GPU, two
+    launches or none instead of a padded copy of the whole canvas).
+    """
+    if isinstance(padding, int):
+        padding = ((padding, padding), (padding, padding))
+    (top, bottom), (left, right) = padding
+    H, W = x.shape[-2:]
+    ct, cl = center_offsets((H + top + bottom, W + left + right), size)
+    r0, c0 = ct - top, cl - left                      # the crop's corner, in x's coordinates
+    r1, c1 = r0 + size[0], c0 + size[1]
+    x = x[..., max(r0, 0):min(r1, H), max(c0, 0):min(c1, W)]
+    return pad(x, ((max(-r0, 0), max(r1 - H, 0)), (max(-c0, 0), max(c1 - W, 0))))
 
 
 def ten_crop(x, size):
@@ -201,21 +221,32 @@ def lighting_offset(eigval, eigvec, alpha):
 
 # ----------------------------------------------------------------------------- normalisation
 
-def normalize(x, mean, std):
+def normalize(x, mean, std, constants=None):
     """(x - mean[c]) / std[c] for each channel c, as a new float32 array.
 
     x: (..., C, H, W), any dtype; mean, std: host arrays (C,), or (B, C) for a
     value per image and channel.  One float32 copy of x, then two passes in place.
+    ``constants``: ``normalize_constants(mean, std)`` already on x's device (a
+    pipeline keeps them there: copied once, not with every batch).
     """
     xp = get_array_module(x)
-    mean, std = numpy.asarray(mean, numpy.float64), numpy.asarray(std, numpy.float64)
+    if constants is None:
+        constants = [xp.asarray(c) for c in normalize_constants(mean, std)]
+    shift, scale = constants
     y = x.astype(xp.float32)
-    y -= xp.asarray(mean.astype(numpy.float32)[..., None, None])
-    y *= xp.asarray((1 / std).astype(numpy.float32)[..., None, None])
+    y -= shift
+    y *= scale
     return y
 
 
-def standardize(x, mean, std, offset=None):
+def normalize_constants(mean, std):
+    """What ``normalize`` subtracts and multiplies by: float32 host arrays mean and
+    1 / std, shaped (..., C, 1, 1) to broadcast over the pixels."""
+    mean, std = numpy.asarray(mean, numpy.float64), numpy.asarray(std, numpy.float64)
+    return mean.astype(numpy.float32)[..., None, None], (1 / std).astype(numpy.float32)[..., None, None]
+
+
+def standardize(x, mean, std, offset=None, constants=None):
     """``normalize(lighting(to_float(x)), mean, std)`` as one ``normalize``.
 
     ``to_float`` divides uint8 pixels by 255 and ``lighting`` adds ``offset[b, c]``
@@ -227,11 +258,21 @@ def standardize(x, mean, std, offset=None):
     of three arrays.  x: uint8 pixels (..., C, H, W), or floats already on the
     [0, 1] scale (then there is no 255); mean, std (C,) and offset (B, C) are
     host arrays on the [0, 1] scale.  tests/test_transforms.py checks that this
-    equals the three steps called one after the other.
+    equals the three steps called one after the other.  ``constants``: see
+    ``standardize_constants`` and ``normalize``.
     """
-    xp = get_array_module(x)
-    unit = 255.0 if x.dtype == xp.uint8 else 1.0          # to_float's scale, undone
+    if constants is None:
+        xp = get_array_module(x)
+        constants = [xp.asarray(c) for c in standardize_constants(x, mean, std, offset)]
+    return normalize(x, None, None, constants)
+
+
+def standardize_constants(x, mean, std, offset=None):
+    """The host arrays ``standardize(x, mean, std, offset)`` normalizes x with: those of
+    ``normalize_constants`` for 255 (mean - offset) and 255 std (uint8 x), or for the
+    unscaled values (float x)."""
+    unit = 255.0 if x.dtype == numpy.uint8 else 1.0       # to_float's scale, undone
     mean, std = numpy.asarray(mean, numpy.float64), numpy.asarray(std, numpy.float64)
     if offset is not None:
         mean = mean - numpy.asarray(offset, numpy.float64)     # (B, C): lighting
-    return normalize(x, unit * mean, unit * std)
+    return normalize_constants(unit * mean, unit * std)

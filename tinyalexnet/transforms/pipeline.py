@@ -51,8 +51,9 @@ import numpy
 
 from ..backend import get_array_module
 from ..errors import ShapeError, TinyAlexNetError
-from .functional import (LIGHTING_STD, center_crop, crop, lighting_alpha, lighting_offset, pad,
-                         random_crop_params, resize, rgb_pca, standardize, ten_crop, to_float)
+from .functional import (LIGHTING_STD, center_crop_padded, crop, lighting_alpha,
+                         lighting_offset, pad, random_crop_params, resize, rgb_pca, standardize,
+                         standardize_constants, ten_crop, to_float)
 
 # ----------------------------------------------------------------------------- geometry
 
@@ -168,6 +169,7 @@ class Pipeline:
         base = self.resize or self.source_shape[1:]
         self.canvas = (base[0] + rows[2] + rows[3], base[1] + cols[2] + cols[3])
         self.crop_size = self.input_shape[1:]
+        self._on_devices = {}     # standardize's constants, kept where they were used
 
     # ------------------------------------------------------------------ building
 
@@ -234,13 +236,32 @@ class Pipeline:
             raise ShapeError(f"Pipeline: expected uint8 images of shape (B, {want}), "
                              f"got {dtype} {shape}")
 
-    def _canvas(self, images, xp):
-        """Copy the batch to ``xp`` (the one transfer) and lay it on the canvas."""
+    def _to_device(self, images, xp):
+        """Copy the batch to ``xp`` (the one transfer) and resize it if the plan says so."""
         self._check(images)
         x = (xp or get_array_module(images)).asarray(images)
         if self.resize is not None:
             x = resize(to_float(x), self.resize)
-        return pad(x, self.padding)
+        return x
+
+    def _canvas(self, images, xp):
+        """Copy the batch to ``xp`` and lay it on the canvas."""
+        return pad(self._to_device(images, xp), self.padding)
+
+    def _constants(self, x, offset=None):
+        """What ``standardize`` normalizes x with, on x's device.  Mean and std are the same
+        for every batch: copied once and kept (on a GPU, two copies fewer per batch); only
+        lighting's shift, which is the batch's own, is copied with it."""
+        xp = get_array_module(x)
+        key = (xp, x.dtype == numpy.uint8, self.mean.tobytes(), self.std.tobytes())
+        if key not in self._on_devices:
+            self._on_devices[key] = [xp.asarray(c) for c in
+                                     standardize_constants(x, self.mean, self.std)]
+        constants = self._on_devices[key]
+        if offset is not None:
+            shift = standardize_constants(x, self.mean, self.std, offset)[0]
+            constants = [xp.asarray(shift), constants[1]]
+        return constants
 
     def __call__(self, images, train, rng=None, xp=None):
         """Model input float32 (B, *input_shape) on ``xp`` (default: where the images are).
@@ -249,7 +270,7 @@ class Pipeline:
         ``rng`` (a NumPy Generator) when the pipeline augments; ``train=False``
         takes the centre view and uses no randomness.
         """
-        x = self._canvas(images, xp)
+        x = self._to_device(images, xp)
         B = x.shape[0]
         random_crops = train and self.augment
         if (random_crops or (train and self.lighting)) and rng is None:
@@ -257,18 +278,20 @@ class Pipeline:
                                    "a numpy.random.Generator")
         if random_crops:
             top, left, flip = random_crop_params(rng, B, self.canvas, self.crop_size, self.flip)
-            x = crop(x, top, left, self.crop_size, flip)
-        else:
-            x = center_crop(x, self.crop_size)
+            x = crop(pad(x, self.padding), top, left, self.crop_size, flip)
+        else:       # the canvas's centre, without making the canvas
+            x = center_crop_padded(x, self.padding, self.crop_size)
         offset = None
         if train and self.lighting:     # the shift lighting() would add, per image and channel
             offset = lighting_offset(self.eigval, self.eigvec, lighting_alpha(rng, B))
-        return standardize(x, self.mean, self.std, offset)    # to_float, lighting, normalize
+        return standardize(x, self.mean, self.std, offset,     # to_float, lighting, normalize
+                           self._constants(x, offset))
 
     def ten_crop(self, images, xp=None):
         """The ten test views of every image: float32 (10, B, *input_shape) on ``xp``
         (default: where the images are)."""
-        return standardize(ten_crop(self._canvas(images, xp), self.crop_size), self.mean, self.std)
+        x = ten_crop(self._canvas(images, xp), self.crop_size)
+        return standardize(x, self.mean, self.std, constants=self._constants(x))
 
     def describe(self):
         """One line for logs, e.g. "pad 1x28x28 -> 1x32x32, random crops + flips"."""
