@@ -39,12 +39,10 @@ class Adam(Optimizer):
 
     def update(self, name, p, g):
         xp = get_array_module(p)
-        kernel = fused_kernels.adam_kernel(xp) if self.fused else None
-        if kernel is not None:
-            t = self.steps
-            kernel(g, self.lr, self.beta1, self.beta2, self.eps, self.weight_decay,
-                   1 / (1 - self.beta1 ** t), 1 / (1 - self.beta2 ** t), p,
-                   self._slot("m", name, p), self._slot("v", name, p))
+        if self.fused and fused_kernels.adam_update(
+                p, g, self._slot("m", name, p), self._slot("v", name, p), lr=self.lr,
+                step=self.steps, beta1=self.beta1, beta2=self.beta2, eps=self.eps,
+                weight_decay=self.weight_decay):
             return
         if self.weight_decay:
             g = g + self.weight_decay * p
