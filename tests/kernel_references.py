@@ -40,17 +40,19 @@ def _device_or_value(pointer, value):
 
 
 def _adam(grid, block, args):
-    p, g, m, v, lr_d, lr_v, step_d, step_v, b1, b2, _lb1, _lb2, eps, wd, n = args
+    p, g, m, v, lr_d, lr_v, step_d, step_v, b1, omb1, b2, omb2, lb1, lb2, eps, wd, n = args
     _covers(adam.UPDATE.name, grid, block, n)
     p, g, m, v = (_host(a) for a in (p, g, m, v))
     lr, t = float(_device_or_value(lr_d, lr_v)), int(_device_or_value(step_d, step_v))
-    b1, b2 = float(b1), float(b2)
     grad = g + wd * p                                  # optim/adam.py's array code
     m *= b1
-    m += (1 - b1) * grad
+    m += omb1 * grad                                   # 1 - beta1, rounded from double
     v *= b2
-    v += (1 - b2) * (grad * grad)
-    p -= lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + float(eps))
+    v += omb2 * (grad * grad)
+    # 1 - beta^t from log(beta) (computed in double from the optimizer's beta): float32's
+    # beta2 = 0.999 would put 1.3e-5 into 1 - beta2
+    bias1, bias2 = -np.expm1(t * float(lb1)), -np.expm1(t * float(lb2))
+    p -= lr * (m / bias1) / (np.sqrt(v / bias2) + float(eps))
 
 
 def _sgd(grid, block, args):

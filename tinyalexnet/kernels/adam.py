@@ -12,7 +12,9 @@ p, g, m, v once and writes p, m, v once::
 The arrays may be one parameter or the whole model's flat buffers (one launch
 for every weight).  The learning rate and the step t may be read from device
 memory (a 1-element float64 and int64 array), so that a replayed CUDA graph
-changes them without the host.  The bias corrections are computed from t in
+changes them without the host.  1 - b1 and 1 - b2 come rounded from double, as
+the array code has them: 1 - b2 formed in float32 from float32(0.999) is off
+by 1.3e-5.  The bias corrections are computed from t in
 each thread as -1 / expm1(t log b): exact to a few ulps even at t = 1 with
 b2 = 0.999, where 1 - pow(b2, t) would lose three digits to cancellation.
 The call, its arguments and checks: ``optim/fused.py``'s ``adam_update``.
@@ -27,8 +29,8 @@ extern "C" __global__ void tinyalexnet_adam(
     real* __restrict__ p, const real* __restrict__ g, real* __restrict__ m, real* __restrict__ v,
     const double* __restrict__ lr_device, double lr_value,
     const long long* __restrict__ step_device, long long step_value,
-    real beta1, real beta2, real log_beta1, real log_beta2, real eps, real weight_decay,
-    long long n)
+    real beta1, real one_minus_beta1, real beta2, real one_minus_beta2, real log_beta1,
+    real log_beta2, real eps, real weight_decay, long long n)
 {
     long long i = thread_index();
     if (i >= n) return;
@@ -37,8 +39,8 @@ extern "C" __global__ void tinyalexnet_adam(
     real c1 = -1 / expm1(t * log_beta1);                 // 1 / (1 - beta1^t)
     real c2 = -1 / expm1(t * log_beta2);                 // 1 / (1 - beta2^t)
     real grad = g[i] + weight_decay * p[i];
-    real mi = beta1 * m[i] + (1 - beta1) * grad;
-    real vi = beta2 * v[i] + (1 - beta2) * (grad * grad);
+    real mi = beta1 * m[i] + one_minus_beta1 * grad;
+    real vi = beta2 * v[i] + one_minus_beta2 * (grad * grad);
     m[i] = mi;
     v[i] = vi;
     p[i] = p[i] - lr * (mi * c1) / (sqrt(vi * c2) + eps);
@@ -58,5 +60,5 @@ def update(p, g, m, v, lr, step, beta1, beta2, eps, weight_decay):
     step_device, step_value = device_or_value(xp, step, "int64")
     UPDATE.launch(xp, p.dtype, p.size, (
         p, g, m, v, lr_device, lr_value, step_device, step_value,
-        real(beta1), real(beta2), real(_log(beta1)), real(_log(beta2)), real(eps),
-        real(weight_decay), xp.int64(p.size)))
+        real(beta1), real(1 - beta1), real(beta2), real(1 - beta2), real(_log(beta1)),
+        real(_log(beta2)), real(eps), real(weight_decay), xp.int64(p.size)))

@@ -33,10 +33,10 @@ from .. import kernels
 from ..errors import ShapeError
 
 
-def _check(what, p, *others):
-    """One size, one dtype, contiguous: else a one-line ShapeError naming the array."""
-    names = ("p",) + tuple(f"{what}[{i}]" for i in range(len(others)))
-    for name, a in zip(names, (p,) + others):
+def _check(what, **arrays):
+    """One size, one dtype (p's), contiguous: else a one-line ShapeError naming the array."""
+    p = arrays["p"]
+    for name, a in arrays.items():
         if a.size != p.size or a.dtype != p.dtype:
             raise ShapeError(f"{what}: {name} has {a.size} elements of {a.dtype}, expected "
                              f"{p.size} of {p.dtype} like p")
@@ -48,7 +48,7 @@ def adam_update(p, g, m, v, *, lr, step, beta1, beta2, eps, weight_decay):
     """Adam's update of ``p``, ``m`` and ``v`` in place, in one launch (see the module's doc)."""
     if not kernels.runs_on(p):
         return False
-    _check("adam_update", p, g, m, v)
+    _check("adam_update", p=p, g=g, m=m, v=v)
     kernels.adam.update(p, g, m, v, lr, step, beta1, beta2, eps, weight_decay)
     return True
 
@@ -57,6 +57,6 @@ def sgd_update(p, g, velocity, *, lr, momentum, weight_decay):
     """The paper's SGD update of ``p`` and ``velocity`` in place, in one launch."""
     if not kernels.runs_on(p):
         return False
-    _check("sgd_update", p, g, velocity)
+    _check("sgd_update", p=p, g=g, velocity=velocity)
     kernels.sgd.update(p, g, velocity, lr, momentum, weight_decay)
     return True
