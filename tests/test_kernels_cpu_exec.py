@@ -120,8 +120,10 @@ def test_cpu_exec_dropout_offset_is_the_element_number(gpu, offset):
     """Elements offset .. offset + n of one large draw, for a slice of a global batch."""
     x = _rand((4, 50), 4, "float32")
     out, keep = fast.dropout_forward(gpu.asarray(x), 0.5, 9, 3, offset=offset)
-    u = rng.uniform(np, (offset + x.size,), 9, 3)[offset:] if offset < 10 ** 6 else \
-        rng.uniform(np, x.shape, 9, 3, offset=offset).reshape(-1)
+    if offset < 10 ** 6:        # the slice of the whole draw
+        u = rng.uniform(np, (offset + x.size,), 9, 3)[offset:]
+    else:                       # too large to draw whole: rng's own offset (test_rng.py)
+        u = rng.uniform(np, (x.size,), 9, 3, offset=offset)
     want_keep = (u >= 0.5).reshape(x.shape)
     _same_bits(keep, want_keep)
     _same_bits(out, functional.dropout_forward(x, want_keep, 0.5))
@@ -226,12 +228,16 @@ def test_cpu_exec_conv_backward_with_the_col2im_kernel(gpu, case):
         return conv
 
     x = _rand((N, C, H, W), 12, "float64")
-    want_out, want_dx = _layer_pass(lambda: make("numpy"), x, None or _rand(
-        make("numpy").forward(x).shape, 13, "float64"))
-    out, dx = _layer_pass(lambda: make("cupy"), x, _rand(want_out.shape, 13, "float64"), gpu)
+    OH, OW = (conv_output_size(d, kd, s, p) for d, kd in zip((H, W), np.broadcast_to(k, 2)))
+    dout = _rand((N, F, OH, OW), 13, "float64")
+    want = make("numpy")                           # the readable path, on NumPy
+    want_out, want_dx = want.forward(x), want.backward(dout)
+    got = make("cupy").set_check_finite(False)     # fast.py with the col2im kernel
+    out, dx = got.forward(gpu.asarray(x)), got.backward(gpu.asarray(dout))
     assert kernels.col2im.BATCH_LAST.name in _launched()
-    _close(out, want_out, 1e-13)                   # the products in another order
-    _close(dx, want_dx, 1e-13)
+    for a, b in [(out, want_out), (dx, want_dx)] + [(got.grads[n], want.grads[n])
+                                                    for n in ("weight", "bias")]:
+        _close(a, b, 1e-13)                        # the products in another order
 
 
 # ------------------------------------------------------------------------------------ the loss
