@@ -34,6 +34,7 @@ with -ftz=true), ``a * b + c`` is not contracted into an FMA (``-ffp-contract=of
 NVCC contracts), and libm's ``exp``/``pow`` are not CUDA's (both within 2 ulp).
 Hence the tolerances of the tests that compare with NumPy.
 """
+import atexit
 import ctypes
 import hashlib
 import os
@@ -148,6 +149,7 @@ def compile_library(code, name):
         return _libraries[key]
     if _cache_dir is None:
         _cache_dir = tempfile.mkdtemp(prefix="tinyalexnet-cpu-kernels-")
+        atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
     source = os.path.join(_cache_dir, f"{name}-{key}.cpp")
     library = os.path.join(_cache_dir, f"{name}-{key}.so")
     with open(source, "w") as f:

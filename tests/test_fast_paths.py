@@ -280,3 +280,22 @@ def test_lrn_with_numpy_float64_constants_keeps_float32(xp, fast):
     y = lrn.forward(x)
     assert y.dtype == xp.float32
     assert lrn.backward(xp.ones_like(y)).dtype == xp.float32
+
+
+def test_numpy_never_meets_a_kernel(monkeypatch):
+    """On NumPy every fast path is array code, CuPy importable or not: no kernel is built."""
+    from tinyalexnet import kernels
+    from tinyalexnet.optim import SGD, Adam
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a CUDA kernel was asked for on NumPy")
+
+    monkeypatch.setattr(kernels.Kernel, "compiled", refuse)
+    assert not kernels.runs_on(np.zeros(3, dtype=np.float32))
+    model = get_model("small", seed=0)
+    loss_fn = SoftmaxCrossEntropy()
+    x = _rand(np, (2,) + model.input_shape, 29, "float32")
+    for optimizer in (SGD(model, fused=True), Adam(model, fused=True)):
+        loss_fn.forward(model.forward(x), np.array([1, 2]))
+        model.backward(loss_fn.backward())
+        optimizer.step()
