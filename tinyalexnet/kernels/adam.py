@@ -1,8 +1,8 @@
 """Adam's update as one kernel: each thread updates one weight, its m and its v.
 
-The array code (``optim/adam.py``) is about twelve operations per parameter,
-each a launch and a temporary as large as the parameter; here every thread reads
-p, g, m, v once and writes p, m, v once::
+The array code (``optim/adam.py``) is 14 operations per parameter (16 with
+weight decay), each a launch and most a temporary as large as the parameter;
+here every thread reads p, g, m, v once and writes p, m, v once::
 
     g' = g + wd p
     m  = b1 m + (1 - b1) g'
@@ -13,10 +13,10 @@ The arrays may be one parameter or the whole model's flat buffers (one launch
 for every weight).  The learning rate and the step t may be read from device
 memory (a 1-element float64 and int64 array), so that a replayed CUDA graph
 changes them without the host.  1 - b1 and 1 - b2 come rounded from double, as
-the array code has them: 1 - b2 formed in float32 from float32(0.999) is off
-by 1.3e-5.  The bias corrections are computed from t in
-each thread as -1 / expm1(t log b): exact to a few ulps even at t = 1 with
-b2 = 0.999, where 1 - pow(b2, t) would lose three digits to cancellation.
+the array code has them (1 - b2 formed in float32 from float32(0.999) would be
+off by 1.3e-5).  The bias corrections are computed from t in each thread as
+-1 / expm1(t log b): exact to a few ulps even at t = 1 with b2 = 0.999, where
+1 - pow(b2, t) would lose three digits to cancellation.
 The call, its arguments and checks: ``optim/fused.py``'s ``adam_update``.
 """
 import math
