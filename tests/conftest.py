@@ -11,8 +11,12 @@ Three cases (test ids ``[numpy]``, ``[cupy]``, ``[standin]``):
 import numpy as np
 import pytest
 
+import kernel_references
 import strict_cupy
 from tinyalexnet import backend
+
+# The stand-in runs each CUDA kernel of the package as its NumPy reference.
+kernel_references.register(strict_cupy)
 
 _reason = backend.gpu_unavailable_reason()
 BACKENDS = ["numpy",

@@ -1,37 +1,177 @@
-"""The fused kernels' own operation text, run on the strict CuPy stand-in.
+"""What each CUDA kernel computes, in NumPy, for the strict CuPy stand-in.
 
-The stand-in cannot compile CUDA; it runs a Python reference registered under the
-kernel's name.  Here that reference is the kernel's operation itself, translated
-line by line from its C (``T x = ...;`` declares, ``sqrt`` is ``xp.sqrt``, an
-output parameter is written in place), so a wrong formula in the kernel's text
-shows on the CPU; only C syntax and types are left for ``check --backend cupy``
-on a GPU.
+The stand-in cannot run CUDA.  When the package launches a kernel there
+(``xp.RawKernel(code, name)(grid, block, args)``), the stand-in calls the
+reference registered under the kernel's name with the same arguments; these
+references compute the kernel's outputs from its inputs with the package's
+array code on the host buffers (``strict_cupy.host_arrays``: nothing counted as
+a device operation or a host read), so the rest of the test suite runs through
+the kernel path, one launch per kernel call, with the right numbers.
+
+They do not stand for the kernels' correctness: the kernels' own CUDA text is
+compiled by NVRTC (``tests/test_kernels_nvrtc.py``) and executed on the CPU by
+g++ against the array code (``tests/test_kernels_cpu_exec.py``).  Each
+reference does check the launch: one thread at least per element.
 """
-import re
+import numpy as np
 
-from tinyalexnet.optim import fused
+from tinyalexnet import rng
+from tinyalexnet.kernels import (adam, col2im, cross_entropy, dropout, lrn, maxpool, relu,
+                                 sgd)
+from tinyalexnet.layers import fast
+
+_standin = None
 
 
-def translate(operation, outputs):
-    """Python source for an ElementwiseKernel's C operation (simple statements only)."""
-    lines = []
-    for statement in operation.split(";"):
-        statement = statement.strip()
-        if not statement:
-            continue
-        statement = re.sub(r"^T\s+", "", statement)                 # a local declaration
-        statement = re.sub(r"\bsqrt\(", "xp.sqrt(", statement)
-        target, value = (part.strip() for part in statement.split("=", 1))
-        lines.append(f"{target}[...] = {value}" if target in outputs else f"{target} = {value}")
-    return "\n".join(lines)
+def _host(a):
+    return _standin.host_arrays(a)
+
+
+def _covers(name, grid, block, n):
+    threads = int(np.prod(grid)) * int(np.prod(block))
+    assert threads >= int(n), f"{name}: {threads} threads launched for {int(n)} elements"
+
+
+def _device_or_value(pointer, value):
+    """The number a kernel reads from a (device pointer, value) pair."""
+    if isinstance(pointer, np.uint64) and pointer == 0:
+        return value
+    return _host(pointer).reshape(-1)[0]
+
+
+def _adam(grid, block, args):
+    p, g, m, v, lr_d, lr_v, step_d, step_v, b1, omb1, b2, omb2, lb1, lb2, eps, wd, n = args
+    _covers(adam.UPDATE.name, grid, block, n)
+    p, g, m, v = (_host(a) for a in (p, g, m, v))
+    lr, t = float(_device_or_value(lr_d, lr_v)), int(_device_or_value(step_d, step_v))
+    grad = g + wd * p                                  # optim/adam.py's array code
+    m *= b1
+    m += omb1 * grad                                   # 1 - beta1, rounded from double
+    v *= b2
+    v += omb2 * (grad * grad)
+    # 1 - beta^t from log(beta) (computed in double from the optimizer's beta): float32's
+    # beta2 = 0.999 would put 1.3e-5 into 1 - beta2
+    bias1, bias2 = -np.expm1(t * float(lb1)), -np.expm1(t * float(lb2))
+    p -= lr * (m / bias1) / (np.sqrt(v / bias2) + float(eps))
+
+
+def _sgd(grid, block, args):
+    p, g, velocity, lr_d, lr_v, momentum, wd, n = args
+    _covers(sgd.UPDATE.name, grid, block, n)
+    p, g, velocity = (_host(a) for a in (p, g, velocity))
+    lr = float(_device_or_value(lr_d, lr_v))
+    velocity *= float(momentum)                        # optim/sgd.py's array code
+    if wd:
+        velocity -= (float(wd) * lr) * p
+    velocity -= lr * g
+    p += velocity
+
+
+def _relu_forward(grid, block, args):
+    x, out, positive, n = (_host(a) for a in args)
+    _covers(relu.FORWARD.name, grid, block, n)
+    out[...] = np.maximum(x, 0)
+    positive[...] = x > 0
+
+
+def _relu_backward(grid, block, args):
+    dout, positive, dx, n = (_host(a) for a in args)
+    _covers(relu.BACKWARD.name, grid, block, n)
+    dx[...] = dout * positive
+
+
+def _dropout_forward(grid, block, args):
+    x, out, keep, key1, key2, offset, p, divisor, n = args
+    _covers(dropout.FORWARD.name, grid, block, n)
+    x, out, keep = (_host(a) for a in (x, out, keep))
+    index = np.arange(x.size, dtype=np.uint32) + np.uint32(offset)
+    h = rng._mix(index ^ np.uint32(key1), np)
+    h = rng._mix(h + np.uint32(key2), np)
+    u = (h >> np.uint32(8)).astype(x.dtype) * (1.0 / (1 << 24))
+    keep[...] = (u >= p).reshape(x.shape)
+    out[...] = x * keep / divisor
+
+
+def _dropout_backward(grid, block, args):
+    dout, keep, dx, divisor, n = (_host(a) for a in args)
+    _covers(dropout.BACKWARD.name, grid, block, n)
+    dx[...] = dout * keep / divisor
+
+
+def _lrn_forward(grid, block, args):
+    x, out, D, scale, C, HW, half, alpha, beta, k, n = (_host(a) for a in args)
+    _covers(lrn.FORWARD.name, grid, block, n)
+    got = fast.lrn_forward(x, 2 * int(half) + 1, alpha, beta, k)      # NumPy: the array code
+    for target, value in zip((out, D, scale), got):
+        target[...] = value
+
+
+def _lrn_backward(grid, block, args):
+    dout, x, D, scale, dx, C, HW, half, two_alpha_beta, n = (_host(a) for a in args)
+    _covers(lrn.BACKWARD.name, grid, block, n)
+    # fast.lrn_backward takes alpha and beta, and uses only 2 alpha beta
+    dx[...] = fast.lrn_backward(dout, x, D, scale, 2 * int(half) + 1, two_alpha_beta / 2, 1.0)
+
+
+def _maxpool_forward(grid, block, args):
+    x, out, argmax, H, W, OH, OW, k, s, n = (_host(a) for a in args)
+    _covers(maxpool.FORWARD.name, grid, block, n)
+    got_out, got_argmax = fast.maxpool_forward(x, int(k), int(s))
+    out[...] = got_out
+    argmax[...] = got_argmax
+
+
+def _maxpool_backward(grid, block, args):
+    dout, argmax, dx, H, W, OH, OW, k, s, n = (_host(a) for a in args)
+    _covers(maxpool.BACKWARD.name, grid, block, n)
+    dx[...] = fast.maxpool_backward(dout, argmax, dx.shape, int(k), int(s))
+
+
+def _col2im(grid, block, args):
+    cols, dx, N, C, H, W, kh, kw, stride, padding, OH, OW, n = (_host(a) for a in args)
+    _covers(col2im.BATCH_LAST.name, grid, block, n)
+    dx[...] = fast.col2im_batch_last(cols, dx.shape, int(kh), int(kw), int(stride), int(padding))
+
+
+def _cross_entropy_rows(grid, block, args):
+    z, labels, row_loss, stats, K, N = (_host(a) for a in args)
+    _covers(cross_entropy.ROWS.name, grid, block, N)
+    m = z.max(axis=1, keepdims=True)
+    shifted = z - m
+    log_s = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    row_loss[...] = log_s[:, 0] - shifted[np.arange(int(N)), labels]
+    stats[...] = np.concatenate([m, log_s], axis=1)
+
+
+def _mean(grid, block, args):
+    values, mean, N = (_host(a) for a in args)
+    _covers(cross_entropy.MEAN.name, grid, block, 1)
+    mean[...] = values[:int(N)].mean()
+
+
+def _cross_entropy_backward(grid, block, args):
+    z, labels, stats, dz, dout_d, dout_v, inv_N, K, n = args
+    _covers(cross_entropy.BACKWARD.name, grid, block, n)
+    z, labels, stats, dz = (_host(a) for a in (z, labels, stats, dz))
+    dout = _device_or_value(dout_d, dout_v)
+    dz[...] = fast.softmax_cross_entropy_backward(z, labels, stats, dout)
+
+
+REFERENCES = {
+    adam.UPDATE: _adam, sgd.UPDATE: _sgd,
+    relu.FORWARD: _relu_forward, relu.BACKWARD: _relu_backward,
+    dropout.FORWARD: _dropout_forward, dropout.BACKWARD: _dropout_backward,
+    lrn.FORWARD: _lrn_forward, lrn.BACKWARD: _lrn_backward,
+    maxpool.FORWARD: _maxpool_forward, maxpool.BACKWARD: _maxpool_backward,
+    col2im.BATCH_LAST: _col2im,
+    cross_entropy.ROWS: _cross_entropy_rows, cross_entropy.MEAN: _mean,
+    cross_entropy.BACKWARD: _cross_entropy_backward,
+}
 
 
 def register(strict_cupy):
-    """Register every fused kernel of the package with the stand-in."""
-    code = compile(translate(fused.ADAM_OPERATION, ("p", "m", "v")), "ADAM_OPERATION", "exec")
-
-    def adam(g, lr, b1, b2, eps, wd, c1, c2, p, m, v):
-        exec(code, {"xp": strict_cupy.cupy}, dict(g=g, lr=lr, b1=b1, b2=b2, eps=eps, wd=wd,
-                                                   c1=c1, c2=c2, p=p, m=m, v=v))
-
-    strict_cupy.register_kernel(fused.ADAM_NAME, adam)
+    """Register every kernel of the package with the stand-in."""
+    global _standin
+    _standin = strict_cupy
+    for kernel, reference in REFERENCES.items():
+        strict_cupy.register_kernel(kernel.name, reference)

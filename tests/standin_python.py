@@ -11,8 +11,8 @@ import os
 import runpy
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tinyalexnet
+_TESTS = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [_TESTS, os.path.dirname(_TESTS)]      # the stand-in, and this checkout's package
 import kernel_references  # noqa: E402
 import strict_cupy  # noqa: E402
 
@@ -28,7 +28,7 @@ class _ForTheProcess:
 
 
 strict_cupy.install(_ForTheProcess())
-kernel_references.register(strict_cupy)       # the fused kernels' own text, in Python
+kernel_references.register(strict_cupy)       # each CUDA kernel as its NumPy reference
 if len(sys.argv) > 2 and sys.argv[1] == "-m":
     module, sys.argv = sys.argv[2], [sys.argv[2]] + sys.argv[3:]
     runpy.run_module(module, run_name="__main__", alter_sys=True)

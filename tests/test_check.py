@@ -111,7 +111,7 @@ def test_images_per_second_counts_the_images_of_the_steps(name, monkeypatch):
 def test_check_runs_on_the_strict_cupy_standin(capsys, standin, monkeypatch):
     """The CuPy path of the command, on the stand-in (CuPy's rules, NumPy's arithmetic)."""
     monkeypatch.setenv("CUPY_TF32", "1")          # as a user might have it set
-    kernel_references.register(standin)           # the fused kernels, from their own text
+    kernel_references.register(standin)           # each kernel as its NumPy reference
     seen = []
     real_step = check.one_step
 
@@ -134,3 +134,30 @@ def test_check_runs_on_the_strict_cupy_standin(capsys, standin, monkeypatch):
     assert re.search(r"^  ok    alexnet_small .*, worst of \d+ gradients", out, re.M)
     line = re.search(r"^  ok    Adam, one kernel per parameter: ([\d.e+-]+) from", out, re.M)
     assert line and float(line.group(1)) <= check.FUSED_BOUND
+    for label, *_ in check.KERNEL_LAYERS:           # every layer's kernels, compared and timed
+        assert re.search(rf"^  ok    {re.escape(label)}: kernels .* ms as array code$", out, re.M)
+    for name in ("SoftmaxCrossEntropy, 64 x 1000: kernels", "SGD, one kernel per parameter"):
+        assert f"ok    {name}" in out
+
+
+def test_check_fails_a_kernel_that_computes_wrong(standin, capsys):
+    """A kernel whose result is off (here its stand-in reference, planted) is a named FAIL."""
+    import strict_cupy
+    from tinyalexnet.kernels import relu
+
+    right = strict_cupy.KERNEL_REFERENCES[relu.BACKWARD.name]
+
+    def wrong(grid, block, args):
+        right(grid, block, args)
+        dx = standin.host_arrays(args[2])
+        dx *= 1.0001                                # a scale a few ulps would never give
+
+    standin.register_kernel(relu.BACKWARD.name, wrong)
+    try:
+        report = check.Report()
+        check.check_kernels(report, "cupy")
+    finally:
+        standin.register_kernel(relu.BACKWARD.name, right)
+    out = capsys.readouterr().out
+    assert [f.split(":")[0] for f in report.failures] == ["kernels of ReLU"], out
+    assert re.search(r"^  FAIL  ReLU: kernels 1\.0e-04 / 1\.0e-04 from the array code", out, re.M)

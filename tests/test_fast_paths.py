@@ -1,7 +1,10 @@
 """Every fast path (layers/fast.py) against the readable maths it replaces (layers/functional.py).
 
-Conv2d, MaxPool2d and LocalResponseNorm run fast.py's versions by default and
-functional.py's with ``fast = False``.  Here each fast version must give what
+Conv2d, MaxPool2d, LocalResponseNorm, ReLU, Dropout and SoftmaxCrossEntropy run
+fast.py's versions by default and functional.py's with ``fast = False``.  On
+NumPy that is fast.py's array code; on the stand-in ([standin]) the kernel path,
+with each kernel run as its NumPy reference (kernel_references.py); the kernels'
+own CUDA source runs in test_kernels_cpu_exec.py.  Here each fast version must give what
 the readable one gives, on random inputs with odd and non-square sizes, stride,
 padding, groups and ties: exactly where only the order of copies differs,
 within float64 rounding where sums run in another order.  The gradient checks
@@ -11,7 +14,8 @@ import numpy as np
 import pytest
 
 from tinyalexnet import backend
-from tinyalexnet.layers import Conv2d, LocalResponseNorm, MaxPool2d
+from tinyalexnet.layers import (Conv2d, Dropout, LocalResponseNorm, MaxPool2d, ReLU,
+                                SoftmaxCrossEntropy)
 from tinyalexnet.layers.fast import col2im_batch_last, im2col_batch_last
 from tinyalexnet.layers.im2col import col2im, conv_output_size, im2col
 from tinyalexnet.models import get_model
@@ -176,6 +180,66 @@ def test_lrn_fast_path_matches_the_readable_one(xp, size, alpha, beta, k, shape)
         _close(a, b)
 
 
+# --------------------------------------------------------------------------- ReLU, Dropout
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_relu_fast_path_matches_the_readable_one(xp, dtype):
+    x = _rand(xp, (3, 4, 5, 7), 22, dtype)
+    x[0, 0, 0, :3] = 0.0                              # the kink itself: slope 0
+    fast, readable = (_both_paths(ReLU, x, 23, dtype)[f] for f in (True, False))
+    for a, b in zip(fast[:2], readable[:2]):          # the same comparisons: exact
+        assert a.dtype == b.dtype and np.array_equal(backend.as_numpy(a), backend.as_numpy(b))
+
+
+@pytest.mark.parametrize("p", [0.5, 0.1, 0.3])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_dropout_fast_path_draws_the_readable_mask(xp, dtype, p):
+    x = _rand(xp, (6, 37), 24, dtype)
+    runs = {}
+    for fast in (True, False):
+        layer = Dropout(p, seed=7)
+        layer.fast = fast
+        outs = [layer.forward(x) for _ in range(2)]   # two masks: the counter moves on
+        dx = layer.backward(_rand(xp, x.shape, 25, dtype))
+        runs[fast] = [backend.as_numpy(a) for a in outs + [dx]]
+        assert layer.calls == 2
+    for a, b in zip(runs[True], runs[False]):         # the same hash, the same bits
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    assert not np.array_equal(runs[True][0] == 0, runs[True][1] == 0)
+
+
+def test_dropout_offset_draws_the_slice_of_the_whole_batch(xp):
+    """A process holding images 2..4 of a batch of 5 draws their bits of the whole mask."""
+    from tinyalexnet.layers import fast
+    x = _rand(xp, (5, 3, 4), 26, "float32")
+    whole, keep = fast.dropout_forward(x, 0.5, 3, 11)
+    part, part_keep = fast.dropout_forward(x[2:], 0.5, 3, 11, offset=2 * 3 * 4)
+    assert np.array_equal(backend.as_numpy(part_keep), backend.as_numpy(keep)[2:])
+    assert backend.as_numpy(part).tobytes() == backend.as_numpy(whole)[2:].tobytes()
+    shifted, _ = fast.dropout_forward(x[2:], 0.5, 3, 11, offset=2 * 3 * 4 + 1)
+    assert not np.array_equal(backend.as_numpy(shifted), backend.as_numpy(whole)[2:])
+
+
+# --------------------------------------------------------------------------- the loss
+@pytest.mark.parametrize("N,K", [(7, 10), (1, 3), (4, 1000)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cross_entropy_fast_path_matches_the_readable_one(xp, N, K, dtype):
+    logits = _rand(xp, (N, K), 27, dtype) * 30        # large logits: the max must be taken
+    labels = np.random.default_rng(28).integers(0, K, N)
+    got = {}
+    for fast in (True, False):
+        loss_fn = SoftmaxCrossEntropy()
+        loss_fn.fast = fast
+        loss = loss_fn.forward(logits, labels)
+        d1 = loss_fn.backward()
+        d2 = loss_fn.backward(0.5)                     # again, scaled: nothing was overwritten
+        got[fast] = [backend.as_numpy(a) for a in (loss, d1, d2)]
+    bound = 1e-5 if dtype == "float32" else 1e-13     # sums and exp in another order
+    for a, b in zip(got[True], got[False]):
+        assert a.dtype == b.dtype == dtype and a.shape == b.shape
+        assert np.abs(a - b).max() <= bound * max(np.abs(b).max(), 1.0)
+    np.testing.assert_allclose(got[True][2], 0.5 * got[True][1], rtol=1e-6)
+
+
 # --------------------------------------------------------------------------- whole models
 @pytest.mark.parametrize("fast", [True, False])
 @pytest.mark.parametrize("name", ["small", "alexnet32"])
@@ -199,8 +263,9 @@ def test_no_float64_upcast_in_a_float32_training_step(xp, backend_name, name, fa
 def test_set_fast_switches_every_layer_that_has_both_paths():
     model = get_model("small", seed=0)
     switchable = [n for n, m in model.named_modules() if hasattr(m, "fast")]
-    assert sorted(switchable) == sorted(n for n, m in model.named_modules()
-                                        if isinstance(m, (Conv2d, MaxPool2d, LocalResponseNorm)))
+    assert sorted(switchable) == sorted(
+        n for n, m in model.named_modules()
+        if isinstance(m, (Conv2d, MaxPool2d, LocalResponseNorm, ReLU, Dropout)))
     assert all(model[n].fast for n in switchable)                # fast by default
     model.set_fast(False)
     assert not any(model[n].fast for n in switchable)
@@ -215,3 +280,22 @@ def test_lrn_with_numpy_float64_constants_keeps_float32(xp, fast):
     y = lrn.forward(x)
     assert y.dtype == xp.float32
     assert lrn.backward(xp.ones_like(y)).dtype == xp.float32
+
+
+def test_numpy_never_meets_a_kernel(monkeypatch):
+    """On NumPy every fast path is array code, CuPy importable or not: no kernel is built."""
+    from tinyalexnet import kernels
+    from tinyalexnet.optim import SGD, Adam
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a CUDA kernel was asked for on NumPy")
+
+    monkeypatch.setattr(kernels.Kernel, "compiled", refuse)
+    assert not kernels.runs_on(np.zeros(3, dtype=np.float32))
+    model = get_model("small", seed=0)
+    loss_fn = SoftmaxCrossEntropy()
+    x = _rand(np, (2,) + model.input_shape, 29, "float32")
+    for optimizer in (SGD(model, fused=True), Adam(model, fused=True)):
+        loss_fn.forward(model.forward(x), np.array([1, 2]))
+        model.backward(loss_fn.backward())
+        optimizer.step()

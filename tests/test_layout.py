@@ -1,11 +1,11 @@
 """Rules about the layout, checked on the source.
 
-* Only backend.py chooses NumPy or CuPy.  Layers, optimizers and models get
-  their array module from their inputs (``get_array_module``) or from
-  ``tinyalexnet.backend``; if one of them imported numpy itself, it would
-  silently run on the CPU inside a GPU step.  Nor may they borrow another
-  module's numpy (``init.np``, ``from ..init import np``): that is the same
-  import by a back door.
+* Only backend.py chooses NumPy or CuPy.  Layers, optimizers, models and the
+  kernels' launch code get their array module from their inputs
+  (``get_array_module``) or from ``tinyalexnet.backend``; if one of them imported
+  numpy itself, it would silently run on the CPU inside a GPU step.  Nor may they
+  borrow another module's numpy (``init.np``, ``from ..init import np``): that is
+  the same import by a back door.
 * Every module has a test file that names it, where CONTRIBUTING.md's "Where
   each module is tested" says.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "tinyalexnet"
-ARRAY_CODE = sorted(p for folder in ("layers", "optim", "models")
+ARRAY_CODE = sorted(p for folder in ("layers", "optim", "models", "kernels")
                     for p in (PACKAGE / folder).glob("*.py"))
 
 
@@ -48,7 +48,7 @@ def _borrowed_array_modules(path):
 
 def test_there_is_array_code_to_check():
     names = {p.name for p in ARRAY_CODE}
-    assert {"conv.py", "pool.py", "lrn.py", "sgd.py", "alexnet.py"} <= names, names
+    assert {"conv.py", "pool.py", "lrn.py", "sgd.py", "alexnet.py", "maxpool.py"} <= names, names
 
 
 @pytest.mark.parametrize("path", ARRAY_CODE, ids=lambda p: f"{p.parent.name}/{p.name}")

@@ -105,3 +105,18 @@ def test_dropout_backward_uses_the_forward_mask(xp):
     dx = as_numpy(layer.backward(xp.ones_like(x)))
     np.testing.assert_array_equal(dx == 0, out == 0)
     np.testing.assert_allclose(dx[dx != 0], 1 / 0.7, rtol=1e-15)
+
+
+@pytest.mark.parametrize("offset", [1, 37, 2 ** 32 - 5])
+def test_an_offset_draws_the_slice_of_a_larger_draw(xp, offset):
+    """Elements offset .. offset + n of one draw: what a process holding part of a batch needs."""
+    part = as_numpy(rng.uniform(xp, (3, 4), 5, 8, offset=offset)).reshape(-1)
+    if offset < 100:
+        whole = as_numpy(rng.uniform(xp, (offset + 12,), 5, 8))
+        np.testing.assert_array_equal(part, whole[offset:])
+    else:                    # the numbering wraps at 2^32: elements 2^32 - 5 .. 2^32 + 6
+        head = as_numpy(rng.uniform(np, (2 ** 32 - offset,), 5, 8, offset=offset))
+        np.testing.assert_array_equal(part[:head.size], head)
+        np.testing.assert_array_equal(part[head.size:],
+                                      as_numpy(rng.uniform(np, (12 - head.size,), 5, 8)))
+    assert not np.array_equal(part, as_numpy(rng.uniform(xp, (12,), 5, 8)))

@@ -17,7 +17,8 @@ It prints five parts, as they run:
    SGD) in float32 on the backend, against the same step in float64 on NumPy
    from the same weights and batch.  See ``STEP_BOUND`` for the agreement asked
    and why.
-4. **fused kernels** (GPU only): each fused CuPy kernel (``optim/fused.py``)
+4. **kernels** (GPU only): every CUDA kernel (``tinyalexnet/kernels/``: the
+   optimizers' updates, ReLU, dropout, LRN, max pooling, col2im, the loss)
    against the array code it replaces, on random values, and both timed.
 5. **speed**: images/s of a training step, one line (``bench`` says more).
 
@@ -35,7 +36,7 @@ from .layers import (Conv2d, Dropout, Flatten, Linear, LocalResponseNorm, MaxPoo
                      SoftmaxCrossEntropy, Tanh, ZeroPad2d)
 from .models import MODELS, get_model
 from .models import model_name as canonical_name
-from .optim import SGD, Adam, fused
+from .optim import SGD, Adam
 
 LINEAR = (1e-3, 1e-9)   # (step h, bound): layers linear around the point checked
 SMOOTH = (1e-6, 1e-7)   # tanh, LRN, softmax: the O(h^2) error of a central difference
@@ -194,23 +195,143 @@ def check_steps(report, name, models):
             report.line(False, f"{model_name}: raised {_why(err)}")
 
 
-# ---------------------------------------------------------------------------- 4. fused kernels
+# ---------------------------------------------------------------------------- 4. kernels
 FUSED_BOUND = 1e-5    # float32, the same arithmetic in another order: a few ulps of the update
+# A layer's kernels against its readable array code, |got - ref| / |ref| over each output and
+# gradient: 0 where the kernel does the same operations in the same order (ReLU, dropout, max
+# pooling: anything else is a mistake); a few ulps where sums or exp/pow differ in order or
+# in library (a wrong index or scale gives 1e-2 and more).
+KERNEL_BOUND = {"float32": 1e-5, "float64": 1e-12}
+EXACT = {"float32": 0.0, "float64": 0.0}
+# label, the layer, its input (batch 16 at alexnet32's sizes), its bound
+KERNEL_LAYERS = [
+    ("ReLU", lambda: ReLU(), (16, 96, 22, 22), EXACT),
+    ("Dropout p=0.5", lambda: Dropout(0.5, seed=1), (16, 512), EXACT),
+    ("MaxPool2d 3x3, stride 2 (ties included)", lambda: MaxPool2d(3, 2), (16, 96, 26, 26), EXACT),
+    ("LocalResponseNorm", lambda: LocalResponseNorm(5, 1e-4, 0.75, 2.0), (16, 96, 12, 12),
+     KERNEL_BOUND),
+    ("Conv2d 5x5, padding 2, groups 2 (col2im)",
+     lambda: Conv2d(32, 64, 5, padding=2, groups=2, rng=0), (16, 32, 12, 12), KERNEL_BOUND),
+]
+LOSS_CASES = [(64, 10), (64, 1000)]
 
 
-def check_fused(report, name):
-    """Adam's fused kernel against Adam's array code: alexnet32's 16 parameters, 3 steps."""
-    report.section("fused kernels against the array code they replace")
+def check_kernels(report, name):
+    """Every kernel against the array code it replaces, on the backend's device."""
+    report.section("kernels against the array code they replace")
     xp = backend.get_backend(name)
-    if fused.adam_kernel(xp) is None:
+    if getattr(xp, "RawKernel", None) is None:
         print(f"  none on {name}: the array code is all there is")
         return
+    for label, make, shape, bound in KERNEL_LAYERS:
+        _check_layer_kernels(report, xp, name, label, make, shape, bound)
+    for N, K in LOSS_CASES:
+        _check_loss_kernels(report, xp, name, N, K)
+    _check_optimizer_kernel(report, xp, name, "Adam", lambda m, f: Adam(m, weight_decay=5e-4,
+                                                                          fused=f), ("m", "v"))
+    _check_optimizer_kernel(report, xp, name, "SGD", lambda m, f: SGD(m, lr=0.01, fused=f),
+                            ("velocity",))
+
+
+def _layer_pass(layer, x, dout):
+    out = layer.forward(x)
+    return [out, layer.backward(dout)] + [g.copy() for g in layer.grads.values()]
+
+
+def _worst(got, ref):
+    """The largest |got - ref| / |ref| (max norms) over pairs of device arrays; inf for NaN."""
+    worst = 0.0
+    for a, b in zip(got, ref):
+        a, b = backend.as_numpy(a).astype(np.float64), backend.as_numpy(b).astype(np.float64)
+        e = float(np.abs(a - b).max() / max(float(np.abs(b).max()), 1e-30))
+        worst = max(worst, e if np.isfinite(e) else float("inf"))
+    return worst
+
+
+def _seconds(run, xp, repeat=5):
+    run()                                    # compiled and warm
+    backend.synchronize(xp)
+    start = time.perf_counter()
+    for _ in range(repeat):
+        run()
+    backend.synchronize(xp)
+    return (time.perf_counter() - start) / repeat
+
+
+def _both_paths(make, name, dtype):
+    """The layer twice, on ``name`` in ``dtype``: (kernel path, readable array code)."""
+    layers = []
+    for fast in (True, False):
+        layer = make().to(name, dtype=dtype).set_check_finite(False)
+        layer.fast = fast
+        layers.append(layer)
+    return layers
+
+
+def _check_layer_kernels(report, xp, name, label, make, shape, bound):
+    try:
+        rng = np.random.default_rng(4)
+        errors, times = {}, None
+        for dtype in ("float32", "float64"):
+            x = rng.standard_normal(shape)
+            if "MaxPool" in label:
+                x = np.round(x * 2) / 2          # many windows with two equal maxima
+            x = xp.asarray(x.astype(dtype))
+            kernel, readable = _both_paths(make, name, dtype)
+            dout = xp.asarray(rng.standard_normal(kernel.forward(x).shape).astype(dtype))
+            kernel, readable = _both_paths(make, name, dtype)     # the same dropout mask
+            errors[dtype] = _worst(_layer_pass(kernel, x, dout), _layer_pass(readable, x, dout))
+            if dtype == "float32":
+                times = [_seconds(lambda layer=layer: _layer_pass(layer, x, dout), xp)
+                         for layer in (kernel, readable)]
+        ok = all(errors[d] <= bound[d] for d in errors)
+        text = (f"{label}: kernels {errors['float32']:.1e} / {errors['float64']:.1e} from the "
+                f"array code in float32 / float64 (bound {_bound_text(bound)}); forward and "
+                f"backward of {'x'.join(map(str, shape))} {1000 * times[0]:.2f} ms with kernels, "
+                f"{1000 * times[1]:.2f} ms as array code")
+        report.line(ok, text, f"kernels of {label}: {errors} from the array code")
+    except Exception as err:
+        report.line(False, f"kernels of {label}: raised {_why(err)}")
+
+
+def _bound_text(bound):
+    return "0, exactly" if not any(bound.values()) else \
+        f"{bound['float32']:.0e} / {bound['float64']:.0e}"
+
+
+def _check_loss_kernels(report, xp, name, N, K):
+    label = f"SoftmaxCrossEntropy, {N} x {K}"
+    try:
+        rng = np.random.default_rng(5)
+        errors = {}
+        for dtype in ("float32", "float64"):
+            logits = xp.asarray((rng.standard_normal((N, K)) * 10).astype(dtype))
+            labels = rng.integers(0, K, N)
+            kernel, readable = _both_paths(SoftmaxCrossEntropy, name, dtype)
+
+            def run(loss_fn):
+                return [loss_fn.forward(logits, labels), loss_fn.backward()]
+            errors[dtype] = _worst(run(kernel), run(readable))
+            if dtype == "float32":
+                times = [_seconds(lambda f=f: run(f), xp) for f in (kernel, readable)]
+        ok = all(errors[d] <= KERNEL_BOUND[d] for d in errors)
+        text = (f"{label}: kernels {errors['float32']:.1e} / {errors['float64']:.1e} from the "
+                f"array code in float32 / float64 (bound {_bound_text(KERNEL_BOUND)}); loss and "
+                f"gradient {1000 * times[0]:.2f} ms with kernels, {1000 * times[1]:.2f} ms as "
+                "array code")
+        report.line(ok, text, f"kernels of {label}: {errors} from the array code")
+    except Exception as err:
+        report.line(False, f"kernels of {label}: raised {_why(err)}")
+
+
+def _check_optimizer_kernel(report, xp, name, label, make, slots):
+    """The fused update against the array code: alexnet32's 16 parameters, 3 steps."""
     try:
         plain = get_model("alexnet32", seed=0).to(name)
         fast = copy.deepcopy(plain)
         rng = np.random.default_rng(3)
         start = {k: backend.as_numpy(p).copy() for k, p, _ in plain.named_parameters()}
-        optimizers = (Adam(plain, weight_decay=5e-4), Adam(fast, weight_decay=5e-4, fused=True))
+        optimizers = (make(plain, False), make(fast, True))
         for _ in range(3):
             for (_, _, ga), (_, _, gb) in zip(plain.named_parameters(), fast.named_parameters()):
                 ga[...] = xp.asarray(rng.standard_normal(ga.shape).astype(ga.dtype))
@@ -221,7 +342,7 @@ def check_fused(report, name):
         for (k, pa, _), (_, pb, _) in zip(plain.named_parameters(), fast.named_parameters()):
             a, b = backend.as_numpy(pa), backend.as_numpy(pb)
             e = float(np.linalg.norm(b - a) / max(np.linalg.norm(a - start[k]), 1e-30))
-            for slot in ("m", "v"):
+            for slot in slots:
                 sa = backend.as_numpy(optimizers[0].state[slot][k])
                 sb = backend.as_numpy(optimizers[1].state[slot][k])
                 e = max(e, relative(sb, sa))
@@ -230,12 +351,12 @@ def check_fused(report, name):
                 worst, where = e, k
         times = [_update_seconds(xp, optimizer) for optimizer in optimizers]
         report.line(worst <= FUSED_BOUND,
-                    f"Adam, one kernel per parameter: {worst:.1e} from the array code ({where}; "
+                    f"{label}, one kernel per parameter: {worst:.1e} from the array code ({where}; "
                     f"bound {FUSED_BOUND:.0e}); update of alexnet32's {len(start)} parameters "
                     f"{1000 * times[0]:.2f} ms as array code, {1000 * times[1]:.2f} ms fused",
-                    f"fused Adam kernel: {worst:.1e} from the array code in {where}")
+                    f"fused {label} kernel: {worst:.1e} from the array code in {where}")
     except Exception as err:
-        report.line(False, f"fused Adam kernel: raised {_why(err)}")
+        report.line(False, f"fused {label} kernel: raised {_why(err)}")
 
 
 def _update_seconds(xp, optimizer, repeat=20):
@@ -309,7 +430,7 @@ def run(args):
     try:
         check_gradients(report, name)
         check_steps(report, name, models)
-        check_fused(report, name)
+        check_kernels(report, name)
         report.section("speed")
         model_name, batch, warmup, steps = SPEED[name]
         model_name, batch = args.speed_model or model_name, args.speed_batch or batch

@@ -35,14 +35,26 @@ def _mix_int(v):
     return int(_mix(np.array([v & _M32], dtype=np.uint32), np)[0])
 
 
-def uniform(xp, shape, seed, counter, dtype="float32"):
-    """Uniform [0, 1) numbers of ``shape`` for draw number ``counter`` of stream ``seed``."""
+def keys(seed, counter):
+    """The two uint32 keys of draw number ``counter`` of stream ``seed`` (Python ints)."""
     key1 = _mix_int(seed * _GOLDEN + 1)
-    key2 = _mix_int(counter * _GOLDEN + key1)
+    return key1, _mix_int(counter * _GOLDEN + key1)
+
+
+def uniform(xp, shape, seed, counter, dtype="float32", offset=0):
+    """Uniform [0, 1) numbers of ``shape`` for draw number ``counter`` of stream ``seed``.
+
+    Element e of the draw gets number ``offset + e``: the draw of elements
+    ``offset .. offset + size`` of a larger one (a slice of a batch held by
+    another process) is that slice of the larger draw."""
+    key1, key2 = keys(seed, counter)
     n = 1
     for d in shape:
         n *= int(d)
-    h = _mix(xp.arange(n, dtype=xp.uint32) ^ xp.uint32(key1), xp)
+    index = xp.arange(n, dtype=xp.uint32)
+    if offset:
+        index += xp.uint32(offset % 2 ** 32)          # wraps around 2^32, as uint32 does
+    h = _mix(index ^ xp.uint32(key1), xp)
     h = _mix(h + xp.uint32(key2), xp)
     # The top 24 bits, scaled, fill a float32 mantissa exactly: values k / 2^24.
     return ((h >> xp.uint32(8)).astype(dtype) * (1.0 / (1 << 24))).reshape(shape)

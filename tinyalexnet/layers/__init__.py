@@ -10,10 +10,12 @@ unit it replaced), ``lrn.py``, ``pool.py``, ``dropout.py``, ``linear.py``,
 their gradients, checks its settings and inputs, and keeps what backward needs.
 ``module.py`` is what they share and ``sequential.py`` chains them.
 
-``fast.py`` holds the optimised versions of three layers' maths (batch-last
-im2col for Conv2d, a one-byte arg-max for MaxPool2d, LRN's backward in place);
-those layers run them by default and the readable functions with
-``layer.fast = False`` (``model.set_fast(False)`` for a whole model).
+``fast.py`` holds the optimised versions of the layers' maths (batch-last
+im2col for Conv2d, a one-byte arg-max for MaxPool2d, LRN's backward in place;
+on a GPU one CUDA kernel per pass from ``tinyalexnet/kernels/`` for ReLU,
+Dropout, LRN, MaxPool2d, col2im and the loss); those layers run them by default
+and the readable functions with ``layer.fast = False``
+(``model.set_fast(False)`` for a whole model).
 ``winograd.py`` is Winograd's F(2x2, 3x3) convolution, which Conv2d runs for 3x3
 stride-1 layers with ``layer.use_winograd = True`` (lesson 13).
 ``naive.py`` holds slow, obviously correct loop versions that the tests (and

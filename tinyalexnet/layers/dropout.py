@@ -15,12 +15,14 @@ evaluation is the identity and no layer needs to know the training p later::
 Shapes: any -> same.  The maths: ``functional.dropout_forward`` / ``dropout_backward``.
 Masks come from ``tinyalexnet.rng``: mask number t of a
 layer is a pure function of (seed, t), so runs are reproducible and resumable,
-and the CPU and GPU draw identical masks.
+and the CPU and GPU draw identical masks.  By default (``fast = True``) the layer
+runs ``fast.py``'s version: on a GPU one kernel draws the mask and applies it
+(``kernels/dropout.py``), with the same bits; elsewhere the same array code.
 """
 from ..backend import get_array_module
 from ..errors import CheckpointError
 from .. import rng
-from . import functional
+from . import fast, functional
 from .module import Module, check_setting
 
 
@@ -30,6 +32,7 @@ class Dropout(Module):
         self.p = check_setting("Dropout", "p", p)
         self.seed = check_setting("Dropout", "seed", seed)
         self.calls = 0  # how many masks this layer has drawn
+        self.fast = True        # fast.py's version (one kernel on a GPU) or functional.py's
 
     def extra_repr(self):
         return f"p={self.p}"
@@ -48,13 +51,21 @@ class Dropout(Module):
         if not self.training or self.p == 0.0:
             self._save(x.shape, None)
             return x
-        xp = get_array_module(x)
-        u = rng.uniform(xp, x.shape, self.seed, self.calls, dtype=x.dtype)
+        if self.fast:
+            out, keep = fast.dropout_forward(x, self.p, self.seed, self.calls)
+        else:
+            xp = get_array_module(x)
+            u = rng.uniform(xp, x.shape, self.seed, self.calls, dtype=x.dtype)
+            keep = u >= self.p              # each unit survives with probability 1 - p
+            out = functional.dropout_forward(x, keep, self.p)
         self.calls += 1
-        keep = u >= self.p                  # each unit survives with probability 1 - p
         self._save(x.shape, keep)
-        return functional.dropout_forward(x, keep, self.p)
+        return out
 
     def backward(self, dout):
         (keep,) = self._saved(dout)
-        return dout if keep is None else functional.dropout_backward(dout, keep, self.p)
+        if keep is None:
+            return dout
+        if self.fast:
+            return fast.dropout_backward(dout, keep, self.p)
+        return functional.dropout_backward(dout, keep, self.p)

@@ -1,8 +1,8 @@
 """The fast versions: the same maths as functional.py, rearranged for speed.
 
-Read ``functional.py`` first: it is the maths.  The three layers that spend the
-most time, Conv2d, MaxPool2d and LocalResponseNorm, run the versions below by
-default (``layer.fast = True``); ``layer.fast = False``, or
+Read ``functional.py`` first: it is the maths.  Conv2d, MaxPool2d,
+LocalResponseNorm, ReLU, Dropout and SoftmaxCrossEntropy run the versions below
+by default (``layer.fast = True``); ``layer.fast = False``, or
 ``model.set_fast(False)`` for a whole model, runs the readable functions
 instead.  Each function here computes what its readable twin computes, and
 ``tests/test_fast_paths.py`` checks that on random inputs (exactly where only
@@ -31,8 +31,21 @@ order).  What each one changes, and why:
    window by adding shifted slices in place (no zero-padded copy of the
    activations) and reuse their temporaries in place, since every array here is
    as large as the layer's input.
+
+4. On a GPU, one kernel instead of a chain.  A small network's step on a GPU is
+   bound by how many operations Python launches, not by arithmetic: max
+   pooling's loop over offsets is some fifty launches, col2im's up to 124, a
+   dropout mask twenty-five.  Where the backend compiles kernels (CuPy) and the
+   arrays are float32 or float64 (``kernels.runs_on``), the functions below run
+   one CUDA kernel per pass instead (``tinyalexnet/kernels/``, one file per
+   kernel, each explained there); everywhere else, and always on NumPy, they run
+   the array code, which stays the reference.  The kernels compute the same
+   numbers: exactly the same for ReLU, dropout, max pooling and col2im (the same
+   operations in the same order), to rounding for LRN and the loss.
 """
+from .. import kernels, rng
 from ..backend import get_array_module
+from . import functional
 from .im2col import conv_output_size
 
 
@@ -78,8 +91,11 @@ def col2im_batch_last(cols, x_shape, kh, kw, stride=1, padding=0):
     """cols (C*kh*kw, OH*OW*N) -> dx (N, C, H, W): the adjoint of ``im2col_batch_last``.
 
     The same loop over offsets as ``col2im`` (a view cannot add overlapping
-    windows), on the batch-last layout, so each ``+=`` moves long runs.
+    windows), on the batch-last layout, so each ``+=`` moves long runs.  On a
+    GPU: one kernel, each pixel summing its windows (``kernels/col2im.py``).
     """
+    if kernels.runs_on(cols):
+        return kernels.col2im.batch_last(cols, x_shape, kh, kw, stride, padding)
     xp = get_array_module(cols)
     N, C, H, W = x_shape
     OH = conv_output_size(H, kh, stride, padding)
@@ -156,7 +172,10 @@ def maxpool_forward(x, kernel_size=3, stride=2):
     """``functional.maxpool_forward``, also returning which offset won each window.
 
     -> (out (N, C, OH, OW), argmax (N, C, OH, OW): the offset number i*k + j of the maximum).
+    On a GPU: one kernel, a thread per window (``kernels/maxpool.py``).
     """
+    if kernels.runs_on(x) and kernel_size ** 2 <= kernels.maxpool.MAX_WINDOW:
+        return kernels.maxpool.forward(x, kernel_size, stride)
     xp = get_array_module(x)
     N, C, H, W = x.shape
     OH = conv_output_size(H, kernel_size, stride, 0)
@@ -184,8 +203,12 @@ def maxpool_forward(x, kernel_size=3, stride=2):
 
 
 def maxpool_backward(dout, argmax, x_shape, kernel_size=3, stride=2):
-    """``functional.maxpool_backward`` from the saved arg-max: dout (N, C, OH, OW) -> dx."""
+    """``functional.maxpool_backward`` from the saved arg-max: dout (N, C, OH, OW) -> dx.
+
+    On a GPU: one kernel, each input pixel gathering the dout of the windows it won."""
     xp = get_array_module(dout)
+    if kernels.runs_on(dout) and argmax.dtype == xp.uint8:
+        return kernels.maxpool.backward(dout, argmax, x_shape, kernel_size, stride)
     dx = xp.zeros(x_shape, dtype=dout.dtype)
     OH, OW = dout.shape[2:]
     for index, window in _windows(kernel_size, stride, OH, OW):
@@ -212,8 +235,10 @@ def lrn_forward(x, size=5, alpha=1e-4, beta=0.75, k=2.0):
     """``functional.lrn_forward``, also returning D and D^-beta for backward.
 
     -> (out, D, scale), all (N, C, H, W): D the denominator of functional.py's equation,
-    scale = D^-beta.
+    scale = D^-beta.  On a GPU: one kernel (``kernels/lrn.py``).
     """
+    if kernels.runs_on(x):
+        return kernels.lrn.forward(x, size, alpha, beta, k)
     D = channel_window_sum(x * x, size)
     D *= alpha                        # in place: these arrays are as large as x
     D += k
@@ -224,7 +249,10 @@ def lrn_forward(x, size=5, alpha=1e-4, beta=0.75, k=2.0):
 def lrn_backward(dout, x, D, scale, size=5, alpha=1e-4, beta=0.75):
     """``functional.lrn_backward`` (its equation is there) from the saved D and
     scale = D^-beta, in place: D^-beta is scale, and out / D is x * scale / D.
+    On a GPU: one kernel, no temporary (``kernels/lrn.py``).
     """
+    if kernels.runs_on(dout, x, D, scale):
+        return kernels.lrn.backward(dout, x, D, scale, size, alpha, beta)
     t = dout * x                      # dout * out / D, with out = x * scale
     t *= scale
     t /= D
@@ -234,3 +262,83 @@ def lrn_backward(dout, x, D, scale, size=5, alpha=1e-4, beta=0.75):
     dx = dout * scale
     dx -= inner
     return dx
+
+
+# ---------------------------------------------------------------------------- 4. ReLU
+def relu_forward(x):
+    """``functional.relu_forward`` and backward's mask: x -> (max(x, 0), x > 0).
+
+    On a GPU: one kernel writes both (``kernels/relu.py``); the array code makes two passes."""
+    if kernels.runs_on(x):
+        return kernels.relu.forward(x)
+    return functional.relu_forward(x), x > 0
+
+
+def relu_backward(dout, positive):
+    """``functional.relu_backward`` from forward's mask: dout * (x > 0)."""
+    if kernels.runs_on(dout):
+        return kernels.relu.backward(dout, positive)
+    return dout * positive
+
+
+# ---------------------------------------------------------------------------- 4. dropout
+def dropout_forward(x, p, seed, counter, offset=0):
+    """Draw mask number ``counter`` of stream ``seed`` and apply it: x -> (out, keep).
+
+    The same mask as ``rng.uniform(xp, x.shape, seed, counter) >= p`` and the
+    same ``functional.dropout_forward``, bit for bit.  ``offset`` numbers the
+    elements from ``offset`` on, for a slice of a larger batch.  On a GPU: one
+    kernel hashes, compares and scales (``kernels/dropout.py``), instead of some
+    twenty-five array operations.
+    """
+    if kernels.runs_on(x):
+        return kernels.dropout.forward(x, p, seed, counter, offset)
+    xp = get_array_module(x)
+    u = rng.uniform(xp, x.shape, seed, counter, dtype=x.dtype, offset=offset)
+    keep = u >= p                       # each unit survives with probability 1 - p
+    return functional.dropout_forward(x, keep, p), keep
+
+
+def dropout_backward(dout, keep, p):
+    """``functional.dropout_backward``: dout * keep / (1 - p), one kernel on a GPU."""
+    if kernels.runs_on(dout):
+        return kernels.dropout.backward(dout, keep, p)
+    return functional.dropout_backward(dout, keep, p)
+
+
+# ---------------------------------------------------------------------------- 4. the loss
+def softmax_cross_entropy(logits, labels):
+    """``functional.softmax_cross_entropy``'s loss, keeping each row's max and log-sum-exp.
+
+    logits (N, K), labels (N,)  ->  (loss (0-d), stats (N, 2): m and log s per row)
+
+    Backward recomputes dL/dlogits from the logits and these two numbers per
+    row (``softmax_cross_entropy_backward``), so forward makes no (N, K) gradient
+    that evaluation would throw away.  On a GPU: two kernels, the rows and their
+    mean (``kernels/cross_entropy.py``).
+    """
+    if kernels.runs_on(logits):
+        return kernels.cross_entropy.forward(logits, labels)
+    xp = get_array_module(logits)
+    N = logits.shape[0]
+    m = logits.max(axis=1, keepdims=True)
+    shifted = logits - m
+    log_s = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+    loss = (log_s[:, 0] - shifted[xp.arange(N), labels]).mean()    # -log p[n, y[n]], averaged
+    return loss, xp.concatenate([m, log_s], axis=1)
+
+
+def softmax_cross_entropy_backward(logits, labels, stats, dout=1.0):
+    """dL/dlogits (N, K) = (p - onehot(y)) / N * dout, with p from forward's row stats."""
+    if kernels.runs_on(logits):
+        xp = get_array_module(logits)
+        if isinstance(dout, xp.ndarray) and dout.dtype != logits.dtype:
+            dout = dout.astype(logits.dtype)
+        return kernels.cross_entropy.backward(logits, labels, stats, dout)
+    xp = get_array_module(logits)
+    N = logits.shape[0]
+    dlogits = xp.exp((logits - stats[:, :1]) - stats[:, 1:])
+    dlogits[xp.arange(N), labels] -= 1
+    dlogits *= 1 / N
+    dlogits *= dout
+    return dlogits

@@ -19,9 +19,9 @@ paste their source into the exercise cells).  So each one uses only
 a lesson has built before it (``im2col``/``col2im`` for the convolution,
 ``maxpool_forward`` for its backward).
 
-Three layers have a faster version of the same maths in ``fast.py``, which they
-run by default (``layer.fast``); ``naive.py`` has loop versions of the forward
-passes that the tests check both against.
+Most layers have a faster version of the same maths in ``fast.py`` (on a GPU,
+CUDA kernels), which they run by default (``layer.fast``); ``naive.py`` has loop
+versions of the forward passes that the tests check both against.
 """
 from ..backend import get_array_module
 from .im2col import col2im, im2col

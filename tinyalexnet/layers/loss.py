@@ -13,24 +13,35 @@ Backward (the reason softmax and cross-entropy are fused into one layer)::
     dL/dz = (p - onehot(y)) / N
 
 The maths: ``functional.softmax_cross_entropy``, which returns the loss and
-dL/dz together; forward keeps dL/dz for backward.
+dL/dz together; with ``fast = False`` forward keeps dL/dz for backward.  By
+default (``fast = True``) the layer runs ``fast.py``'s version, which keeps each
+row's maximum and log-sum-exp instead and computes dL/dz in backward; on a GPU
+three kernels in all (``kernels/cross_entropy.py``).
 """
 from ..backend import get_array_module, is_array
 from ..errors import ShapeError, StateError
-from . import functional
+from . import fast, functional
 from .functional import log_softmax  # noqa: F401  (the one log-softmax: metrics use it too)
 from .module import Module
 
 
 class SoftmaxCrossEntropy(Module):
+    def __init__(self):
+        super().__init__()
+        self.fast = True        # fast.py's version (kernels on a GPU) or functional.py's
+
     def forward(self, logits, labels):
         """Mean cross-entropy over the batch, as a 0-d array on the logits' device."""
         self._check_input(logits, 2, "(N, num_classes)")
         xp = get_array_module(logits)
         self._check_labels(logits, labels)
         labels = xp.asarray(labels)             # the one copy of host labels to the device
-        loss, dlogits = functional.softmax_cross_entropy(logits, labels)
-        self._save((), dlogits, logits, labels)
+        if self.fast:
+            loss, stats = fast.softmax_cross_entropy(logits, labels)
+            self._save((), ("fast", stats, labels), logits, labels)
+        else:
+            loss, dlogits = functional.softmax_cross_entropy(logits, labels)
+            self._save((), ("readable", dlogits), logits, labels)
         return loss
 
     @property
@@ -72,7 +83,10 @@ class SoftmaxCrossEntropy(Module):
             raise ShapeError(f"{self.label()}: backward expects a scalar dout, got {type(dout).__name__}")
         if self._cache is None:
             raise StateError(f"{self.label()}: backward() called before forward()")
-        dlogits = self._cache[1]
+        saved, logits = self._cache[1], self._cache[2]
+        if saved[0] == "fast":
+            return fast.softmax_cross_entropy_backward(logits, saved[2], saved[1], dout)
+        dlogits = saved[1]
         xp = get_array_module(dlogits)
         # a new array (backward may be called again), made in one pass, of the logits'
         # dtype whatever dout's (out= casts the product back)

@@ -40,11 +40,9 @@ class Adam(Optimizer):
     def update(self, p, g, state):
         xp = get_array_module(p)
         m, v = state["m"], state["v"]
-        kernel = fused_kernels.adam_kernel(xp) if self.fused else None
-        if kernel is not None:           # the one call of the fused kernel
-            t = self.steps
-            kernel(g, self.lr, self.beta1, self.beta2, self.eps, self.weight_decay,
-                   1 / (1 - self.beta1 ** t), 1 / (1 - self.beta2 ** t), p, m, v)
+        if self.fused and fused_kernels.adam_update(      # the one call of the fused kernel
+                p, g, m, v, lr=self.lr, step=self.steps, beta1=self.beta1, beta2=self.beta2,
+                eps=self.eps, weight_decay=self.weight_decay):
             return
         if self.weight_decay:
             g = g + self.weight_decay * p

@@ -1,40 +1,63 @@
-"""Fused GPU kernels for the optimizers: one kernel per parameter instead of a dozen.
+"""The optimizers' updates as one GPU kernel each: the calls, in one place.
 
-Adam's update written with array operations (adam.py) is about twelve calls
-per parameter, each a kernel launch on a GPU with a temporary the size of the
-parameter: ~190 launches for AlexNet's 16 parameters, where a small model's
-step is bound by launches, not arithmetic.  ``adam_kernel(xp)`` is the same
-update as one CuPy ``ElementwiseKernel``: each GPU thread reads g, p, m, v
-once, keeps everything else in registers, and writes p, m, v once::
+Adam's update written with array operations (adam.py) is 14 operations per
+parameter (16 with weight decay), SGD's 4 (6), each a kernel launch on a GPU,
+most with a temporary the size of the parameter: ~250 launches per step for
+Adam over AlexNet's 16 parameters, where a small model's step is bound by
+launches, not arithmetic.
+The functions below run the same update as one CUDA kernel (its source and the
+update's formula: ``kernels/adam.py``, ``kernels/sgd.py``).
 
-    g' = g + wd p
-    m  = b1 m + (1 - b1) g'                      (running mean of g)
-    v  = b2 v + (1 - b2) g'^2                    (running mean of g^2)
-    p  = p - lr (m c1) / (sqrt(v c2) + eps),     c1 = 1 / (1 - b1^t), c2 = 1 / (1 - b2^t)
+The arrays: ``p`` (the weights), ``g`` (their gradient) and the optimizer's state
+(Adam's ``m`` and ``v``, SGD's ``velocity``), all 1-element-per-weight arrays of
+one size and one float dtype (float32 or float64), C-contiguous (``p`` and the
+state are updated in place).  Either one parameter (one launch each) or a
+whole model's flat buffers (one launch for every weight), any shape.
 
-The array version stays the reference: ``python -m tinyalexnet check --backend
-cupy`` compares the two on the GPU, and times both, before anyone relies on the
-kernel.  Until a GPU run has done that, it is off: ``Adam(model, fused=True)``.
+What changes between steps may live in device memory, so that a replayed CUDA
+graph changes it without the host:
+
+* ``lr``: a Python number, or a 1-element float64 device array, read inside the kernel;
+* ``step`` (Adam's t, counted from 1): a Python int, or a 1-element int64 device array.
+
+Each returns True when the kernel ran, False where no kernel runs (NumPy, or a
+dtype the kernels are not built for): the caller then runs its array code.
+
+    adam_update(p, g, m, v, *, lr, step, beta1, beta2, eps, weight_decay) -> bool
+    sgd_update(p, g, velocity, *, lr, momentum, weight_decay) -> bool
+
+The array code stays the reference: ``python -m tinyalexnet check --backend
+cupy`` compares the two on the GPU, and times both.  The optimizers use the
+kernels with ``fused=True`` (off by default until a GPU run has checked them).
 """
-
-ADAM_OPERATION = """
-    T grad = g + wd * p;
-    m = b1 * m + (1 - b1) * grad;
-    v = b2 * v + (1 - b2) * grad * grad;
-    p = p - lr * (m * c1) / (sqrt(v * c2) + eps);
-"""
-ADAM_NAME = "tinyalexnet_adam"
-_kernels = {}
+from .. import kernels
+from ..errors import ShapeError
 
 
-def adam_kernel(xp):
-    """The fused Adam update on ``xp``'s device, built once; None where ``xp`` compiles no
-    kernels (NumPy).  Call: ``kernel(g, lr, b1, b2, eps, wd, c1, c2, p, m, v)``, updating
-    p, m and v in place."""
-    make = getattr(xp, "ElementwiseKernel", None)
-    if make is None:
-        return None
-    if xp not in _kernels:
-        _kernels[xp] = make("T g, T lr, T b1, T b2, T eps, T wd, T c1, T c2", "T p, T m, T v",
-                            ADAM_OPERATION, ADAM_NAME)
-    return _kernels[xp]
+def _check(what, **arrays):
+    """One size, one dtype (p's), contiguous: else a one-line ShapeError naming the array."""
+    p = arrays["p"]
+    for name, a in arrays.items():
+        if a.size != p.size or a.dtype != p.dtype:
+            raise ShapeError(f"{what}: {name} has {a.size} elements of {a.dtype}, expected "
+                             f"{p.size} of {p.dtype} like p")
+        if not a.flags.c_contiguous:
+            raise ShapeError(f"{what}: {name} must be C-contiguous (it is updated in place)")
+
+
+def adam_update(p, g, m, v, *, lr, step, beta1, beta2, eps, weight_decay):
+    """Adam's update of ``p``, ``m`` and ``v`` in place, in one launch (see the module's doc)."""
+    if not kernels.runs_on(p):
+        return False
+    _check("adam_update", p=p, g=g, m=m, v=v)
+    kernels.adam.update(p, g, m, v, lr, step, beta1, beta2, eps, weight_decay)
+    return True
+
+
+def sgd_update(p, g, velocity, *, lr, momentum, weight_decay):
+    """The paper's SGD update of ``p`` and ``velocity`` in place, in one launch."""
+    if not kernels.runs_on(p):
+        return False
+    _check("sgd_update", p=p, g=g, velocity=velocity)
+    kernels.sgd.update(p, g, velocity, lr, momentum, weight_decay)
+    return True

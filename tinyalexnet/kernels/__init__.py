@@ -1,0 +1,32 @@
+"""The CUDA kernels: where one GPU launch replaces a chain of array operations.
+
+On a GPU a small network's step is bound by how many operations Python launches
+one after another, not by arithmetic.  Each kernel here does in one launch what
+the array code does in many, and computes the same numbers (the array code stays
+the reference: ``layers/functional.py`` is the maths, ``layers/fast.py`` calls
+these kernels where the backend compiles kernels, CuPy, and runs its array
+versions everywhere else; NumPy never sees a kernel).  One file per concept:
+
+    build.py          Kernel (a name and a CUDA body in ``real``), its exact source per
+                      dtype, compilation (cupy.RawKernel) and launch; runs_on(arrays)
+    adam.py, sgd.py   the optimizers' updates (called through optim/fused.py)
+    relu.py           ReLU forward (value and mask in one pass) and backward
+    dropout.py        the counter-based hash, mask and scale in one pass; backward
+    lrn.py            local response normalisation, forward and backward
+    maxpool.py        max pooling over output windows, backward as a gather
+    col2im.py         col2im (convolution's dx) as a gather over input pixels
+    cross_entropy.py  softmax cross-entropy: per-row loss, mean, gradient
+
+Every kernel is compiled with NVRTC and executed on the CPU (g++, thread by
+thread) by the test suite, in float32 and float64, against the array code:
+``pytest -k nvrtc`` and ``pytest -k cpu_exec``.
+"""
+from . import adam, col2im, cross_entropy, dropout, lrn, maxpool, relu, sgd
+from .build import Kernel, runs_on
+
+ALL = (adam.UPDATE, sgd.UPDATE, relu.FORWARD, relu.BACKWARD, dropout.FORWARD, dropout.BACKWARD,
+       lrn.FORWARD, lrn.BACKWARD, maxpool.FORWARD, maxpool.BACKWARD, col2im.BATCH_LAST,
+       cross_entropy.ROWS, cross_entropy.MEAN, cross_entropy.BACKWARD)
+
+__all__ = ["ALL", "Kernel", "runs_on", "adam", "col2im", "cross_entropy", "dropout", "lrn",
+           "maxpool", "relu", "sgd"]
