@@ -73,16 +73,17 @@ def _folder(split, data_dir=None, download=False, size=256, channels=3):
     return ImageFolder(test, size, channels, classes=classes, name=f"folder/{test.name}")
 
 
-def _store(split, data_dir=None, download=False, size=None, channels=None):
+def _store(split, data_dir=None, download=False, size=None, channels=None, verify="lazy"):
     """A store made by prepare: --data-dir STORE with STORE/train and STORE/test (or val/).
 
     The images are decoded already; ``size`` (the side the model's loader
-    asks for) must be the store's, ``channels`` is the store's own.
+    asks for) must be the store's, ``channels`` is the store's own; ``verify``:
+    see ``store.StoreDataset``.
     """
     if data_dir is None:
         raise DataError("the 'store' data set needs the store's folder: give --data-dir STORE, "
                         "made by python -m tinyalexnet prepare --data-dir SOURCE --out STORE")
-    store = load_store(data_dir, split, size)
+    store = load_store(data_dir, split, size, verify)
     if channels is not None and channels != store.channels:
         raise DataError(f"{store.folder}: holds {store.channels}-channel images, "
                         f"{channels} were asked for")
