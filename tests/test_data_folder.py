@@ -148,3 +148,125 @@ def test_load_image_files_makes_the_batch_a_pipeline_expects(tmp_path):
     (tmp_path / "c.png").write_text("no picture")
     with pytest.raises(DataError, match="c.png: cannot decode"):
         load_image_files([tmp_path / "c.png"], (1, 28, 28))
+
+
+# ----------------------------------------------------------------------------- decoders, workers
+
+from image_sources import jpeg_bytes, photo                                     # noqa: E402
+from tinyalexnet.datasets import folder as folder_module, jpeg                  # noqa: E402
+
+JPEG_CASES = {            # name: (height, width, Pillow save options, grey)
+    "420": (75, 100, {"quality": 90}, False),
+    "444": (60, 90, {"quality": 95, "subsampling": 0}, False),
+    "422": (61, 77, {"quality": 85, "subsampling": 1}, False),
+    "progressive": (80, 64, {"quality": 90, "progressive": True}, False),
+    "grey": (70, 50, {"quality": 90}, True),
+    "draft 1/2": (90, 110, {"quality": 90}, False),
+    "draft 1/4": (150, 200, {"quality": 90}, False),
+    "draft 1/8": (300, 400, {"quality": 90}, False),
+}
+
+
+@pytest.mark.parametrize("case", list(JPEG_CASES))
+@pytest.mark.parametrize("channels", [3, 1])
+def test_simplejpeg_gives_pillows_pixels(tmp_path, case, channels, monkeypatch):
+    pytest.importorskip("simplejpeg")
+    h, w, options, grey = JPEG_CASES[case]
+    array = photo(np.random.default_rng(len(case)), h, w)
+    if grey:
+        array = array.mean(2).astype(np.uint8)
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(jpeg_bytes(array, **options))
+    fast_calls = []
+    original = jpeg.decode
+    monkeypatch.setattr(jpeg, "decode", lambda *a: fast_calls.append(a[-1]) or original(*a))
+    for size in (32, (24, 40)):
+        pillow = load_image_file(path, channels, size, decoder="pillow")
+        fast = load_image_file(path, channels, size, decoder="simplejpeg")
+        np.testing.assert_array_equal(fast, pillow)
+    assert len(fast_calls) == 2                       # the fast path ran, and did not fall back
+    from PIL import Image
+    with Image.open(path) as img:                     # Pillow's own choice of scale at 32
+        img.draft("RGB", (32, 32))
+        assert fast_calls[0] == -(-w // img.size[0])
+    if case.startswith("draft"):
+        assert fast_calls[0] == int(case[-1])         # scaled while decoding
+
+
+def test_odd_jpegs_fall_back_to_pillow(tmp_path):
+    pytest.importorskip("simplejpeg")
+    from PIL import Image
+    cmyk = np.random.default_rng(0).integers(0, 255, (30, 40, 4)).astype(np.uint8)
+    Image.fromarray(cmyk, "CMYK").save(tmp_path / "cmyk.jpg")
+    good = jpeg_bytes(photo(np.random.default_rng(1), 60, 80), quality=90)
+    (tmp_path / "cut.jpg").write_bytes(good[:len(good) // 2])
+    assert folder_module._load_fast(tmp_path / "cmyk.jpg", 3, (16, 16)) is None
+    assert folder_module._load_fast(tmp_path / "cut.jpg", 3, (16, 16)) is None
+    np.testing.assert_array_equal(load_image_file(tmp_path / "cmyk.jpg", 3, 16, "simplejpeg"),
+                                  load_image_file(tmp_path / "cmyk.jpg", 3, 16, "pillow"))
+    for decoder in ("simplejpeg", "pillow"):            # Pillow refuses it either way
+        with pytest.raises(DataError, match="cut.jpg: cannot decode"):
+            load_image_file(tmp_path / "cut.jpg", 3, 16, decoder)
+
+
+def test_size_limits_hold_on_the_fast_path(tmp_path, monkeypatch):
+    pytest.importorskip("simplejpeg")
+    path = tmp_path / "wide.jpg"
+    path.write_bytes(jpeg_bytes(photo(np.random.default_rng(2), 40, 300), quality=90))
+    monkeypatch.setattr(folder_module, "MAX_SIDE", 100)
+    messages = []
+    for decoder in ("pillow", "simplejpeg"):
+        with pytest.raises(DataError) as err:
+            load_image_file(path, 3, 16, decoder)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1] and "150x20 pixels is too large" in messages[0]  # at 1/2
+
+
+def test_unknown_or_missing_decoder(tmp_path, monkeypatch):
+    with pytest.raises(DataError, match="unknown image decoder 'turbo'"):
+        folder_module.resolve_decoder("turbo")
+    monkeypatch.setattr(jpeg, "simplejpeg", None)
+    assert folder_module.resolve_decoder("auto") == "pillow"
+    with pytest.raises(DataError, match="pip install simplejpeg"):
+        folder_module.resolve_decoder("simplejpeg")
+
+
+def test_worker_processes_give_the_same_batches(tmp_path):
+    rng = np.random.default_rng(3)
+    for name in ("a", "b"):
+        for k in range(5):
+            save(tmp_path / name / f"{k}.jpg", photo(rng, 40 + k, 50))
+    order = rng.permutation(10)
+    alone = ImageFolder(tmp_path, size=16, workers=0).get_batch(order)
+    with ImageFolder(tmp_path, size=16, workers=2) as ds:
+        together = ds.get_batch(order)
+        again = ds.get_batch(order[:3])
+        assert ds._pool is not None
+    np.testing.assert_array_equal(together[0], alone[0])
+    np.testing.assert_array_equal(together[1], alone[1])
+    np.testing.assert_array_equal(again[0], alone[0][:3])
+    assert ds._pool is None
+
+
+def test_a_broken_file_in_a_worker_is_one_line_naming_it(tmp_path):
+    make_tree(tmp_path, per_class=3)
+    (tmp_path / "red" / "zz.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with ImageFolder(tmp_path, size=8, workers=2) as ds:
+        with pytest.raises(DataError) as err:
+            ds.get_batch(np.arange(len(ds)))
+        assert "zz.png: cannot decode" in str(err.value) and "\n" not in str(err.value)
+        assert ds.get_batch([0, 1])[0].shape == (2, 3, 8, 8)       # the pool still works
+
+
+def test_default_workers(monkeypatch):
+    from tinyalexnet.datasets import workers
+    monkeypatch.setenv(workers.WORKERS_VARIABLE, "3")
+    assert workers.default_workers() == 3
+    monkeypatch.setenv(workers.WORKERS_VARIABLE, "many")
+    with pytest.raises(DataError, match="TINYALEXNET_DATA_WORKERS='many'"):
+        workers.default_workers()
+    monkeypatch.delenv(workers.WORKERS_VARIABLE)
+    monkeypatch.setattr(workers, "cores", lambda: 2)
+    assert workers.default_workers() == 0              # one spare core: the prefetch thread
+    monkeypatch.setattr(workers, "cores", lambda: 16)
+    assert workers.default_workers() == 8

@@ -19,7 +19,12 @@ make it safe to leave running under a training loop:
   parent);
 - **Ctrl-C is the parent's**: the terminal sends SIGINT to every process in
   the foreground group, workers included.  Workers ignore it, so the parent
-  alone decides how to stop (finish the step, save, shut the pool down);
+  alone decides how to stop (finish the step, save, shut the pool down).  A
+  worker starts ignoring it from its first instruction: every worker is
+  started when the pool is made, and (from the main thread) with SIGINT set
+  to "ignore" in the parent for those milliseconds, a setting a new program
+  inherits and Python then keeps; otherwise a Ctrl-C while a worker imports
+  its modules would kill it with a traceback;
 - **no orphans**: each worker asks the kernel for SIGKILL when its parent
   dies (Linux ``prctl(PR_SET_PDEATHSIG)``), so ``kill -9`` of the parent takes
   the workers with it;
@@ -36,6 +41,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor
 
 from ..errors import DataError
@@ -99,9 +105,18 @@ class DecodePool(ProcessPoolExecutor):
         if workers < 1:
             raise DataError(f"a decoding pool needs at least 1 worker process, got {workers}")
         self.workers = int(workers)
-        super().__init__(max_workers=self.workers,
-                         mp_context=multiprocessing.get_context("spawn"),
-                         initializer=_start_worker, initargs=(os.getpid(),))
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            super().__init__(max_workers=self.workers,
+                             mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_start_worker, initargs=(os.getpid(),))
+            # The pool starts a process for each task while none is idle: start them all.
+            for _ in range(self.workers):
+                self.submit(int)
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)
 
     def close(self):
         """Cancel what has not started, wait for what has, join every worker."""
