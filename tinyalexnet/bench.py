@@ -59,7 +59,7 @@ import statistics
 import sys
 import time
 
-from . import backend, machine
+from . import backend, bench_data, machine
 from .backend import numpy as np
 from .errors import TinyAlexNetError
 from .layers import Conv2d, SoftmaxCrossEntropy
@@ -108,6 +108,10 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=0, help="weights and batch (default: 0)")
     parser.add_argument("--json", metavar="PATH", default=None,
                         help="also write the results to PATH as JSON")
+    parser.add_argument("--data", metavar="DIR", default=None,
+                        help="also time reading batches from this store or image folder, and "
+                             "say whether the input or the model limits training "
+                             "(bench_data.py)")
     # Internal: measure one framework's peak memory in a fresh process (see _memory_probe).
     parser.add_argument("--memory-probe", choices=["ours", "torch"], default=None,
                         help=argparse.SUPPRESS)
@@ -464,6 +468,8 @@ def run(args):
               f"{sum(r[3] for r in rows) * 1000:13.2f}")
         results["layers"] = [{"layer": n, "type": k, "forward_s": f, "backward_s": b}
                              for n, k, f, b in rows]
+    if args.data:
+        results["data"] = bench_data.beside_training(args, ips["tinyalexnet"])
     if args.json:
         write_text_atomic(args.json, json.dumps(results, indent=1))
     return 0 if ok else 1
