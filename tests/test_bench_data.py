@@ -13,7 +13,7 @@ def test_bench_data_reports_every_part(tmp_path, capsys):
                             "--json", str(out)]) == 0
     text = capsys.readouterr().out
     for part in ("decode:", "prepare:", "read:", "folder:", "2 workers / 1 worker",
-                 "copy bandwidth", "get_batch + random 227 crops"):
+                 "bound: one contiguous copy", "get_batch + random 227 crops"):
         assert part in text
     results = json.loads(out.read_text())
     assert set(results) >= {"decode", "prepare", "read", "folder"}

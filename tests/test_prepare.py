@@ -144,27 +144,33 @@ def run_prepare(source, out, crash=None, workers=2):
                           timeout=120, start_new_session=True)
 
 
-@pytest.mark.parametrize("crash", [
-    ("prepare", "write_text_atomic", 1),   # before the plan is written
-    ("store", "journal_line", 2),          # after 1 chunk of train was recorded
-    ("store", "journal_line", 5),          # train's chunks written, none recorded after 4
-    ("prepare", "write_atomic", 2),        # finishing: labels.npy written, crc32.npy not
-    ("os", "replace", 5),                  # finishing: before images.partial.npy is renamed
-    ("store", "manifest_record", 1),       # renamed, but no manifest yet
-    ("store", "manifest_record", 2),       # train complete, test not
+@pytest.mark.parametrize("crash, workers, again", [
+    # where the first run dies, its workers, what the second run must decode again
+    (("prepare", "write_text_atomic", 1), 0, "train: this run decoded 15"),  # before the plan
+    (("store", "journal_line", 2), 2, "train: this run decoded 11"),  # 1 chunk of 4 recorded
+    (("store", "journal_line", 5), 0, "test: this run decoded 6"),  # train done, test's 1st chunk
+    (("prepare", "write_atomic", 2), 0, "train: this run decoded 0"),  # labels.npy written only
+    (("os", "replace", 5), 0, "train: this run decoded 0"),  # images.partial.npy not renamed
+    (("store", "manifest_record", 1), 2, "train: this run decoded 0"),  # renamed, no manifest
+    (("store", "manifest_record", 2), 0, "test: this run decoded 0"),  # train complete, test not
 ])
-def test_killed_at_any_point_then_resumed_gives_the_same_store(source, tmp_path, crash):
+def test_killed_at_any_point_then_resumed_gives_the_same_store(source, tmp_path, crash,
+                                                               workers, again):
     reference = tmp_path / "reference"
     make(source, reference)
     out = tmp_path / "store"
-    first = run_prepare(source, out, crash)
+    first = run_prepare(source, out, crash, workers)
     assert first.returncode == 137, first.stderr
     with pytest.raises(DataError):                      # nothing half-made is usable
         load_dataset("store", "test", data_dir=out, size=SIZE)
-    second = run_prepare(source, out, workers=1)
+    second = run_prepare(source, out, workers=2 - workers)
     assert second.returncode == 0, second.stderr
     same_store(reference, out)
     assert "store ready" in second.stdout
+    decoded = [line.split(":")[0].split("/")[-1] + ": this run decoded " +
+               line.split("this run decoded ")[1].split()[0]
+               for line in second.stdout.splitlines() if "this run decoded" in line]
+    assert decoded[0] == again, second.stdout
 
 
 def test_a_journal_line_cut_short_is_ignored(source, tmp_path):
@@ -175,10 +181,12 @@ def test_a_journal_line_cut_short_is_ignored(source, tmp_path):
     lines = journal.read_bytes().split(b"\n")
     assert len(lines) == 3 and lines[-1] == b""                  # two complete lines
     journal.write_bytes(b"\n".join(lines[:2]) + b"\n" + lines[1][:30])   # a torn third
-    garbage = lines[0].replace(b'"chunk":0', b'"chunk":3')          # CRC no longer matches
+    recorded = sorted(json.loads(line.split(b" ", 1)[1])["chunk"] for line in lines[:2])
+    other = next(c for c in range(4) if c not in recorded)
+    garbage = lines[0].replace(b'"chunk":%d' % recorded[0], b'"chunk":%d' % other)  # bad CRC
     with open(journal, "ab") as f:
         f.write(b"\n" + garbage + b"\n")
-    assert sorted(st.read_journal(out / "train")) == [0, 1]
+    assert sorted(st.read_journal(out / "train")) == recorded
     assert run_prepare(source, out, workers=0).returncode == 0
     same_store(tmp_path / "reference", out)
 

@@ -45,6 +45,11 @@ def test_batches_come_in_the_order_asked(made):
     np.testing.assert_array_equal(images, raw[idx])
     np.testing.assert_array_equal(got, labels[idx])
     assert ds.channels == 3 and ds.image_size == (SIZE, SIZE) and ds.classes == SORTED
+    state = ds.__getstate__()                    # what a copy for another process carries:
+    assert state["images"] is None               # not the images' bytes; it maps the file again
+    copy = type(ds).__new__(type(ds))
+    copy.__setstate__(state)
+    np.testing.assert_array_equal(copy.get_batch(idx)[0], raw[idx])
     train, val = split_validation(ds, 0.25, seed=0)                  # a Subset view
     assert len(train) + len(val) == 12 and val.get_batch([0])[0].shape == (1, 3, SIZE, SIZE)
 

@@ -365,7 +365,7 @@ class SplitWriter:
         rate = self.decoded / seconds if seconds > 0 else 0.0
         lines = [f"store {self.folder}: {m['count']:,} images of {self.channels}x{self.size}x"
                  f"{self.size} in {len(m['classes'])} classes, from {self.source.split_dir}",
-                 f"decoder {self.decoder}; this run decoded {self.decoded:,} images in "
+                 f"{self.split}: decoder {self.decoder}; this run decoded {self.decoded:,} images in "
                  f"{seconds:.1f} s ({rate:,.0f} images/s with "
                  f"{max(self.workers, 1)} worker process(es))",
                  f"skipped {len(m['skipped'])} file(s)" + (":" if m["skipped"] else "")]

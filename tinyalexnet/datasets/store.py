@@ -274,6 +274,15 @@ class StoreDataset:
                             f"{np.dtype(dtype)} ({rows},)")
         return array
 
+    def __getstate__(self):         # a copy sent to another process maps the file again,
+        state = dict(self.__dict__)  # instead of carrying the array's bytes
+        state["images"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.images = np.load(self.folder / IMAGES, mmap_mode="r", allow_pickle=False)
+
     def __len__(self):
         return len(self.rows)
 
