@@ -395,3 +395,29 @@ def test_prepare_train_evaluate_from_the_command_line(source, tmp_path, capsys):
                  "--epochs", "1", "--out", str(tmp_path / "r2")]) == 2
     err = capsys.readouterr().err
     assert "holds 36x36 images, this model reads 256x256" in err and "--size 256" in err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_stops_prepare_cleanly(tmp_path, signum, code):
+    big = tmp_path / "big"
+    class_folders(big / "train", per_class=30, sizes=((300, 400),))
+    argv = [sys.executable, "-m", "tinyalexnet", "prepare", "--data-dir", str(big), "--out",
+            str(tmp_path / "store"), "--size", "64", "--workers", "2", "--chunk-images", "2"]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    journal = tmp_path / "store" / "train" / st.JOURNAL
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (journal.is_file() and journal.read_bytes()):
+        time.sleep(0.01)
+    if signum == signal.SIGINT:
+        os.killpg(proc.pid, signum)          # the terminal's Ctrl-C reaches the workers too
+    else:
+        proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert "prepare stopped; run the same command again" in err and "Traceback" not in err
+    deadline = time.monotonic() + 10
+    while _session_processes(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _session_processes(proc.pid) == []

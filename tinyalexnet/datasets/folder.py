@@ -24,7 +24,7 @@ checked before any pixel is decoded (at most ``MAX_SIDE`` pixels a side and
 float images are scaled to 8 bits by the depth Pillow reports (``to_8_bit``).
 
 Decoding: JPEGs go through libjpeg-turbo, by Pillow or, where it is installed,
-by ``simplejpeg`` (``jpeg.py``), which gives the same pixels about 1.25x
+by ``simplejpeg`` (``jpeg.py``), which gives the same pixels about 1.2x
 faster; ``decoder`` chooses ("auto": simplejpeg if installed).  A folder can
 decode in worker processes (``workers``, ``workers.py``); a data set read
 every epoch is better decoded once, into a store (``prepare.py``, ``store.py``).

@@ -6,16 +6,16 @@ for an ordinary JPEG they return the same pixels, and the only difference is
 the work around the decoder: simplejpeg hands libjpeg-turbo the whole file at
 once and gets a NumPy array back, where Pillow feeds it in blocks through its
 plug-in machinery.  Measured on 500x375 photographs at quality 90 (the typical
-ImageNet size), simplejpeg decodes about 1.25x faster; with the resize and
-crop that follow, a whole image is about 1.2x faster (BENCHMARKS.md, "Preparing
-image data").
+ImageNet size), an image read as ``ImageFolder`` reads it (decoded, resized,
+cropped) is about 1.2x faster (BENCHMARKS.md, "Preparing image data").
 
 libjpeg-turbo can also scale while decoding (it skips high frequencies of the
 DCT: a 1/2-size image costs about a third of a full one).  Pillow uses this
 through ``Image.draft``, with factors 1/2, 1/4 and 1/8, never below the size
 asked for; :func:`draft_scale` is Pillow's rule, so both decoders scale alike.
-libjpeg-turbo has other factors too (3/4, 5/8, ...), but those have no SIMD
-code and decode *slower* than a full image, so they are not used.
+libjpeg-turbo has finer factors too (3/4, 5/8, ...), but they give other
+pixels than Pillow (a store would then depend on which decoder made it) and
+decoded only 1.04x faster than a full image when measured, so they are not used.
 
 :func:`decode` returns None for anything that is not a plain JPEG
 (CMYK, 12-bit, a warning from libjpeg-turbo such as a truncated file): the
