@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from image_sources import CLASSES, SORTED, class_folders, flat_val, photo, png_claiming, save
+from image_sources import SORTED, class_folders, photo, png_claiming, save
 from tinyalexnet.cli import main
 from tinyalexnet.datasets import load_dataset
 from tinyalexnet.datasets import store as st
@@ -319,63 +319,6 @@ def test_files_skipped_before_are_not_silently_kept_without_skip_bad(bad_source,
     assert json.loads((out / "train" / st.MANIFEST).read_text())["count"] == 11
 
 
-# ----------------------------------------------------------------------------- ImageNet layouts
-
-def test_devkit_ground_truth_with_a_synsets_file(tmp_path):
-    root = tmp_path / "imagenet"
-    class_folders(root / "train", per_class=2)
-    truth = [CLASSES[k % 3] for k in range(7)]
-    flat_val(root / "val", truth)
-    ids = {wnid: k for k, wnid in enumerate(CLASSES, 1)}           # the devkit's order
-    (tmp_path / "gt.txt").write_text("".join(f"{ids[w]}\n" for w in truth) + "1\n2\n")
-    (tmp_path / "synsets.txt").write_text("".join(f"{w} some words\n" for w in CLASSES))
-    make(root, tmp_path / "store", val_labels=tmp_path / "gt.txt",
-         synsets=tmp_path / "synsets.txt")
-    val = load_dataset("store", "test", data_dir=tmp_path / "store", size=SIZE)
-    assert val.name == "store/val" and val.classes == SORTED
-    assert [val.classes[k] for k in val.labels] == truth
-    folder = load_dataset("store", "train", data_dir=tmp_path / "store", size=SIZE)
-    assert folder.classes == SORTED
-
-
-def test_loc_val_solution_csv(tmp_path):
-    root = tmp_path / "imagenet"
-    class_folders(root / "train", per_class=2)
-    truth = [CLASSES[(k * 2) % 3] for k in range(5)]
-    flat_val(root / "val", truth)
-    rows = [f"ILSVRC2012_val_{k:08d},{w} 10 20 30 40 {w} 1 2 3 4" for k, w in enumerate(truth, 1)]
-    (tmp_path / "LOC_val_solution.csv").write_text("ImageId,PredictionString\n"
-                                                   + "\n".join(rows[::-1]) + "\n")
-    make(root, tmp_path / "store", val_labels=tmp_path / "LOC_val_solution.csv")
-    val = load_dataset("store", "test", data_dir=tmp_path / "store", size=SIZE)
-    assert [val.classes[k] for k in val.labels] == truth
-
-
-def test_validation_layout_mistakes(tmp_path):
-    root = tmp_path / "imagenet"
-    class_folders(root / "train", per_class=2)
-    flat_val(root / "val", CLASSES)
-    with pytest.raises(DataError, match="flat folder of images .* needs its labels"):
-        make(root, tmp_path / "s1")
-    (tmp_path / "gt.txt").write_text("1\n2\n")                        # 3 images, 2 labels
-    with pytest.raises(DataError, match="needs the devkit's ID-to-WordNet mapping"):
-        make(root, tmp_path / "s2", val_labels=tmp_path / "gt.txt")
-    (tmp_path / "syn.txt").write_text("\n".join(CLASSES) + "\n")
-    with pytest.raises(DataError) as err:
-        make(root, tmp_path / "s3", val_labels=tmp_path / "gt.txt", synsets=tmp_path / "syn.txt")
-    assert "ILSVRC2012_val_00000003.JPEG: no label" in one_line(err)
-    wnids = ["n01440764"] + [f"n{1440765 + k:08d}" for k in range(999)]
-    (tmp_path / "sorted.txt").write_text("".join(f"{w} name\n" for w in wnids))
-    (tmp_path / "gt.txt").write_text("1\n2\n3\n")
-    with pytest.raises(DataError, match="sorted order .* every label would be wrong"):
-        make(root, tmp_path / "s4", val_labels=tmp_path / "gt.txt",
-             synsets=tmp_path / "sorted.txt")
-    (tmp_path / "other.txt").write_text("1\n2\n5\n")
-    with pytest.raises(DataError, match="line 3: '5' is not an ILSVRC2012_ID"):
-        make(root, tmp_path / "s5", val_labels=tmp_path / "other.txt",
-             synsets=tmp_path / "syn.txt")
-
-
 # ----------------------------------------------------------------------------- the commands
 
 def test_prepare_train_evaluate_from_the_command_line(source, tmp_path, capsys):
@@ -421,3 +364,18 @@ def test_ctrl_c_or_sigterm_stops_prepare_cleanly(tmp_path, signum, code):
     while _session_processes(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _session_processes(proc.pid) == []
+
+
+def test_an_unfinished_store_of_other_settings_is_not_mixed(source, tmp_path, monkeypatch):
+    out = tmp_path / "store"
+    with monkeypatch.context() as m:
+        m.setattr(st, "manifest_record", lambda *a: (_ for _ in ()).throw(RuntimeError("stop")))
+        with pytest.raises(RuntimeError):
+            make(source, out)
+    with pytest.raises(DataError) as err:
+        prepare(source, out, size=SIZE + 8, workers=0, chunk_images=4, log=quiet)
+    message = one_line(err)
+    assert "an unfinished prepare of other images or settings" in message
+    assert f"size {SIZE} then, {SIZE + 8} now" in message
+    with pytest.raises(DataError, match="inside the source folder"):
+        make(source, source / "train" / "store")

@@ -35,7 +35,6 @@ of 192 KiB: an NVMe disk, or memory enough to hold it).
 """
 import argparse
 import json
-import os
 import shutil
 import statistics
 import sys
