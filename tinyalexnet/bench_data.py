@@ -6,7 +6,12 @@
 
 What it measures, each in one process, side by side and in alternating rounds
 (A, B, B, A, ...) so that other programs' load falls on both; the ratios are
-what to compare across machines, the rates are this machine's:
+what to compare across machines, the rates are this machine's.  Beside each
+images/s (wall clock) it prints images per CPU-second (of this process and its
+workers): on a machine that other programs keep busy the wall clock counts
+the time spent waiting for a core, the CPU time does not, so images per
+CPU-second is close to what a free core gives, and its ratio between 1 and 2
+workers says what a second free core would add:
 
 * **decode**: photograph-like JPEGs of 500x375 pixels at quality 90 (1/f
   noise, the spectrum of natural images; about 125 KB each, like ImageNet's
@@ -35,6 +40,7 @@ of 192 KiB: an NVMe disk, or memory enough to hold it).
 """
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -88,23 +94,59 @@ def make_photos(folder, count, seed=0, classes=2):
     return paths
 
 
-def _alternate(rounds, runs):
+def _alternate(rounds, runs, pids=None):
     """Time each of ``runs`` {name: fn() -> images} ``rounds`` times, in the order
-    A B, B A, A B, ...; returns {name: [images/s of each round]}."""
+    A B, B A, A B, ...  Returns ({name: [images/s]}, {name: [images per CPU-second]}):
+    the CPU time is that of this process and of ``pids(name)`` (its workers), which,
+    unlike the wall clock, does not grow when other programs take the cores."""
     names = list(runs)
     rates = {n: [] for n in names}
+    per_cpu = {n: [] for n in names}
     for name in names:                    # untimed: start workers, fill caches
         runs[name]()
     for r in range(rounds):
         for name in (names if r % 2 == 0 else names[::-1]):
+            workers = pids(name) if pids else []
+            cpu = _cpu(workers)
             start = time.perf_counter()
             n = runs[name]()
             rates[name].append(n / (time.perf_counter() - start))
-    return rates
+            used = _cpu(workers)
+            if cpu is not None and used is not None and used > cpu:
+                per_cpu[name].append(n / (used - cpu))
+    return rates, per_cpu
 
 
-def _line(label, rate, extra=""):
+def cpu_seconds(pids):
+    """CPU time (user + system) the processes ``pids`` have used so far, or None (not Linux)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        total += int(fields[11]) + int(fields[12])          # utime, stime (clock ticks)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(workers):
+    """This process's CPU time (all its threads, to the nanosecond) plus its workers'."""
+    others = cpu_seconds(workers) if workers else 0.0
+    return None if others is None else time.process_time() + others
+
+
+def _medians(table):
+    return {k: statistics.median(v) for k, v in table.items() if v}
+
+
+def _line(label, rate, per_cpu=None):
+    extra = f"{per_cpu:10,.0f} per CPU-second" if per_cpu else ""
     print(f"  {label:44s}{rate:10,.0f} images/s{extra}")
+
+
+def _lines(med, cpu):
+    for k, v in med.items():
+        _line(k, v, cpu.get(k))
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -133,14 +175,13 @@ def bench_decode(paths, rounds, size=256):
         runs["decode only: simplejpeg"] = lambda: len([simplejpeg.decode_jpeg(d) for d in data])
         runs["decode only: simplejpeg at 3/4 scale"] = lambda: len(
             [simplejpeg.decode_jpeg(d, min_height=size, min_width=size) for d in data])
-    rates = _alternate(rounds, runs)
-    med = {d: statistics.median(v) for d, v in rates.items()}
+    rates, per_cpu = _alternate(rounds, runs)
+    med, cpu = _medians(rates), _medians(per_cpu)
     print(f"decode: {len(paths)} JPEGs of 500x375 (quality 90, "
           f"{np.mean([p.stat().st_size for p in paths]) / 1000:.0f} KB on average) -> "
           f"{size}x{size} as ImageFolder reads them, one core, median of {rounds} rounds")
-    for d in runs:
-        _line(d, med[d])
-    result = {"images": len(paths), "rates": rates, "median": med}
+    _lines(med, cpu)
+    result = {"images": len(paths), "rates": rates, "median": med, "per_cpu_second": cpu}
     if len(decoders) == 2:
         result["ratio"] = med["simplejpeg"] / med["pillow"]
         result["ratio_decode_only"] = med["decode only: simplejpeg"] / med["decode only: Pillow"]
@@ -156,6 +197,9 @@ def bench_decode(paths, rounds, size=256):
 
 
 def bench_prepare(paths, rounds, size=256):
+    """``prepare``'s chunk workers with 1 and 2 processes.  Images per CPU-second (of the
+    parent and its workers) do not depend on whether other programs left a core free:
+    their ratio says what a second free core would add."""
     from .datasets.prepare import Source, SplitWriter
     from .datasets.folder import list_images, resolve_decoder
     root = Path(paths[0]).parents[2]
@@ -163,27 +207,35 @@ def bench_prepare(paths, rounds, size=256):
     source = Source(root, root / "train", classes, [str(f) for f in files], labels, [])
     decoder = resolve_decoder("auto")
     work = Path(tempfile.mkdtemp(prefix="tinyalexnet-bench-prepare-"))
-    pools = {w: DecodePool(w) for w in (1, 2)}
+    pools = {"1 worker": DecodePool(1), "2 workers": DecodePool(2)}
     try:
-        def run(w):
-            out = work / f"w{w}"
+        def run(name):
+            out = work / name.replace(" ", "-")
             shutil.rmtree(out, ignore_errors=True)
-            SplitWriter(out, source, "train", size, 3, decoder, False, w,
-                        log=lambda *a: None).run(pools[w])
+            SplitWriter(out, source, "train", size, 3, decoder, False, pools[name].workers,
+                        log=lambda *a: None).run(pools[name])
             return len(files)
-        rates = _alternate(rounds, {"1 worker": lambda: run(1), "2 workers": lambda: run(2)})
+        rates, per_cpu = _alternate(rounds, {name: (lambda name=name: run(name))
+                                             for name in pools},
+                                    pids=lambda name: list(pools[name]._processes))
     finally:
         for pool in pools.values():
             pool.close()
         shutil.rmtree(work, ignore_errors=True)
-    med = {k: statistics.median(v) for k, v in rates.items()}
+    med, cpu = _medians(rates), _medians(per_cpu)
     print(f"prepare: the same {len(files)} JPEGs into a store ({decoder}; decode, write, flush, "
           f"read back), median of {rounds} rounds, {machine.cores_available()} cores here")
-    for k, v in med.items():
-        _line(k, v)
+    _lines(med, cpu)
     scaling = med["2 workers"] / med["1 worker"]
-    print(f"  2 workers / 1 worker: {scaling:.2f}x")
-    return {"rates": rates, "median": med, "scaling_1_to_2": scaling, "decoder": decoder}
+    result = {"rates": rates, "median": med, "per_cpu_second": cpu, "scaling_1_to_2": scaling,
+              "decoder": decoder}
+    line = f"  2 workers / 1 worker: {scaling:.2f}x on the wall clock"
+    if len(cpu) == 2:
+        result["scaling_on_free_cores"] = 2 * cpu["2 workers"] / cpu["1 worker"]
+        line += (f"; per CPU-second {cpu['2 workers'] / cpu['1 worker']:.2f}x, so ~"
+                 f"{result['scaling_on_free_cores']:.2f}x on 2 free cores")
+    print(line)
+    return result
 
 
 def bench_read(rounds, images=2048, size=256, batches=8, folder=None):
@@ -225,24 +277,24 @@ def bench_read(rounds, images=2048, size=256, batches=8, folder=None):
             for _ in order:
                 np.copyto(target, block)
             return READ_BATCH * batches
-        rates = _alternate(rounds, {"get_batch": gather, "get_batch, first read (CRC-32)":
+        rates, per_cpu = _alternate(rounds, {"get_batch": gather, "get_batch, first read (CRC-32)":
                                     first_read, "get_batch + random 227 crops, flips":
                                     with_crops, "bound: one contiguous copy of those bytes":
                                     plain_copy})
     finally:
         if own:
             shutil.rmtree(folder.parent, ignore_errors=True)
-    med = {k: statistics.median(v) for k, v in rates.items()}
+    med, cpu = _medians(rates), _medians(per_cpu)
     image_bytes = 3 * size * size
     bound = med["bound: one contiguous copy of those bytes"]
     print(f"read: batches of {READ_BATCH} random images from a store of {len(ds):,} "
           f"{size}x{size} RGB images (in the page cache), one thread, median of {rounds} rounds")
-    for k, v in med.items():
-        _line(k, v)
+    _lines(med, cpu)
     print(f"  a batch moves {2 * image_bytes:,} bytes per image (read {image_bytes:,} from the "
           f"page cache, write as many): {bound * 2 * image_bytes / 1e9:.1f} GB/s at the bound; "
           f"get_batch reaches {med['get_batch'] / bound:.0%} of it; target 5,000 images/s")
-    return {"rates": rates, "median": med, "bound": bound, "bytes_per_image": 2 * image_bytes}
+    return {"rates": rates, "median": med, "per_cpu_second": cpu, "bound": bound,
+            "bytes_per_image": 2 * image_bytes}
 
 
 def bench_folder(paths, rounds, size=256):
@@ -252,18 +304,19 @@ def bench_folder(paths, rounds, size=256):
     try:
         for ds in sets.values():
             ds.get_batch(idx[:4])                              # start the workers
-        rates = _alternate(rounds, {f"{w} worker processes" if w else "this process":
-                                    (lambda ds=ds: len(ds.get_batch(idx)[1]))
-                                    for w, ds in sets.items()})
+        names = {f"{w} worker processes" if w else "this process": ds
+                 for w, ds in sets.items()}
+        rates, per_cpu = _alternate(
+            rounds, {name: (lambda ds=ds: len(ds.get_batch(idx)[1])) for name, ds in names.items()},
+            pids=lambda name: list(names[name]._pool._processes) if names[name]._pool else [])
     finally:
         for ds in sets.values():
             ds.close()
-    med = {k: statistics.median(v) for k, v in rates.items()}
+    med, cpu = _medians(rates), _medians(per_cpu)
     print(f"folder: ImageFolder.get_batch of {len(idx)} JPEGs (decoder {sets[0].decoder}), "
           f"median of {rounds} rounds")
-    for k, v in med.items():
-        _line(k, v)
-    return {"rates": rates, "median": med}
+    _lines(med, cpu)
+    return {"rates": rates, "median": med, "per_cpu_second": cpu}
 
 
 # ----------------------------------------------------------------------------- beside training
