@@ -20,7 +20,7 @@ decoded only 1.04x faster than a full image when measured, so they are not used.
 :func:`decode` returns None for anything that is not a plain JPEG
 (CMYK, 12-bit, a warning from libjpeg-turbo such as a truncated file): the
 caller then lets Pillow decide, so errors and odd files are handled exactly as
-before.  ``tests/test_data_folder.py`` checks that both decoders give the same
+before.  ``tests/test_jpeg.py`` checks that both decoders give the same
 bytes on JPEGs of every subsampling, grey, progressive, and at every draft
 scale.
 """
