@@ -353,17 +353,22 @@ def test_ctrl_c_or_sigterm_stops_prepare_cleanly(tmp_path, signum, code):
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (journal.is_file() and journal.read_bytes()):
         time.sleep(0.01)
+    assert proc.poll() is None and journal.read_bytes(), "no chunk done within 60 s"
     if signum == signal.SIGINT:
         os.killpg(proc.pid, signum)          # the terminal's Ctrl-C reaches the workers too
     else:
         proc.send_signal(signum)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == code, err
-    assert "prepare stopped; run the same command again" in err and "Traceback" not in err
-    deadline = time.monotonic() + 10
-    while _session_processes(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _session_processes(proc.pid) == []
+    try:
+        out, err = proc.communicate(timeout=120)    # a deadlock in the pool fails here
+        assert proc.returncode == code, err
+        assert "prepare stopped; run the same command again" in err and "Traceback" not in err
+        deadline = time.monotonic() + 10
+        while _session_processes(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _session_processes(proc.pid) == []
+    finally:
+        for pid, _ in _session_processes(proc.pid):      # nothing left behind, pass or fail
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_an_unfinished_store_of_other_settings_is_not_mixed(source, tmp_path, monkeypatch):

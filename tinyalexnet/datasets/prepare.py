@@ -43,6 +43,7 @@ import concurrent.futures
 import hashlib
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -50,6 +51,7 @@ from pathlib import Path
 from ..backend import numpy as np
 from ..errors import DataError, TinyAlexNetError
 from ..runfolder import RunFolder, fsync_dir, write_atomic, write_text_atomic
+from ..signals import StopRequests, Terminated
 from . import store
 from .folder import (IMAGE_EXTENSIONS, check_class_list, image_file_error, list_images,
                      load_image_file, not_a_regular_file, resolve_decoder)
@@ -262,10 +264,18 @@ class SplitWriter:
             fsync_dir(self.folder)
 
     def _decode(self, todo, pool, start):
-        """Decode the chunks ``todo``, at most two per worker in flight, journalling each."""
+        """Decode the chunks ``todo``, at most two per worker in flight, journalling each.
+
+        Ctrl-C and SIGTERM only set a flag here (``signals.StopRequests``), read
+        after each chunk: raised as an exception in the middle of
+        ``concurrent.futures.wait``, which takes the futures' locks one by one,
+        they could leave a lock taken and the pool's shutdown waiting forever.
+        The chunks still running finish (a second or so); a second signal stops
+        at once.
+        """
         tasks = iter(todo)
         last = time.perf_counter()
-        with open(self.folder / store.JOURNAL, "ab") as journal:
+        with open(self.folder / store.JOURNAL, "ab") as journal, StopRequests() as stop:
             def record(result):
                 journal.write(store.journal_line(result).encode())
                 journal.flush()
@@ -275,17 +285,19 @@ class SplitWriter:
             if pool is None:
                 for chunk in tasks:
                     record(decode_chunk(*self._task(chunk)))
+                    _stop_if_asked(stop)
                     last = self._progress(todo, start, last)
                 return
             running = set()
             try:
                 while True:
-                    while len(running) < 2 * pool.workers:
+                    while len(running) < 2 * pool.workers and not stop.requested:
                         chunk = next(tasks, None)
                         if chunk is None:
                             break
                         running.add(pool.submit(decode_chunk, *self._task(chunk)))
                     if not running:
+                        _stop_if_asked(stop)
                         return
                     finished, running = concurrent.futures.wait(
                         running, return_when=concurrent.futures.FIRST_COMPLETED)
@@ -314,12 +326,22 @@ class SplitWriter:
     def _read_back(self, done, pool):
         """The chunks whose bytes on disk differ from the SHA-256 their worker computed."""
         args = (str(self.partial), self.header, self.image_bytes, self.rows, self.chunk_images)
-        if pool is None:
-            results = (check_chunk(*args, c) for c in range(self.chunks))
-        else:
-            results = (f.result() for f in [pool.submit(check_chunk, *args, c)
-                                             for c in range(self.chunks)])
-        return [c for c, digest in results if digest != done[c]["sha256"]]
+        digests = []
+        with StopRequests() as stop:              # as in _decode: stop between chunks
+            if pool is None:
+                for c in range(self.chunks):
+                    digests.append(check_chunk(*args, c))
+                    _stop_if_asked(stop)
+            else:
+                futures = [pool.submit(check_chunk, *args, c) for c in range(self.chunks)]
+                try:
+                    for future in futures:
+                        digests.append(future.result())
+                        _stop_if_asked(stop)
+                finally:
+                    for future in futures:
+                        future.cancel()
+        return [c for c, digest in digests if digest != done[c]["sha256"]]
 
     # ---------------------------------------------------------------- finishing
     def _finish(self, done, seconds):
@@ -394,6 +416,13 @@ class SplitWriter:
         self.log(f"{self.split}: {self.folder} is complete: {m['count']:,} images, every "
                  f"chunk matches its SHA-256")
         return m
+
+
+def _stop_if_asked(stop):
+    """Raise what the signal ``stop`` caught would have raised: KeyboardInterrupt for
+    Ctrl-C, ``signals.Terminated`` for SIGTERM (the command exits with 130 or 143)."""
+    if stop.requested:
+        raise Terminated if stop.signum == signal.SIGTERM else KeyboardInterrupt
 
 
 def _short(value):
