@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from image_sources import photo
 from tinyalexnet.datasets import ImageFolder, load_dataset, load_image_file, load_image_files
 from tinyalexnet.errors import DataError
 
@@ -148,3 +149,47 @@ def test_load_image_files_makes_the_batch_a_pipeline_expects(tmp_path):
     (tmp_path / "c.png").write_text("no picture")
     with pytest.raises(DataError, match="c.png: cannot decode"):
         load_image_files([tmp_path / "c.png"], (1, 28, 28))
+
+
+# ----------------------------------------------------------------------------- worker processes
+
+
+def test_worker_processes_give_the_same_batches(tmp_path):
+    rng = np.random.default_rng(3)
+    for name in ("a", "b"):
+        for k in range(5):
+            save(tmp_path / name / f"{k}.jpg", photo(rng, 40 + k, 50))
+    order = rng.permutation(10)
+    alone = ImageFolder(tmp_path, size=16, workers=0).get_batch(order)
+    with ImageFolder(tmp_path, size=16, workers=2) as ds:
+        together = ds.get_batch(order)
+        again = ds.get_batch(order[:3])
+        assert ds._pool is not None
+    np.testing.assert_array_equal(together[0], alone[0])
+    np.testing.assert_array_equal(together[1], alone[1])
+    np.testing.assert_array_equal(again[0], alone[0][:3])
+    assert ds._pool is None
+
+
+def test_a_broken_file_in_a_worker_is_one_line_naming_it(tmp_path):
+    make_tree(tmp_path, per_class=3)
+    (tmp_path / "red" / "zz.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with ImageFolder(tmp_path, size=8, workers=2) as ds:
+        with pytest.raises(DataError) as err:
+            ds.get_batch(np.arange(len(ds)))
+        assert "zz.png: cannot decode" in str(err.value) and "\n" not in str(err.value)
+        assert ds.get_batch([0, 1])[0].shape == (2, 3, 8, 8)       # the pool still works
+
+
+def test_default_workers(monkeypatch):
+    from tinyalexnet.datasets import workers
+    monkeypatch.setenv(workers.WORKERS_VARIABLE, "3")
+    assert workers.default_workers() == 3
+    monkeypatch.setenv(workers.WORKERS_VARIABLE, "many")
+    with pytest.raises(DataError, match="TINYALEXNET_DATA_WORKERS='many'"):
+        workers.default_workers()
+    monkeypatch.delenv(workers.WORKERS_VARIABLE)
+    monkeypatch.setattr(workers, "cores", lambda: 2)
+    assert workers.default_workers() == 0              # one spare core: the prefetch thread
+    monkeypatch.setattr(workers, "cores", lambda: 16)
+    assert workers.default_workers() == 8

@@ -311,7 +311,8 @@ def test_missing_data_set_says_how_to_get_it(tmp_path):
 
 
 def test_load_dataset_rejects_unknown_names():
-    assert set(DATASETS) == {"fashion-mnist-subset", "fashion-mnist", "mnist", "cifar10", "folder"}
+    assert set(DATASETS) == {"fashion-mnist-subset", "fashion-mnist", "mnist", "cifar10", "folder",
+                             "store"}
     with pytest.raises(DataError, match="unknown data set 'imagenet'"):
         load_dataset("imagenet")
     with pytest.raises(DataError, match="unknown split 'dev'"):

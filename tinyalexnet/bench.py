@@ -59,7 +59,7 @@ This file is the command: its options, and ``run``, which measures
 import argparse
 import sys
 
-from . import backend, machine
+from . import backend, bench_data, machine
 from .bench_measure import (OursRunner, build_model, describe, layer_times, peak_memory,
                             step_times, torch_runner)
 from .bench_report import Report
@@ -107,6 +107,10 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=0, help="weights and batch (default: 0)")
     parser.add_argument("--json", metavar="PATH", default=None,
                         help="also write the results to PATH as JSON")
+    parser.add_argument("--data", metavar="DIR", default=None,
+                        help="also time reading batches from this store or image folder, and "
+                             "say whether the input or the model limits training "
+                             "(bench_data.py)")
     # Internal: measure one framework's peak memory in a fresh process (see _memory_probe).
     parser.add_argument("--memory-probe", choices=["ours", "torch"], default=None,
                         help=argparse.SUPPRESS)
@@ -194,6 +198,9 @@ def run(args):
     if args.layer_steps:
         report.layers(layer_times(runners[0], args.layer_steps))
     # Another measurement joins here: a bench_measure function, then a Report method.
+    if args.data:        # the input pipeline's images/s beside training's (bench_data.py)
+        report.results["data"] = bench_data.beside_training(
+            args, report.results["images_per_s"]["tinyalexnet"])
     report.write_json(args.json)
     return 0 if ok else 1
 

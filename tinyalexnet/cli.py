@@ -6,6 +6,7 @@
     info       a model's layer table: shapes, parameters, multiply-adds
     bench      time training steps, optionally beside PyTorch
     check      does this backend work? (run it after installing CuPy)
+    prepare    decode an image folder once into a store that train reads
 
 Each command is a pair of functions, ``add_<command>_arguments(parser)`` and
 ``run_<command>(args) -> exit code``, listed in ``COMMANDS``.
@@ -28,7 +29,7 @@ from . import (__version__, backend, bench, check, checkpoint, errors, plots, ru
                streams)
 from .backend import numpy as np
 from .config import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig, make_config, recipe_name
-from .datasets import load_dataset
+from .datasets import load_dataset, prepare
 from .datasets.folder import (check_image_file, image_file_error, load_image_files,
                               not_a_regular_file)
 from .datasets.split import limit_dataset
@@ -65,7 +66,7 @@ def add_train_arguments(p):
     d = TrainConfig()
     g = p.add_argument_group("data")
     g.add_argument("--dataset", help="fashion-mnist-subset (embedded, the default), "
-                   "fashion-mnist, mnist, cifar10 or folder")
+                   "fashion-mnist, mnist, cifar10, folder, or store (made by prepare)")
     g.add_argument("--data-dir", help="where the data set's files are (or go with --download)")
     g.add_argument("--download", action="store_true", default=None,
                    help="download the data set if it is not found")
@@ -393,6 +394,7 @@ COMMANDS = {
     "check": ("does this backend work? device, every layer's gradient check, one training step "
               "of each model against NumPy in float64, a speed figure", check.add_arguments,
               check.run),
+    "prepare": (prepare.HELP, prepare.add_arguments, prepare.run),
 }
 
 

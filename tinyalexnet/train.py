@@ -74,9 +74,10 @@ from .transforms import Pipeline, paper_canvas
 
 
 def dataset_options(name, input_side):
-    """Loader options for a model of ``input_side``: image folders are read at the
-    paper's canvas for it (256 for 227, 36 for 32), other data sets as stored."""
-    return {"size": paper_canvas(input_side)} if name == "folder" else {}
+    """Loader options for a model of ``input_side``: image folders are read (and stores
+    must have been prepared) at the paper's canvas for it (256 for 227, 36 for 32),
+    other data sets as stored."""
+    return {"size": paper_canvas(input_side)} if name in ("folder", "store") else {}
 
 
 def load_data(config):

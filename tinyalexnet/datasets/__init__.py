@@ -12,6 +12,7 @@ fashion-mnist          60,000 + 10,000 grey 28x28, 10 classes       download, or
 mnist                  60,000 + 10,000 grey 28x28 digits            download
 cifar10                50,000 + 10,000 RGB 32x32, 10 classes        download (binary version)
 folder                 your JPEG/PNG files, one folder per class    data_dir/train, data_dir/test
+store                  a folder decoded once by ``prepare``         data_dir/train, data_dir/test
 =====================  ==========================================  ============================
 """
 from pathlib import Path
@@ -22,6 +23,7 @@ from .cifar10 import load_cifar10
 from .embedded import load_subset
 from .folder import ImageFolder, load_image_file, load_image_files
 from .idx import FASHION_MNIST, MNIST, load_idx, read_idx
+from .store import StoreDataset, load_store
 
 DEFAULT_DATASET = "fashion-mnist-subset"
 SPLITS = ("train", "test")
@@ -71,6 +73,23 @@ def _folder(split, data_dir=None, download=False, size=256, channels=3):
     return ImageFolder(test, size, channels, classes=classes, name=f"folder/{test.name}")
 
 
+def _store(split, data_dir=None, download=False, size=None, channels=None, verify="lazy"):
+    """A store made by prepare: --data-dir STORE with STORE/train and STORE/test (or val/).
+
+    The images are decoded already; ``size`` (the side the model's loader
+    asks for) must be the store's, ``channels`` is the store's own; ``verify``:
+    see ``store.StoreDataset``.
+    """
+    if data_dir is None:
+        raise DataError("the 'store' data set needs the store's folder: give --data-dir STORE, "
+                        "made by python -m tinyalexnet prepare --data-dir SOURCE --out STORE")
+    store = load_store(data_dir, split, size, verify)
+    if channels is not None and channels != store.channels:
+        raise DataError(f"{store.folder}: holds {store.channels}-channel images, "
+                        f"{channels} were asked for")
+    return store
+
+
 #: name -> loader(split, data_dir=None, download=False)
 DATASETS = {
     "fashion-mnist-subset": _subset,
@@ -78,7 +97,9 @@ DATASETS = {
     "mnist": _mnist,
     "cifar10": _cifar10,
     "folder": _folder,
+    "store": _store,
 }
+TAKES_OPTIONS = ("folder", "store")     # size and channels
 
 
 def describe(name):
@@ -92,19 +113,20 @@ def load_dataset(name=DEFAULT_DATASET, split="train", data_dir=None, download=Fa
     ``data_dir``: where to look instead of the default places (for "folder":
     the root holding train/ and test/).  ``download=True`` fetches a missing
     data set from its official location, checked by MD5.  ``options`` go to
-    the loader ("folder" takes ``size`` and ``channels``).  Anything missing
+    the loader ("folder" and "store" take ``size`` and ``channels``).  Anything missing
     raises a one-line DataError that says how to get it.
     """
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}: expected one of {', '.join(DATASETS)}")
     if split not in SPLITS:
         raise DataError(f"{name}: unknown split {split!r}, expected one of {', '.join(SPLITS)}")
-    if options and name != "folder":
-        raise DataError(f"{name}: no options {', '.join(options)} (only 'folder' takes size "
-                        "and channels)")
+    if options and name not in TAKES_OPTIONS:
+        raise DataError(f"{name}: no options {', '.join(options)} (only 'folder' and 'store' "
+                        "take size and channels)")
     return DATASETS[name](split, data_dir, download, **options)
 
 
 __all__ = ["ArrayDataset", "batch_order", "iterate_batches", "DATASETS", "DEFAULT_DATASET",
            "load_dataset", "describe", "load_image_file", "load_image_files", "ImageFolder",
-           "load_cifar10", "load_idx", "read_idx", "load_subset", "FASHION_MNIST", "MNIST"]
+           "load_cifar10", "load_idx", "read_idx", "load_subset", "FASHION_MNIST", "MNIST",
+           "StoreDataset", "load_store"]
