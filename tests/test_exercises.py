@@ -46,6 +46,8 @@ BACKEND_EXERCISES = [
     (ex.check_dropout_backward, sol.dropout_backward), (ex.check_sgd_step, sol.sgd_step),
     (ex.check_adam_step, sol.adam_step),
     (ex.check_hflip, sol.hflip), (ex.check_topk_accuracy, sol.topk_accuracy),
+    (ex.check_saliency, sol.saliency), (ex.check_dead_fraction, sol.dead_fraction),
+    (ex.check_update_ratio, sol.update_ratio),
     (ex.check_winograd_tile, sol.winograd_tile),
 ]
 
@@ -60,6 +62,7 @@ def test_reference_solution_passes(checker, solution, backend_name, capsys):
 
 ARITHMETIC = [(ex.check_conv_output_size, sol.conv_output_size),
               (ex.check_conv_num_parameters, sol.conv_num_parameters),
+              (ex.check_lr_range_test, sol.lr_range_test),
               (ex.check_f23_matrices, sol.f23_matrices)]
 
 
@@ -335,6 +338,97 @@ def hflip_in_place(x, flip):
     return x
 
 
+def saliency_without_input_grad(model, x, classes):
+    scores = model.forward(x)                                # conv1 still skips dx: None back
+    dout = _xp(x).zeros_like(scores)
+    dout[_xp(x).arange(x.shape[0]), classes] = 1
+    return abs(model.backward(dout)).max(axis=1)
+
+
+def saliency_signed(model, x, classes):
+    model["conv1"].input_grad = True
+    scores = model.forward(x)
+    dout = _xp(x).zeros_like(scores)
+    dout[_xp(x).arange(x.shape[0]), classes] = 1
+    return model.backward(dout).max(axis=1)                  # no absolute value
+
+
+def saliency_summed_channels(model, x, classes):
+    model["conv1"].input_grad = True
+    scores = model.forward(x)
+    dout = _xp(x).zeros_like(scores)
+    dout[_xp(x).arange(x.shape[0]), classes] = 1
+    return abs(model.backward(dout)).sum(axis=1)             # sum, not max
+
+
+def saliency_every_class(model, x, classes):
+    model["conv1"].input_grad = True
+    scores = model.forward(x)
+    return abs(model.backward(_xp(x).ones_like(scores))).max(axis=1)   # all scores at once
+
+
+def saliency_of_the_loss(model, x, classes):
+    from tinyalexnet.layers import SoftmaxCrossEntropy
+    model["conv1"].input_grad = True
+    loss = SoftmaxCrossEntropy()
+    loss.forward(model.forward(x), classes)
+    return abs(model.backward(loss.backward())).max(axis=1)  # the loss's gradient, not a score's
+
+
+def dead_per_position(a):
+    return float((a == 0).mean())
+
+
+def dead_over_batch_only(a):
+    return float((a.max(axis=0) <= 0).mean())
+
+
+def alive_fraction(a):
+    return 1 - sol.dead_fraction(a)
+
+
+def update_ratio_elementwise(before, after):
+    return float((abs(after - before) / abs(before)).mean())
+
+
+def update_ratio_squared(before, after):
+    return float(((after - before) ** 2).sum() / (before ** 2).sum())
+
+
+def update_ratio_over_after(before, after):
+    return float(_xp(before).sqrt(((after - before) ** 2).sum() / (after ** 2).sum()))
+
+
+def range_test_linear_rates(step, low=1e-5, high=1.0, steps=100, explode=4.0):
+    rates, losses = [], []
+    for k in range(steps):
+        rate = low + (high - low) * k / (steps - 1)          # linear, not geometric
+        loss = float(step(rate))
+        rates.append(rate)
+        losses.append(loss)
+        if not abs(loss) < float("inf") or loss > explode * min(losses):
+            break
+    return rates, losses
+
+
+def range_test_never_stops(step, low=1e-5, high=1.0, steps=100, explode=4.0):
+    factor = (high / low) ** (1 / (steps - 1))
+    rates = [low * factor ** k for k in range(steps)]
+    return rates, [float(step(r)) for r in rates]
+
+
+def range_test_against_the_previous_loss(step, low=1e-5, high=1.0, steps=100, explode=4.0):
+    factor = (high / low) ** (1 / (steps - 1))
+    rates, losses = [], []
+    for k in range(steps):
+        loss = float(step(low * factor ** k))
+        if losses and loss > losses[-1]:                     # stops at the first rise, unrecorded
+            break
+        rates.append(low * factor ** k)
+        losses.append(loss)
+    return rates, losses
+
+
 # (checker, a plausible wrong solution, what the first hint must say about it)
 WRONG = [
     (ex.check_to_nchw, lambda im: _xp(im).ascontiguousarray(im.transpose(0, 3, 2, 1)),
@@ -385,6 +479,20 @@ WRONG = [
     (ex.check_topk_accuracy, topk_counts_instead_of_fraction, "divided by the number of images"),
     (ex.check_topk_accuracy, topk_rank_off_by_one, "it counts itself"),
     (ex.check_topk_accuracy, topk_ties_count_for, "a tie counts against the prediction"),
+    (ex.check_saliency, saliency_without_input_grad, "input_grad = True"),
+    (ex.check_saliency, saliency_signed, "take the absolute value"),
+    (ex.check_saliency, saliency_summed_channels, "largest absolute value (max over axis 1)"),
+    (ex.check_saliency, saliency_every_class, "ONE score per image"),
+    (ex.check_saliency, saliency_of_the_loss, "the logit, before the softmax"),
+    (ex.check_dead_fraction, dead_per_position, "a unit is a whole channel"),
+    (ex.check_dead_fraction, dead_over_batch_only, "reduced over the batch only"),
+    (ex.check_dead_fraction, alive_fraction, "ALIVE"),
+    (ex.check_update_ratio, update_ratio_elementwise, "weight by weight"),
+    (ex.check_update_ratio, update_ratio_squared, "square root"),
+    (ex.check_update_ratio, update_ratio_over_after, "BEFORE the step"),
+    (ex.check_lr_range_test, range_test_linear_rates, "same FACTOR at every step"),
+    (ex.check_lr_range_test, range_test_never_stops, "stop once the loss explodes"),
+    (ex.check_lr_range_test, range_test_against_the_previous_loss, "LOWEST loss so far"),
 ]
 
 

@@ -815,6 +815,258 @@ def check_topk_accuracy(topk_accuracy, backend="numpy"):
     return ex.finish()
 
 
+# ---------------------------------------------------------------- lesson 11
+SALIENCY_INPUT_GRAD_HINT = ("model.backward gave nothing back: the models' conv1 skips its input "
+                            "gradient (input_grad = False: in training nothing upstream needs "
+                            "it).  Set model[\"conv1\"].input_grad = True before the pass.")
+SALIENCY_HINTS = {
+    "signed": "take the absolute value: a saliency map is |d s_c / d x|, how much a pixel "
+              "matters, whichever way it moves the score.",
+    "sum": "combine the channels with the largest absolute value (max over axis 1), not their "
+           "sum: a pixel matters as much as its most important channel.",
+    "all_classes": "start the backward pass from ONE score per image, that of classes[n]: dout "
+                   "is 0 everywhere except a 1 at [n, classes[n]] (with all ones you get the "
+                   "gradient of the sum of all scores).",
+    "softmax": "the score is the logit, before the softmax: dout = one-hot of classes, "
+               "not the gradient of the loss or of the probability.",
+}
+
+
+def _saliency_model(backend):
+    """A small float64 network with a conv1 that skips its input gradient, as the models'."""
+    from ..layers import Flatten, Sequential
+    model = Sequential([("conv1", Conv2d(2, 3, 3, padding=1, rng=220)), ("relu1", ReLU()),
+                        ("flatten", Flatten()), ("fc2", Linear(3 * 5 * 6, 4, rng=221))])
+    model.to(backend, "float64")
+    model["conv1"].params["bias"][...] = _rand((3,), 222, backend=backend)
+    model["conv1"].input_grad = False
+    return model.eval()
+
+
+def check_saliency(saliency, backend="numpy"):
+    """Exercise 11.1: |d score[n, classes[n]] / d x[n]|, max over channels: (N, H, W).
+
+    Compared with the numerical gradient of each image's class score (central
+    differences, float64; the inputs stay clear of ReLU's kink) and with
+    ``diagnostics.input_gradient``.
+    """
+    from ..diagnostics import input_gradient
+    ex = Exercise("11.1", "saliency", hint="set conv1's input_grad, run forward, set dout to a "
+                  "one-hot of classes (N, K), run backward: the result is d s_c / d x, like x; "
+                  "then its absolute value, the largest over the channels (axis 1).")
+    xp = B.get_backend(backend)
+    model = _saliency_model(backend)
+    x = _rand((2, 2, 5, 6), 223, backend=backend)
+    classes = xp.asarray(np.array([1, 3]))
+    grads = input_gradient(model, x.copy(), B.as_numpy(classes))
+    want = xp.abs(grads).max(axis=1)
+    numeric = xp.zeros_like(x)
+    for n, c in enumerate(B.as_numpy(classes)):
+        image = x[n:n + 1].copy()
+        numeric[n] = numerical_gradient(lambda: model.forward(image)[0, int(c)], image)[0]
+    scores = model.forward(x)
+    onehot = xp.zeros_like(scores)
+    onehot[xp.arange(2), classes] = 1
+    shifted = xp.exp(scores - scores.max(axis=1, keepdims=True))
+    probs = shifted / shifted.sum(axis=1, keepdims=True)
+    mistakes = {"signed": grads.max(axis=1), "sum": xp.abs(grads).sum(axis=1),
+                "all_classes": xp.abs(_input_gradient(model, x, xp.ones_like(scores))).max(axis=1),
+                "softmax": xp.abs(_input_gradient(model, x, (probs - onehot) / 2)).max(axis=1)}
+    with ex.attempt():
+        got = saliency(model, x.copy(), classes)
+        ok = ex.compare("vs |numerical gradient|, max over channels", got,
+                        xp.abs(numeric).max(axis=1), GRAD_BOUND)
+        ok &= ex.compare("vs diagnostics.input_gradient", got, want)
+        if not ok:
+            for name, wrong in mistakes.items():
+                if rel_error(got, wrong) <= REF_BOUND:
+                    ex.diagnose(SALIENCY_HINTS[name])
+                    break
+    if ex.result.problem and "NoneType" in ex.result.problem:
+        ex.diagnose(SALIENCY_INPUT_GRAD_HINT)
+    return ex.finish()
+
+
+def _input_gradient(model, x, dout):
+    """What the backward pass from ``dout`` gives at the input (conv1's input gradient on)."""
+    model["conv1"].input_grad = True
+    try:
+        model.forward(x)
+        return model.backward(dout)
+    finally:
+        model["conv1"].input_grad = False
+
+
+# ---------------------------------------------------------------- lesson 12
+DEAD_HINTS = {
+    "positions": "you counted zeros per position (or per value); a unit is a whole channel: it "
+                 "is dead only if it is 0 at EVERY position of EVERY image.  Reduce over the "
+                 "batch and the positions (axes 0, 2, 3), keep the channel axis.",
+    "batch_only": "you reduced over the batch only: a channel alive at one position of one "
+                  "image is alive.  Reduce over the positions too (axes 0, 2, 3).",
+    "alive": "you returned the fraction of units that are ALIVE: dead means the largest output "
+             "is 0.",
+}
+
+
+def check_dead_fraction(dead_fraction, backend="numpy"):
+    """Exercise 12.1: the fraction of ReLU units (channels, features) that are 0 everywhere.
+
+    Activations with a known number of planted dead units (the independent count),
+    one channel alive at a single position of a single image, and a fully connected
+    layer's (N, F) outputs; also compared with ``diagnostics.dead_units``.
+    """
+    from ..diagnostics import dead_units
+    from ..layers import Sequential
+    ex = Exercise("12.1", "dead_fraction", hint="a unit is dead when its largest output, over "
+                  "all images and positions, is 0: reduce with max over every axis but axis 1, "
+                  "compare with 0, and average over the units.")
+    xp = B.get_backend(backend)
+    rng = np.random.default_rng(230)
+    conv = np.maximum(rng.standard_normal((6, 8, 4, 5)), 0)
+    conv[:, [1, 4, 6]] = 0                                  # three dead channels of eight
+    conv[:, 2] = 0
+    conv[3, 2, 1, 4] = 0.5                                  # alive at one position of one image
+    fc = np.maximum(rng.standard_normal((6, 10)), 0)
+    fc[:, [0, 9]] = 0                                       # two dead features of ten
+    fc[:, 3] = 0
+    fc[5, 3] = 2.0
+    cases = [("conv (6, 8, 4, 5): 3 dead of 8", conv, 3 / 8), ("fc (6, 10): 2 dead of 10", fc, 2 / 10)]
+    wrong = {"positions": [float((a == 0).mean()) for _, a, _ in cases],
+             "batch_only": [float((a.max(axis=0) <= 0).mean()) for _, a, _ in cases],
+             "alive": [1 - w for _, _, w in cases]}
+    # the package's own count, on a model whose only layer is a ReLU
+    relu_model = Sequential([("relu", ReLU())])
+    package = [dead_units(relu_model, B.to_backend(a, backend))["relu"] for _, a, _ in cases]
+    got_all = []
+    with ex.attempt():
+        for (label, a, want), pack in zip(cases, package):
+            got = _number(dead_fraction(B.to_backend(a, backend)))
+            got_all.append(float(got) if B.is_array(got) else None)
+            ex.compare(label, got, np.asarray(want), bound=1e-12)
+            ex.compare(f"{label.split(':')[0]} vs diagnostics.dead_units", got, np.asarray(pack),
+                       bound=1e-12)
+    if ex.result.attempted and not ex.result.passed and None not in got_all and got_all:
+        for name, values in wrong.items():
+            if all(abs(g - v) < 1e-12 for g, v in zip(got_all, values)):
+                ex.diagnose(DEAD_HINTS[name])
+                break
+    return ex.finish()
+
+
+UPDATE_HINTS = {
+    "elementwise": "you averaged the ratio weight by weight: the update-to-weight ratio is one "
+                   "number per array, the NORM of the change over the norm of the weights, "
+                   "sqrt(sum((after - before)**2)) / sqrt(sum(before**2)).",
+    "squared": "you compared squared norms: take the square root of both sums.",
+    "after": "divide by the norm of the weights BEFORE the step, not after it.",
+}
+
+
+def check_update_ratio(update_ratio, backend="numpy"):
+    """Exercise 12.2: |after - before| / |before| for one weight array.
+
+    Compared with a count on the host, element by element (the independent count),
+    and with ``diagnostics.relative_change``.
+    """
+    from ..diagnostics import relative_change
+    ex = Exercise("12.2", "update_ratio", hint="the Frobenius norm of the change divided by the "
+                  "Frobenius norm of the weights before it.")
+    cases = []
+    for k, (shape, scale) in enumerate((((4, 3, 3, 3), 1e-2), ((5, 7), 0.3))):
+        before = np.random.default_rng(240 + k).standard_normal(shape) * 0.05
+        after = before + np.random.default_rng(250 + k).standard_normal(shape) * 0.05 * scale
+        flat_b, flat_a = before.ravel().tolist(), after.ravel().tolist()
+        by_hand = (sum((a - b) ** 2 for a, b in zip(flat_a, flat_b)) ** 0.5
+                   / sum(b * b for b in flat_b) ** 0.5)
+        cases.append((shape, before, after, by_hand))
+    with ex.attempt():
+        for shape, before, after, by_hand in cases:
+            b, a = B.to_backend(before, backend), B.to_backend(after, backend)
+            got = _number(update_ratio(b.copy(), a.copy()))
+            ex.compare(f"{shape}: vs a count by hand", got, np.asarray(by_hand), bound=1e-10)
+            package = relative_change({"w": b}, {"w": a})["w"]
+            ex.compare(f"{shape}: vs diagnostics.relative_change", got, np.asarray(package),
+                       bound=1e-10)
+            if not ex.result.rows[-1].ok and B.is_array(got) and not ex.diagnoses:
+                norm = lambda v: float(np.sqrt((v ** 2).sum()))            # noqa: E731
+                mistakes = {"elementwise": float(np.mean(np.abs(after - before) / np.abs(before))),
+                            "squared": by_hand ** 2,
+                            "after": norm(after - before) / norm(after)}
+                for name, value in mistakes.items():
+                    if abs(float(B.as_numpy(got)) - value) <= 1e-10 * max(1.0, abs(value)):
+                        ex.diagnose(UPDATE_HINTS[name])
+                        break
+    return ex.finish()
+
+
+RANGE_HINTS = {
+    "linear": "the rates must grow by the same FACTOR at every step (exponentially): "
+              "factor = (high / low) ** (1 / (steps - 1)), rate k = low * factor**k.",
+    "no_stop": "stop once the loss explodes: after recording a loss that is not finite or is "
+               "more than `explode` times the lowest loss so far.",
+    "stop_early": "record the loss that explodes before stopping, and stop only when a loss is "
+                  "more than `explode` times the LOWEST loss so far (not the previous one).",
+}
+
+
+def _bowl(curvature=4.0):
+    """One weight on the loss 0.5 c w^2, stepped by plain gradient descent: the loss falls
+    for lr < 2 / c and explodes above it, at a rate known in advance."""
+    state = {"w": 1.0}
+
+    def step(lr):
+        w = state["w"]
+        loss = 0.5 * curvature * w * w
+        state["w"] = w - lr * curvature * w
+        return loss
+    return step
+
+
+def check_lr_range_test(lr_range_test):
+    """Exercise 12.3: the learning-rate range test, on a bowl whose answer is known.
+
+    On the loss 0.5 c w^2 gradient descent diverges for lr > 2 / c: the test must
+    raise the rate geometrically, record the loss that explodes, stop there, and agree
+    with ``diagnostics.lr_range_test`` step for step.
+    """
+    from ..diagnostics import lr_range_test as package_test
+    ex = Exercise("12.3", "lr_range_test", hint="rate k = low * factor**k with factor = "
+                  "(high / low) ** (1 / (steps - 1)); call step(rate) and record (rate, loss); "
+                  "stop after a loss that is not finite or above explode times the lowest.")
+    settings = [dict(low=1e-3, high=10.0, steps=60, explode=4.0),
+                dict(low=1e-4, high=0.1, steps=20, explode=4.0)]      # never explodes
+    with ex.attempt():
+        for n, kw in enumerate(settings):
+            want_rates, want_losses = package_test(_bowl(), **kw)
+            got = lr_range_test(_bowl(), **kw)
+            if not isinstance(got, (tuple, list)) or len(got) != 2:
+                ex.result.problem = "lr_range_test must return two lists: (rates, losses)"
+                return ex.finish()
+            rates, losses = (np.asarray(v, dtype=np.float64) for v in got)
+            tag = f"low {kw['low']:g}, high {kw['high']:g}, {kw['steps']} steps"
+            ex.require(f"{tag}: first rate is low", len(rates) > 0 and
+                       abs(rates[0] - kw["low"]) <= 1e-12 * kw["low"])
+            ratio = rates[1:] / rates[:-1] if len(rates) > 1 else np.ones(1)
+            geometric = ex.require(f"{tag}: the same factor at every step",
+                                   np.ptp(ratio) <= 1e-9 * ratio.max())
+            if not geometric and not ex.diagnoses:
+                ex.diagnose(RANGE_HINTS["linear"])
+            stopped = n == 0
+            length_ok = ex.require(f"{tag}: {len(want_rates)} steps "
+                                   + ("(stops at the explosion)" if stopped else "(all of them)"),
+                                   len(rates) == len(want_rates))
+            if not length_ok and not ex.diagnoses:
+                ex.diagnose(RANGE_HINTS["no_stop" if len(rates) > len(want_rates)
+                                        else "stop_early"])
+            if length_ok:
+                ex.compare(f"{tag}: rates vs diagnostics.lr_range_test", rates,
+                           np.asarray(want_rates), bound=1e-12)
+                ex.compare(f"{tag}: losses vs diagnostics.lr_range_test", losses,
+                           np.asarray(want_losses), bound=1e-12)
+    return ex.finish()
+
+
 # ---------------------------------------------------------------- lesson 13
 def _f23_direct(d, g):
     """The two outputs of a 3-tap correlation over four inputs, written out."""

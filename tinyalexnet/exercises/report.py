@@ -52,6 +52,11 @@ def set_strict(flag=True):
     _strict = bool(flag)
 
 
+def strict():
+    """Whether failures raise (strict mode) instead of being reported."""
+    return _strict
+
+
 def results():
     """All exercise results of this session, oldest first."""
     return list(_results)
