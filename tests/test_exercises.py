@@ -913,3 +913,23 @@ def test_command_line_solve_and_strip(tmp_path):
     assert "return dout * (x > 0)" in nbformat.read(out, as_version=4).cells[1].source
     assert main(["strip", str(path)]) == 0
     assert not has_outputs(nbformat.read(path, as_version=4))
+
+
+# ------------------------------------------------------------------ expect: a lesson's claims
+def test_expect_is_silent_when_the_claim_holds(capsys):
+    assert ex.expect(0.4 < 0.45 < 0.5, "the loss lies between 0.4 and 0.5") is None
+    assert capsys.readouterr().out == ""
+
+
+def test_expect_notes_a_failed_claim_for_the_learner(capsys):
+    ex.expect(False, "the loss lies between 0.4 and 0.5")
+    out = capsys.readouterr().out
+    assert out.startswith("NOTE: the text says: the loss lies between 0.4 and 0.5")
+    assert "this run does not show it" in out
+
+
+def test_expect_fails_the_lesson_in_strict_mode():
+    ex.set_strict(True)
+    with pytest.raises(ex.ClaimFailed, match="the text says: ReLU reaches 25% first"):
+        ex.expect(False, "ReLU reaches 25% first")
+    ex.expect(True, "this holds")                                  # a claim that holds: nothing
