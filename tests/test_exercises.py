@@ -769,7 +769,7 @@ def test_topk_tie_bug_fails_with_the_tie_hint():
     ([1.0, 2.0, 2.0], 1, 2, 1.0), ([1.0, 2.0, 2.0], 0, 2, 0.0), ([3.0, 2.0, 2.0], 0, 1, 1.0)])
 def test_topk_solution_counts_ties_as_the_trainer(scores, label, k, want):
     """By hand: a label is in the top k when at most k scores are at least as high as its own."""
-    from tinyalexnet.train import topk_correct
+    from tinyalexnet.metrics import topk_correct
     logits, labels = np.array([scores]), np.array([label])
     assert sol.topk_accuracy(logits, labels, k) == want
     assert float(topk_correct(logits, labels, (k,))[0]) == want

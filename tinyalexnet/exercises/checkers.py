@@ -774,7 +774,7 @@ def check_topk_accuracy(topk_accuracy, backend="numpy"):
     Counted exactly as the training loop's ``topk_correct``: ties count against the
     prediction.  So the check has tied scores too, down to the whole row tied.
     """
-    from ..train import topk_correct      # the training loop's own count
+    from ..metrics import topk_correct    # the training loop's own count
     tie_hint = ("a tie counts against the prediction, as in the trainer's topk_correct: the "
                 "true class is in the top k when at most k scores (its own included) are AT "
                 "LEAST as high as its own, i.e. (logits >= true).sum(axis=1) <= k.  Scores "
