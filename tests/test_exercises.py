@@ -46,6 +46,8 @@ BACKEND_EXERCISES = [
     (ex.check_dropout_backward, sol.dropout_backward), (ex.check_sgd_step, sol.sgd_step),
     (ex.check_adam_step, sol.adam_step),
     (ex.check_hflip, sol.hflip), (ex.check_topk_accuracy, sol.topk_accuracy),
+    (ex.check_saliency, sol.saliency), (ex.check_dead_fraction, sol.dead_fraction),
+    (ex.check_update_ratio, sol.update_ratio),
     (ex.check_winograd_tile, sol.winograd_tile),
 ]
 
@@ -60,6 +62,7 @@ def test_reference_solution_passes(checker, solution, backend_name, capsys):
 
 ARITHMETIC = [(ex.check_conv_output_size, sol.conv_output_size),
               (ex.check_conv_num_parameters, sol.conv_num_parameters),
+              (ex.check_lr_range_test, sol.lr_range_test),
               (ex.check_f23_matrices, sol.f23_matrices)]
 
 
@@ -290,56 +293,255 @@ def topk_ties_count_for(logits, labels, k=5):
     return float((1 + (logits > true).sum(axis=1) <= k).mean())
 
 
+def to_nchw_view(images):
+    return images.transpose(0, 3, 1, 2)                      # right values, a strided view
+
+
+def normalize_sample_std(x):
+    mean = x.mean(axis=(0, 2, 3), keepdims=True)
+    return (x - mean) / x.std(axis=(0, 2, 3), keepdims=True, ddof=1)      # N - 1
+
+
+def normalize_without_keepdims(x):
+    return (x - x.mean(axis=(0, 2, 3))) / x.std(axis=(0, 2, 3))          # (C,) meets W
+
+
+def normalize_with_eps(x):
+    """Not a mistake: an eps guards a constant channel, as batch normalisation does."""
+    mean = x.mean(axis=(0, 2, 3), keepdims=True)
+    return (x - mean) / (x.std(axis=(0, 2, 3), keepdims=True) + 1e-5)
+
+
+def normalize_with_eps_in_the_variance(x):
+    mean = x.mean(axis=(0, 2, 3), keepdims=True)
+    return (x - mean) / _xp(x).sqrt(x.var(axis=(0, 2, 3), keepdims=True) + 1e-5)
+
+
+def softmax_ce_log_of_underflowed_p(logits, labels):
+    """Shifted, so the gradient is stable; but -log(p) of a p that underflowed to 0 is inf."""
+    xp = _xp(logits)
+    N = logits.shape[0]
+    e = xp.exp(logits - logits.max(axis=1, keepdims=True))
+    p = e / e.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        loss = -xp.log(p[xp.arange(N), labels]).mean()
+    d = p.copy()
+    d[xp.arange(N), labels] -= 1
+    return loss, d / N
+
+
+def hflip_in_place(x, flip):
+    """Right result, but the caller's batch is mirrored too."""
+    for b in range(x.shape[0]):
+        if bool(flip[b]):
+            x[b] = x[b, :, :, ::-1].copy()
+    return x
+
+
+def saliency_without_input_grad(model, x, classes):
+    scores = model.forward(x)                                # conv1 still skips dx: None back
+    dout = _xp(x).zeros_like(scores)
+    dout[_xp(x).arange(x.shape[0]), classes] = 1
+    return abs(model.backward(dout)).max(axis=1)
+
+
+def saliency_signed(model, x, classes):
+    model["conv1"].input_grad = True
+    scores = model.forward(x)
+    dout = _xp(x).zeros_like(scores)
+    dout[_xp(x).arange(x.shape[0]), classes] = 1
+    return model.backward(dout).max(axis=1)                  # no absolute value
+
+
+def saliency_summed_channels(model, x, classes):
+    model["conv1"].input_grad = True
+    scores = model.forward(x)
+    dout = _xp(x).zeros_like(scores)
+    dout[_xp(x).arange(x.shape[0]), classes] = 1
+    return abs(model.backward(dout)).sum(axis=1)             # sum, not max
+
+
+def saliency_every_class(model, x, classes):
+    model["conv1"].input_grad = True
+    scores = model.forward(x)
+    return abs(model.backward(_xp(x).ones_like(scores))).max(axis=1)   # all scores at once
+
+
+def saliency_of_the_loss(model, x, classes):
+    from tinyalexnet.layers import SoftmaxCrossEntropy
+    model["conv1"].input_grad = True
+    loss = SoftmaxCrossEntropy()
+    loss.forward(model.forward(x), classes)
+    return abs(model.backward(loss.backward())).max(axis=1)  # the loss's gradient, not a score's
+
+
+def dead_per_position(a):
+    return float((a == 0).mean())
+
+
+def dead_over_batch_only(a):
+    return float((a.max(axis=0) <= 0).mean())
+
+
+def alive_fraction(a):
+    return 1 - sol.dead_fraction(a)
+
+
+def update_ratio_elementwise(before, after):
+    return float((abs(after - before) / abs(before)).mean())
+
+
+def update_ratio_squared(before, after):
+    return float(((after - before) ** 2).sum() / (before ** 2).sum())
+
+
+def update_ratio_over_after(before, after):
+    return float(_xp(before).sqrt(((after - before) ** 2).sum() / (after ** 2).sum()))
+
+
+def range_test_linear_rates(step, low=1e-5, high=1.0, steps=100, explode=4.0):
+    rates, losses = [], []
+    for k in range(steps):
+        rate = low + (high - low) * k / (steps - 1)          # linear, not geometric
+        loss = float(step(rate))
+        rates.append(rate)
+        losses.append(loss)
+        if not abs(loss) < float("inf") or loss > explode * min(losses):
+            break
+    return rates, losses
+
+
+def range_test_never_stops(step, low=1e-5, high=1.0, steps=100, explode=4.0):
+    factor = (high / low) ** (1 / (steps - 1))
+    rates = [low * factor ** k for k in range(steps)]
+    return rates, [float(step(r)) for r in rates]
+
+
+def range_test_against_the_previous_loss(step, low=1e-5, high=1.0, steps=100, explode=4.0):
+    factor = (high / low) ** (1 / (steps - 1))
+    rates, losses = [], []
+    for k in range(steps):
+        loss = float(step(low * factor ** k))
+        if losses and loss > losses[-1]:                     # stops at the first rise, unrecorded
+            break
+        rates.append(low * factor ** k)
+        losses.append(loss)
+    return rates, losses
+
+
+# (checker, a plausible wrong solution, what the first hint must say about it)
 WRONG = [
-    (ex.check_to_nchw, lambda im: _xp(im).ascontiguousarray(im.transpose(0, 3, 2, 1))),
-    (ex.check_normalize_channels, lambda x: (x - x.mean()) / x.std()),
-    (ex.check_linear_forward, lambda x, W, b: x @ W.T),
-    (ex.check_linear_backward, linear_backward_db_first_sample),
-    (ex.check_linear_backward, linear_backward_dW_transposed),
-    (ex.check_softmax_cross_entropy, softmax_ce_no_mean),
-    (ex.check_softmax_cross_entropy, softmax_ce_unstable),
-    (ex.check_im2col, im2col_rows_kernel_first),
-    (ex.check_col2im, col2im_overwrites),
-    (ex.check_col2im, col2im_crop_off_by_one),
-    (ex.check_col2im, col2im_swapped_offsets),
-    (ex.check_conv_forward, conv_forward_no_bias),
-    (ex.check_conv_backward, conv_backward_db_one_position),
-    (ex.check_conv_backward, conv_backward_dx_overwrites),
-    (ex.check_relu_forward, lambda x: abs(x)),
-    (ex.check_relu_backward, lambda dout, x: dout),
-    (ex.check_tanh_backward, lambda dout, out: dout * (1 - out)),
-    (ex.check_maxpool_forward, lambda x, k=3, s=2: sol.maxpool_forward(x, k, s) * 0.5),
-    (ex.check_maxpool_backward, maxpool_backward_overwrites),
-    (ex.check_maxpool_backward, maxpool_backward_everywhere),
-    (ex.check_maxpool_backward, maxpool_backward_every_tie),
-    (ex.check_maxpool_backward, maxpool_backward_last_tie),
-    (ex.check_lrn_forward, lrn_forward_alpha_over_n),
-    (ex.check_lrn_backward, lrn_backward_first_term_only),
-    (ex.check_lrn_backward, lrn_backward_sign_flipped),
-    (ex.check_dropout_forward, lambda x, keep, p: x * keep),
-    (ex.check_dropout_backward, lambda dout, keep, p: dout * keep),
-    (ex.check_sgd_step, sgd_decay_without_lr),
-    (ex.check_sgd_step, sgd_pytorch_style),
-    (ex.check_adam_step, adam_without_bias_correction),
-    (ex.check_adam_step, adam_eps_inside_sqrt),
-    (ex.check_adam_step, adam_keeps_corrected_moments),
-    (ex.check_hflip, lambda x, flip: x[:, :, :, ::-1]),                 # mirrors every image
+    (ex.check_to_nchw, lambda im: _xp(im).ascontiguousarray(im.transpose(0, 3, 2, 1)),
+     "transpose the axes (0, 3, 1, 2)"),
+    (ex.check_to_nchw, to_nchw_view, "a view of the input"),
+    (ex.check_normalize_channels, lambda x: (x - x.mean()) / x.std(), "whole array at once"),
+    (ex.check_normalize_channels, normalize_sample_std, "ddof=1"),
+    (ex.check_normalize_channels, normalize_without_keepdims, "keepdims=True"),
+    (ex.check_normalize_channels, lambda x: x - x.mean(axis=(0, 2, 3), keepdims=True),
+     "divided by its standard deviation"),
+    (ex.check_linear_forward, lambda x, W, b: x @ W.T, "b broadcasts"),
+    (ex.check_linear_backward, linear_backward_db_first_sample, "db = dout summed"),
+    (ex.check_linear_backward, linear_backward_dW_transposed, "dW = dout.T @ x (M, D)"),
+    (ex.check_softmax_cross_entropy, softmax_ce_no_mean, "/ N"),
+    (ex.check_softmax_cross_entropy, softmax_ce_unstable, "subtract each row's maximum"),
+    (ex.check_softmax_cross_entropy, softmax_ce_log_of_underflowed_p, "log-sum-exp"),
+    (ex.check_im2col, im2col_rows_kernel_first, "rows run over (c, i, j)"),
+    (ex.check_col2im, col2im_overwrites, "use += into the slice"),
+    (ex.check_col2im, col2im_crop_off_by_one, "the crop is off by one"),
+    (ex.check_col2im, col2im_swapped_offsets, "this is not about +="),
+    (ex.check_conv_forward, conv_forward_no_bias, "add the bias"),
+    (ex.check_conv_backward, conv_backward_db_one_position, "db = dout summed over (N, OH, OW)"),
+    (ex.check_conv_backward, conv_backward_dx_overwrites, "dx = col2im"),
+    (ex.check_relu_forward, lambda x: abs(x), "zeroes negatives"),
+    (ex.check_relu_backward, lambda dout, x: dout, "mask (x > 0)"),
+    (ex.check_tanh_backward, lambda dout, out: dout * (1 - out), "1 - out**2"),
+    (ex.check_maxpool_forward, lambda x, k=3, s=2: sol.maxpool_forward(x, k, s) * 0.5,
+     "window (oh, ow) covers"),
+    (ex.check_maxpool_backward, maxpool_backward_overwrites, "ADD the gradients (+=)"),
+    (ex.check_maxpool_backward, maxpool_backward_everywhere, "it alone gets that window's dout"),
+    (ex.check_maxpool_backward, maxpool_backward_every_tie, "on a tie"),
+    (ex.check_maxpool_backward, maxpool_backward_last_tie, "on a tie"),
+    (ex.check_lrn_forward, lrn_forward_alpha_over_n, "alpha is NOT divided by size"),
+    (ex.check_lrn_backward, lrn_backward_first_term_only, "you have the first term"),
+    (ex.check_lrn_backward, lrn_backward_sign_flipped, "inside the sums D[c] of its neighbours"),
+    (ex.check_dropout_forward, lambda x, keep, p: x * keep, "1 / (1 - p)"),
+    (ex.check_dropout_backward, lambda dout, keep, p: dout * keep, "keep / (1 - p)"),
+    (ex.check_sgd_step, sgd_decay_without_lr, "multiplies the weight decay by lr"),
+    (ex.check_sgd_step, sgd_pytorch_style, "w <- w + v"),
+    (ex.check_adam_step, adam_without_bias_correction, "divide m by 1 - beta1**t"),
+    (ex.check_adam_step, adam_eps_inside_sqrt, "add eps after it"),
+    (ex.check_adam_step, adam_keeps_corrected_moments, "keep m and v themselves uncorrected"),
+    (ex.check_hflip, lambda x, flip: x[:, :, :, ::-1], "picks per image"),   # mirrors every image
     (ex.check_hflip, lambda x, flip: _xp(x).where(_xp(x).asarray(flip).reshape(-1, 1, 1, 1),
-                                                  x[:, :, ::-1, :], x)),   # upside down
-    (ex.check_topk_accuracy, topk_counts_instead_of_fraction),
-    (ex.check_topk_accuracy, topk_rank_off_by_one),
-    (ex.check_topk_accuracy, topk_ties_count_for),
+                                                  x[:, :, ::-1, :], x),   # upside down
+     "x[:, :, :, ::-1] mirrors"),
+    (ex.check_hflip, hflip_in_place, "changed the batch it was given"),
+    (ex.check_topk_accuracy, topk_counts_instead_of_fraction, "divided by the number of images"),
+    (ex.check_topk_accuracy, topk_rank_off_by_one, "it counts itself"),
+    (ex.check_topk_accuracy, topk_ties_count_for, "a tie counts against the prediction"),
+    (ex.check_saliency, saliency_without_input_grad, "input_grad = True"),
+    (ex.check_saliency, saliency_signed, "take the absolute value"),
+    (ex.check_saliency, saliency_summed_channels, "largest absolute value (max over axis 1)"),
+    (ex.check_saliency, saliency_every_class, "ONE score per image"),
+    (ex.check_saliency, saliency_of_the_loss, "the logit, before the softmax"),
+    (ex.check_dead_fraction, dead_per_position, "a unit is a whole channel"),
+    (ex.check_dead_fraction, dead_over_batch_only, "reduced over the batch only"),
+    (ex.check_dead_fraction, alive_fraction, "ALIVE"),
+    (ex.check_update_ratio, update_ratio_elementwise, "weight by weight"),
+    (ex.check_update_ratio, update_ratio_squared, "square root"),
+    (ex.check_update_ratio, update_ratio_over_after, "BEFORE the step"),
+    (ex.check_lr_range_test, range_test_linear_rates, "same FACTOR at every step"),
+    (ex.check_lr_range_test, range_test_never_stops, "stop once the loss explodes"),
+    (ex.check_lr_range_test, range_test_against_the_previous_loss, "LOWEST loss so far"),
 ]
 
 
-@pytest.mark.parametrize("checker, wrong", WRONG,
-                         ids=[f"{c.__name__}-{i}" for i, (c, _) in enumerate(WRONG)])
-def test_wrong_implementation_fails(checker, wrong, capsys):
+@pytest.mark.parametrize("checker, wrong, hint", WRONG,
+                         ids=[f"{c.__name__}-{i}" for i, (c, _, _) in enumerate(WRONG)])
+def test_wrong_implementation_fails_with_the_hint_that_names_it(checker, wrong, hint, capsys,
+                                                               fresh_results):
+    """The planted mistake fails, and the FIRST hint is the one about that mistake (a first
+    failure: hints that lead before they tell, LRN's, give more on later ones)."""
     result = checker(wrong)
     assert not result.passed
     assert result.attempted
     out = capsys.readouterr().out
     assert "FAIL" in out and "hint:" in out
+    assert hint in result.hints[0], _hints(result)
+
+
+@pytest.mark.parametrize("variant", [normalize_with_eps, normalize_with_eps_in_the_variance],
+                         ids=lambda f: f.__name__)
+def test_normalize_accepts_an_eps(variant):
+    """An eps that guards a constant channel is not a mistake (the lesson says so)."""
+    assert ex.check_normalize_channels(variant).passed
+
+
+def test_normalize_with_a_large_eps_fails():
+    def big_eps(x):
+        mean = x.mean(axis=(0, 2, 3), keepdims=True)
+        return (x - mean) / (x.std(axis=(0, 2, 3), keepdims=True) + 1e-2)
+    assert not ex.check_normalize_channels(big_eps).passed
+
+
+def test_the_view_is_caught_on_every_backend(backend_name):
+    result = ex.check_to_nchw(to_nchw_view, backend=backend_name)
+    assert not result.passed and result.hints == [checkers.TO_NCHW_VIEW_HINT]
+    assert [r.ok for r in result.rows] == [True, False]           # values right, layout wrong
+
+
+def test_hflip_in_place_is_caught_on_every_backend(backend_name):
+    result = ex.check_hflip(hflip_in_place, backend=backend_name)
+    assert not result.passed and result.hints[0] == checkers.HFLIP_IN_PLACE_HINT
+    assert result.rows[0].ok                                     # its result was right
+
+
+def test_softmax_log_hint_only_for_the_log_mistake():
+    result = ex.check_softmax_cross_entropy(softmax_ce_log_of_underflowed_p)
+    assert result.hints == [checkers.SOFTMAX_LOG_HINT], _hints(result)
+    assert [r.ok for r in result.rows] == [True, True, True, False, True]
+    unstable = ex.check_softmax_cross_entropy(softmax_ce_unstable)
+    assert unstable.hints == [checkers.SOFTMAX_SHIFT_HINT], _hints(unstable)
 
 
 def test_wrong_arithmetic_fails():
@@ -372,13 +574,47 @@ WRONG_13 = [(ex.check_winograd_tile, winograd_tile_one_sided),
             (ex.check_winograd_tile, winograd_tile_rows_only)]
 
 
-@pytest.mark.parametrize("wrong", [f23_last_sign_flipped, f23_without_halves],
-                         ids=lambda f: f.__name__)
-def test_wrong_f23_matrices_fail(wrong, capsys):
+def f23_B_not_BT():
+    AT, G, BT = sol.f23_matrices()
+    return AT, G, np.array(BT).T                             # B where B^T belongs
+
+
+def f23_sign_error_in_G():
+    AT, G, BT = sol.f23_matrices()
+    G = [list(row) for row in G]
+    G[2][1] = 0.5                                            # m2's kernel: g0 + g1 + g2, not -g1
+    return AT, G, BT
+
+
+def f23_y1_adds_wrong_products():
+    AT, G, BT = sol.f23_matrices()
+    return [AT[0], [0, 1, 1, -1]], G, BT                     # y1 = m1 + m2 - m3
+
+
+def f23_sign_error_in_a_row_of_BT():
+    AT, G, BT = sol.f23_matrices()
+    BT = [list(row) for row in BT]
+    BT[0][2] = 1                                             # m0 = (d0 + d2) g0
+    return AT, G, BT
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (f23_last_sign_flipped, "m3 comes out -1 times"),
+    (f23_without_halves, "m1 comes out 2 times, m2 comes out 2 times"),
+    (f23_B_not_BT, "you wrote B, not B^T"),
+    (f23_sign_error_in_G, "row 2 of G is wrong, and only it"),
+    (f23_sign_error_in_a_row_of_BT, "row 0 of B^T is wrong, and only it"),
+    (f23_y1_adds_wrong_products, "only row 1 of A^T needs to change"),
+], ids=lambda v: getattr(v, "__name__", ""))
+def test_wrong_f23_matrices_fail_with_the_hint_that_names_them(wrong, hint, capsys):
+    """The hint names what is wrong, and blames A^T only when A^T is what is wrong."""
     result = ex.check_f23_matrices(wrong)
     assert result.attempted and not result.passed
     out = capsys.readouterr().out
     assert "FAIL" in out and "hint:" in out
+    assert len(result.hints) == 1 and hint in result.hints[0], _hints(result)
+    if "A^T needs" not in hint:
+        assert "row 0 of A^T" not in result.hints[0] and "row 1 of A^T" not in result.hints[0]
 
 
 def test_f23_matrices_wrong_shape_is_named(capsys):
@@ -677,3 +913,23 @@ def test_command_line_solve_and_strip(tmp_path):
     assert "return dout * (x > 0)" in nbformat.read(out, as_version=4).cells[1].source
     assert main(["strip", str(path)]) == 0
     assert not has_outputs(nbformat.read(path, as_version=4))
+
+
+# ------------------------------------------------------------------ expect: a lesson's claims
+def test_expect_is_silent_when_the_claim_holds(capsys):
+    assert ex.expect(0.4 < 0.45 < 0.5, "the loss lies between 0.4 and 0.5") is None
+    assert capsys.readouterr().out == ""
+
+
+def test_expect_notes_a_failed_claim_for_the_learner(capsys):
+    ex.expect(False, "the loss lies between 0.4 and 0.5")
+    out = capsys.readouterr().out
+    assert out.startswith("NOTE: the text says: the loss lies between 0.4 and 0.5")
+    assert "this run does not show it" in out
+
+
+def test_expect_fails_the_lesson_in_strict_mode():
+    ex.set_strict(True)
+    with pytest.raises(ex.ClaimFailed, match="the text says: ReLU reaches 25% first"):
+        ex.expect(False, "ReLU reaches 25% first")
+    ex.expect(True, "this holds")                                  # a claim that holds: nothing

@@ -22,8 +22,8 @@ import pytest
 from tinyalexnet.backend import as_numpy
 from tinyalexnet.errors import StateError
 from tinyalexnet.gradcheck import check_layer, check_loss
-from tinyalexnet.layers import (Conv2d, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool2d,
-                                ReLU, Sequential, SoftmaxCrossEntropy, ZeroPad2d)
+from tinyalexnet.layers import (BatchNorm2d, Conv2d, Dropout, Flatten, Linear, LocalResponseNorm,
+                                MaxPool2d, ReLU, Sequential, SoftmaxCrossEntropy, ZeroPad2d)
 
 LINEAR_H, LINEAR_BOUND = 1e-3, 1e-9    # exact-up-to-rounding cases (see the module docstring)
 SMOOTH_H, SMOOTH_BOUND = 1e-6, 1e-7    # smooth non-linear layers
@@ -300,6 +300,7 @@ def test_sequential_backward_runs_layers_in_reverse(xp):
 LAYERS_WITH_PARAMS = [
     (lambda: Conv2d(3, 4, 3, padding=1, groups=1, rng=0), (2, 3, 5, 5)),
     (lambda: Linear(6, 4, rng=0), (3, 6)),
+    (lambda: BatchNorm2d(3), (2, 3, 4, 4)),
 ]
 
 
@@ -320,6 +321,7 @@ ALL_LAYERS = [
     (lambda: Conv2d(3, 4, 3, stride=2, padding=1, groups=1, rng=0), (2, 3, 6, 5)),
     (lambda: ReLU(), (2, 3, 4, 4)),
     (lambda: LocalResponseNorm(5, 1e-4, 0.75, 2.0), (2, 6, 4, 4)),
+    (lambda: BatchNorm2d(6), (2, 6, 4, 4)),
     (lambda: MaxPool2d(3, 2), (2, 3, 7, 7)),
     (lambda: Dropout(0.5), (2, 10)),
     (lambda: Flatten(), (2, 3, 2, 2)),

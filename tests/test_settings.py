@@ -124,9 +124,18 @@ def test_every_number_of_a_run_has_a_declared_range():
 
 def test_a_setting_without_a_range_names_where_to_declare_it():
     with pytest.raises(LookupError, match="settings.py"):
-        check_setting("BatchNorm2d", "num_features", 3)
+        check_setting("GroupNorm", "num_groups", 3)
 
 
 def test_a_dropout_seed_is_a_seed_like_the_runs():
     with pytest.raises(ConfigError, match="Dropout: seed must be an integer from 0 to 2"):
         Dropout(0.5, seed=-1)
+
+
+def test_a_setting_declared_for_one_class_wins_there_only():
+    """BatchNorm's momentum (the weight of a new batch, up to 1) is not SGD's (below 1)."""
+    assert check_setting("BatchNorm2d", "momentum", 1.0) == 1.0
+    with pytest.raises(ConfigError, match="SGD: momentum must be a number in \\[0, 1\\)"):
+        check_setting("SGD", "momentum", 1.0)
+    with pytest.raises(ConfigError, match="BatchNorm2d: momentum must be"):
+        check_setting("BatchNorm2d", "momentum", 1.5)

@@ -32,8 +32,8 @@ from . import backend, machine
 from .backend import numpy as np
 from .errors import TinyAlexNetError
 from .gradcheck import check_layer, check_loss
-from .layers import (Conv2d, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool2d, ReLU,
-                     SoftmaxCrossEntropy, Tanh, ZeroPad2d)
+from .layers import (BatchNorm2d, Conv2d, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool2d,
+                     ReLU, SoftmaxCrossEntropy, Tanh, ZeroPad2d)
 from .models import MODELS, get_model
 from .models import model_name as canonical_name
 from .optim import SGD, Adam
@@ -113,6 +113,8 @@ def gradient_cases():
         ("Tanh", Tanh(), randn(2, 3, 4), SMOOTH),
         ("LocalResponseNorm (the paper's constants)", LocalResponseNorm(5, 1e-4, 0.75, 2.0),
          randn(2, 8, 3, 3, scale=30.0), SMOOTH),
+        ("BatchNorm2d (training: the batch's statistics)", BatchNorm2d(4), randn(3, 4, 3, 2) + 1.0,
+         SMOOTH),
         ("MaxPool2d 3x3, stride 2 (overlapping)", MaxPool2d(3, 2), distinct(2, 3, 7, 9), LINEAR),
         ("ZeroPad2d", ZeroPad2d(2), randn(2, 3, 3, 4), LINEAR),
         ("Dropout p=0.5 (training)", Dropout(0.5, seed=3), randn(4, 10), LINEAR),

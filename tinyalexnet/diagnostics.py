@@ -8,6 +8,7 @@ Lessons 11 and 12 use these; each works on NumPy and CuPy alike::
     relative_change(before, after)                    # {"conv1.weight": 0.07, ...}
     input_gradient(model, x, classes)                 # d score[class] / d x, like x
     occlusion(model, x, classes, size=8, stride=2)    # p[class] with a patch covered
+    lr_range_test(step, low=1e-5, high=1.0)           # the loss as the learning rate grows
 
 A **dead** ReLU unit outputs 0 for every input it is shown, so it passes back no
 gradient and its weights never change again.  For a convolution the unit is a
@@ -131,4 +132,27 @@ def occlusion(model, x, classes, size=8, stride=2, fill=0.0, batch_size=256):
     return result.reshape(n, len(tops), len(lefts))
 
 
-__all__ = ["layer_outputs", "dead_units", "relative_change", "input_gradient", "occlusion"]
+def lr_range_test(step, low=1e-5, high=1.0, steps=100, explode=4.0):
+    """The learning-rate range test (L. Smith, 2017): ``(rates, losses)``.
+
+    ``step(lr)`` takes one training step at learning rate ``lr`` and returns that
+    step's loss (a number).  The rate starts at ``low`` and is multiplied by the
+    same factor at every step, to reach ``high`` at step ``steps - 1``; the test
+    stops early, after recording it, at the first loss that is not finite or is
+    more than ``explode`` times the lowest loss so far.  Plain Python, so that it
+    is also the reference solution of lesson 12's exercise.
+    """
+    factor = (high / low) ** (1 / (steps - 1))
+    rates, losses = [], []
+    for k in range(steps):
+        rate = low * factor ** k
+        loss = float(step(rate))
+        rates.append(rate)
+        losses.append(loss)
+        if not (abs(loss) < float("inf")) or loss > explode * min(losses):   # NaN fails `<`
+            break
+    return rates, losses
+
+
+__all__ = ["layer_outputs", "dead_units", "relative_change", "input_gradient", "occlusion",
+           "lr_range_test"]

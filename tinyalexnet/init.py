@@ -58,6 +58,11 @@ def zeros(shape, dtype="float32"):
     return np.zeros(shape, dtype=dtype)
 
 
+def ones(shape, dtype="float32"):
+    """Ones on the host: a normalisation layer's scale, which starts as the identity."""
+    return np.ones(shape, dtype=dtype)
+
+
 def normal(shape, std, rng, dtype="float32"):
     return (rng.standard_normal(shape) * std).astype(dtype)
 
@@ -76,10 +81,13 @@ def init_model(model, scheme="he", seed=0):
     if scheme not in ("paper", "he"):
         raise ConfigError(f"unknown init scheme {scheme!r}: expected 'paper' or 'he'")
     rng = default_rng(seed)
-    weighted = [name for name, layer in model.named_modules() if "weight" in layer.params]
+    # A normalisation layer's weight is a per-channel scale (1-d), not a weight to draw: it
+    # starts at 1 and its bias at 0, as the layer made them.
+    weighted = [name for name, layer in model.named_modules()
+                if "weight" in layer.params and layer.params["weight"].ndim > 1]
     classifier = weighted[-1] if weighted else None
     for name, layer in model.named_modules():
-        if "weight" not in layer.params:
+        if name not in weighted:
             continue
         w = layer.params["weight"]
         fan_in = int(w.size // w.shape[0])

@@ -144,6 +144,11 @@ RANGES = {
     # k > 0: with k = 0 a pixel where all the window's channels are 0 (common after
     # ReLU) would divide 0 by 0.
     "k": Range(NUMBER, above=0),
+    "num_features": AT_LEAST_ONE,
+    # A setting that means something else in one class is declared as "Class.name".
+    # BatchNorm's momentum is the weight of each new batch in the running averages
+    # (PyTorch's meaning): 1 keeps the last batch alone, 0 never updates them.
+    "BatchNorm2d.momentum": Range(NUMBER, minimum=0, maximum=1),
 }
 
 
@@ -154,7 +159,7 @@ def check_setting(owner, name, value):
     So ``Conv2d(3, 8, 0)`` fails when it is built, not as a ZeroDivisionError deep
     inside the first forward.
     """
-    allowed = range_of(name)
+    allowed = RANGES.get(f"{owner}.{name}") or range_of(name)
     if not allowed.allows(value):
         raise ConfigError(f"{owner}: {name} must be {allowed.rule}, got {value!r}")
     if value is None:

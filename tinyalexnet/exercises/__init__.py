@@ -14,6 +14,7 @@ then prints the relative errors, PASS or FAIL, and a hint on failure.
 * ``report.py``    -- how a check is recorded and printed; strict mode for CI
 * ``solutions.py`` -- the reference solutions (spoilers)
 * ``notebooks.py`` -- finding exercise cells in a notebook and filling in the solutions
+* ``claims.py``    -- ``expect``: a statement of a lesson's text, checked against its output
 """
 from .checkers import (check_adam_step, check_col2im, check_conv_backward, check_conv_forward,
                        check_conv_num_parameters, check_conv_output_size, check_dropout_backward,
@@ -23,8 +24,12 @@ from .checkers import (check_adam_step, check_col2im, check_conv_backward, check
                        check_relu_backward, check_relu_forward, check_sgd_step,
                        check_softmax_cross_entropy, check_tanh_backward, check_to_nchw,
                        check_topk_accuracy)
+from .checkers import check_saliency  # lesson 11
+from .checkers import check_dead_fraction, check_lr_range_test, check_update_ratio  # lesson 12
 from .checkers import check_f23_matrices, check_winograd_tile  # lesson 13
+from .claims import ClaimFailed, expect
 from .report import ExerciseFailed, ExerciseResult, results, results_json, set_strict
 
 __all__ = [name for name in dir() if name.startswith("check_")] + [
-    "ExerciseFailed", "ExerciseResult", "results", "results_json", "set_strict"]
+    "ClaimFailed", "ExerciseFailed", "ExerciseResult", "expect", "results", "results_json",
+    "set_strict"]

@@ -50,30 +50,85 @@ def _numeric(forward, x, dout):
 
 
 # ---------------------------------------------------------------- lesson 1
+TO_NCHW_VIEW_HINT = ("the values are right, but your result is a view of the input: transpose "
+                     "copies nothing, it only reorders the strides, so one channel of one image "
+                     "is scattered through memory.  The exercise asks for a contiguous array: "
+                     "xp.ascontiguousarray(images.transpose(0, 3, 1, 2)).")
+
+
 def check_to_nchw(to_nchw, backend="numpy"):
-    """Exercise 1.1: (N, H, W, C) -> (N, C, H, W)."""
+    """Exercise 1.1: (N, H, W, C) -> (N, C, H, W), as a contiguous array (not a strided view)."""
     ex = Exercise("1.1", "to_nchw", hint="NCHW puts channels on axis 1: transpose the axes "
                   "(0, 3, 1, 2) of (N, H, W, C); check the shape of your result first.")
     images = B.to_backend(np.random.default_rng(1).integers(0, 256, (2, 5, 7, 3)).astype(np.uint8),
                           backend)
     with ex.attempt():
         got = to_nchw(images)
-        ex.compare("values vs transpose", got, images.transpose(0, 3, 1, 2), bound=0.0)
+        if ex.compare("values vs transpose", got, images.transpose(0, 3, 1, 2), bound=0.0):
+            if not ex.require("a contiguous array, not a view", got.flags.c_contiguous):
+                ex.diagnose(TO_NCHW_VIEW_HINT)
     return ex.finish()
 
 
+NORMALIZE_HINTS = {
+    "ddof": "you divided by the sample standard deviation (ddof=1, dividing by M - 1).  The "
+            "exercise asks for the population one over all M = N*H*W values of a channel, "
+            "NumPy's default x.std(axis=(0, 2, 3), keepdims=True) (ddof=0): it is what makes "
+            "every channel's standard deviation exactly 1 afterwards, and what batch "
+            "normalisation and transforms.normalize use.",
+    "whole": "you normalised the whole array at once: each CHANNEL needs its own mean and std. "
+             "Reduce over axes (0, 2, 3) only (all images and pixels), with keepdims=True.",
+    "image": "you normalised each image separately: the statistics of a channel are taken over "
+             "ALL images and pixels, axes (0, 2, 3), not (2, 3).",
+    "no_std": "the means are right, but each channel must also be divided by its standard "
+              "deviation.",
+    "keepdims": "without keepdims=True the mean over axes (0, 2, 3) has shape (C,), which "
+                "broadcasting lines up with the LAST axis, W: reduce with keepdims=True, so that "
+                "the (1, C, 1, 1) mean and std broadcast against (N, C, H, W).",
+}
+NORMALIZE_BOUND = 1e-5      # lets an eps <= 1e-5 added to the std pass (the stds here are 1..100)
+
+
 def check_normalize_channels(normalize_channels, backend="numpy"):
-    """Exercise 1.2: per-channel mean 0, std 1 over (N, H, W)."""
-    ex = Exercise("1.2", "normalize_channels", hint="reduce over axes (0, 2, 3) with "
-                  "keepdims=True so that the (1, C, 1, 1) mean and std broadcast against x.")
+    """Exercise 1.2: per-channel mean 0, std 1 over (N, H, W).
+
+    The standard deviation asked for is the population one (ddof=0), as batch
+    normalisation and ``transforms.normalize`` use.  A small eps added to it (or to the
+    variance), to guard against a constant channel, is not a mistake: the bound lets
+    any eps up to 1e-5 pass.  A failure is matched against the usual mistakes (ddof=1,
+    the wrong axes, no division) and the hint names the one found.
+    """
+    ex = Exercise("1.2", "normalize_channels", hint=NORMALIZE_HINTS["keepdims"])
     xp = B.get_backend(backend)
     scale = xp.asarray(np.array([1.0, 10.0, 100.0]).reshape(1, 3, 1, 1))
     x = _rand((4, 3, 5, 6), 2, backend=backend) * scale + 3 * scale
+    mean = x.mean(axis=(0, 2, 3), keepdims=True)
+    want = (x - mean) / x.std(axis=(0, 2, 3), keepdims=True)
+    crashed = None
     with ex.attempt():
-        got = normalize_channels(x)
-        mean = x.mean(axis=(0, 2, 3), keepdims=True)
-        want = (x - mean) / x.std(axis=(0, 2, 3), keepdims=True)
-        ex.compare("values vs reference", got, want)
+        try:
+            got = normalize_channels(x.copy())
+        except ValueError as err:        # a broadcasting error: shapes that do not line up
+            crashed = err
+            raise
+        ex.compare("values vs reference (eps up to 1e-5 allowed)", got, want,
+                   bound=NORMALIZE_BOUND)
+    if ex.result.attempted and not ex.result.passed:
+        if crashed is not None:
+            if "broadcast" in str(crashed):
+                ex.diagnose(NORMALIZE_HINTS["keepdims"])
+        elif not ex.result.problem:
+            mistakes = {
+                "ddof": (x - mean) / x.std(axis=(0, 2, 3), keepdims=True, ddof=1),
+                "whole": (x - x.mean()) / x.std(),
+                "image": (x - x.mean(axis=(2, 3), keepdims=True))
+                / x.std(axis=(2, 3), keepdims=True),
+                "no_std": x - mean,
+            }
+            for name, wrong in mistakes.items():
+                if rel_error(got, wrong) <= NORMALIZE_BOUND:
+                    ex.diagnose(NORMALIZE_HINTS[name])
+                    break
     return ex.finish()
 
 
@@ -121,10 +176,25 @@ def check_linear_backward(linear_backward, backend="numpy"):
     return ex.finish()
 
 
+SOFTMAX_SHIFT_HINT = ("with logits in the thousands exp() overflows to inf and inf / inf is "
+                      "NaN: subtract each row's maximum before exp().  The probabilities do not "
+                      "change, and exp() can no longer overflow.")
+SOFTMAX_LOG_HINT = ("your gradient survives logits in the thousands, so your softmax is shifted "
+                    "and stable; but the loss is not: a probability far below 1e-308 underflows "
+                    "to 0, and -log(0) is inf.  Do not take the log of p: compute log p itself, "
+                    "log p = (z - max) - log(sum(exp(z - max))) (log-sum-exp), whose terms "
+                    "stay finite.")
+
+
 def check_softmax_cross_entropy(softmax_cross_entropy, backend="numpy"):
-    """Exercise 2.3: the loss and d loss / d logits, stable for large logits."""
-    ex = Exercise("2.3", "softmax_cross_entropy", hint="dlogits = (softmax(logits) - "
-                  "onehot(labels)) / N: the loss is a mean over the batch, so is its gradient.")
+    """Exercise 2.3: the loss and d loss / d logits, stable for large logits.
+
+    The last two rows feed logits in the thousands.  Two different mistakes fail
+    there: an unshifted exp() (everything NaN) and a shifted softmax followed by
+    -log(p) (the gradient right, the loss inf where a probability underflowed);
+    the hint says which.
+    """
+    ex = Exercise("2.3", "softmax_cross_entropy")
     xp = B.get_backend(backend)
     logits = _rand((5, 7), 20, backend=backend) * 3
     labels = xp.asarray(np.array([0, 6, 3, 3, 1]))
@@ -132,18 +202,25 @@ def check_softmax_cross_entropy(softmax_cross_entropy, backend="numpy"):
     ref_loss = ref.forward(logits, labels)
     ref_grad = ref.backward()
     numeric = numerical_gradient(lambda: ref.forward(logits, labels), logits)
+    mean_hint = ("dlogits = (softmax(logits) - onehot(labels)) / N: the loss is a mean over the "
+                 "batch, so is its gradient.")
+    big_rows = []
     with ex.attempt():
         loss, dlogits = softmax_cross_entropy(logits.copy(), labels)
         ex.compare("loss vs SoftmaxCrossEntropy", xp.asarray(loss), ref_loss,
                    hint="the loss is -log p[n, label[n]], averaged over the N samples.")
-        ex.compare("dlogits vs numerical gradient", dlogits, numeric, GRAD_BOUND)
-        ex.compare("dlogits vs reference", dlogits, ref_grad)
+        ex.compare("dlogits vs numerical gradient", dlogits, numeric, GRAD_BOUND, hint=mean_hint)
+        ex.compare("dlogits vs reference", dlogits, ref_grad, hint=mean_hint)
         big = logits * 1000      # exp(3000) overflows: only a shifted softmax survives this
-        loss, dlogits = softmax_cross_entropy(big.copy(), labels)
-        ex.compare("loss, logits x1000", xp.asarray(loss), ref.forward(big, labels),
-                   hint="subtract each row's maximum before exp(): the probabilities do not "
-                   "change, and exp() can no longer overflow to inf.")
-        ex.compare("dlogits, logits x1000", dlogits, ref.backward())
+        with np.errstate(all="ignore"):
+            loss, dlogits = softmax_cross_entropy(big.copy(), labels)
+        big_rows.append(ex.compare("loss, logits x1000", xp.asarray(loss),
+                                   ref.forward(big, labels)))
+        big_rows.append(ex.compare("dlogits, logits x1000", dlogits, ref.backward()))
+    small_ok = all(r.ok for r in ex.result.rows[:3]) and len(ex.result.rows) == 5
+    if small_ok and not all(big_rows):
+        loss_ok, grad_ok = big_rows
+        ex.diagnose(SOFTMAX_LOG_HINT if grad_ok and not loss_ok else SOFTMAX_SHIFT_HINT)
     return ex.finish()
 
 
@@ -452,10 +529,9 @@ def check_maxpool_backward(maxpool_backward, backend="numpy"):
             dout = _rand(layer.forward(x).shape, 128 + n, backend=backend)
             got = maxpool_backward(dout, x.copy(), k, s)
             ex.compare(f"{k}/{s} on {shape[2]}x{shape[3]}, ties, vs MaxPool2d.backward", got,
-                       layer.backward(dout),
-                       hint=MAXPOOL_TIE_HINT)
+                       layer.backward(dout))
     if distinct_ok and not ex.result.passed and ex.result.attempted and not ex.result.problem:
-        ex.diagnose(MAXPOOL_TIE_HINT)        # right without ties, wrong with them
+        ex.diagnose(MAXPOOL_TIE_HINT)        # right without ties, wrong with them: only then
     return ex.finish()
 
 
@@ -665,8 +741,15 @@ def check_conv_num_parameters(conv_num_parameters):
 
 
 # ---------------------------------------------------------------- lesson 8
+HFLIP_IN_PLACE_HINT = ("your hflip changed the batch it was given: writing the mirrored "
+                       "images into x (x[b] = ..., x[...] = ...) flips the caller's own "
+                       "pictures, so the un-augmented batch the caller keeps, and every later "
+                       "epoch, sees them mirrored.  Return a new array: xp.where(flip "
+                       "reshaped to (B, 1, 1, 1), x[:, :, :, ::-1], x), or work on x.copy().")
+
+
 def check_hflip(hflip, backend="numpy"):
-    """Exercise 8.1: mirror the images a boolean array picks."""
+    """Exercise 8.1: mirror the images a boolean array picks, into a new array."""
     ex = Exercise("8.1", "hflip", hint="x[:, :, :, ::-1] mirrors every image; xp.where(flip "
                   "reshaped to (B, 1, 1, 1), mirrored, x) picks per image.")
     xp = B.get_backend(backend)
@@ -674,9 +757,13 @@ def check_hflip(hflip, backend="numpy"):
     flip = np.array([True, False, True, True, False])
     want = ref_crop(x, np.zeros(5, np.int64), np.zeros(5, np.int64), (4, 7), flip)
     with ex.attempt():
-        ex.compare("vs transforms.crop with flips", hflip(x, xp.asarray(flip)), want, bound=0.0)
+        given = x.copy()
+        ex.compare("vs transforms.crop with flips", hflip(given, xp.asarray(flip)), want,
+                   bound=0.0)
+        if not ex.require("the batch given left unchanged", bool((given == x).all())):
+            ex.diagnose(HFLIP_IN_PLACE_HINT)
         none = np.zeros(5, bool)
-        ex.compare("nothing flipped", hflip(x, xp.asarray(none)), x, bound=0.0)
+        ex.compare("nothing flipped", hflip(x.copy(), xp.asarray(none)), x, bound=0.0)
     return ex.finish()
 
 
@@ -700,15 +787,15 @@ def check_topk_accuracy(topk_accuracy, backend="numpy"):
     tied = B.to_backend(np.random.default_rng(93).integers(0, 4, (97, 10)).astype(np.float64),
                         backend)                                     # many ties
     labels = xp.asarray(np.random.default_rng(92).integers(0, 10, 97))
-    distinct_ok = True
+    distinct_ok, counted = True, True
     with ex.attempt():
         for scores, what in ((distinct, "distinct scores"), (tied, "tied scores")):
             for k in (1, 2, 5, 10):
                 want = np.asarray(float(B.as_numpy(topk_correct(scores, labels, (k,))[0])) / 97)
-                ok = ex.compare(f"top-{k}, 97 images, {what}", _number(topk_accuracy(
-                    scores, labels, k)), want, bound=1e-12,
-                    hint=tie_hint if what == "tied scores" else "")
+                got = _number(topk_accuracy(scores, labels, k))
+                ok = ex.compare(f"top-{k}, 97 images, {what}", got, want, bound=1e-12)
                 distinct_ok &= ok or what == "tied scores"
+                counted &= B.is_array(got) and rel_error(got, want * 97) <= 1e-12
         # one confident, right answer and one wrong one: top-1 accuracy 1/2
         easy = xp.asarray(np.array([[0.0, 9.0, 1.0], [5.0, 1.0, 2.0]]))
         ex.compare("[[0, 9, 1], [5, 1, 2]], labels [1, 2]: top-1", _number(
@@ -717,9 +804,266 @@ def check_topk_accuracy(topk_accuracy, backend="numpy"):
         flat, zero = xp.asarray(np.array([[0.4, 0.4, 0.4]])), xp.asarray(np.array([0]))
         for k, want in ((1, 0.0), (3, 1.0)):
             ex.compare(f"[[.4, .4, .4]], label 0: top-{k}", _number(topk_accuracy(flat, zero, k)),
-                       np.asarray(want), bound=1e-12, hint=tie_hint)
-    if distinct_ok and ex.result.attempted and not ex.result.passed and not ex.result.problem:
-        ex.diagnose(tie_hint)                  # right without ties, wrong with them
+                       np.asarray(want), bound=1e-12)
+    if ex.result.attempted and not ex.result.passed and not ex.result.problem:
+        if distinct_ok:
+            ex.diagnose(tie_hint)              # right without ties, wrong with them
+        elif counted:
+            ex.diagnose("you return how many images have their class in the top k; the "
+                        "accuracy is that count divided by the number of images, a fraction "
+                        "from 0 to 1.")
+    return ex.finish()
+
+
+# ---------------------------------------------------------------- lesson 11
+SALIENCY_INPUT_GRAD_HINT = ("model.backward gave nothing back: the models' conv1 skips its input "
+                            "gradient (input_grad = False: in training nothing upstream needs "
+                            "it).  Set model[\"conv1\"].input_grad = True before the pass.")
+SALIENCY_HINTS = {
+    "signed": "take the absolute value: a saliency map is |d s_c / d x|, how much a pixel "
+              "matters, whichever way it moves the score.",
+    "sum": "combine the channels with the largest absolute value (max over axis 1), not their "
+           "sum: a pixel matters as much as its most important channel.",
+    "all_classes": "start the backward pass from ONE score per image, that of classes[n]: dout "
+                   "is 0 everywhere except a 1 at [n, classes[n]] (with all ones you get the "
+                   "gradient of the sum of all scores).",
+    "softmax": "the score is the logit, before the softmax: dout = one-hot of classes, "
+               "not the gradient of the loss or of the probability.",
+}
+
+
+def _saliency_model(backend):
+    """A small float64 network with a conv1 that skips its input gradient, as the models'."""
+    from ..layers import Flatten, Sequential
+    model = Sequential([("conv1", Conv2d(2, 3, 3, padding=1, rng=220)), ("relu1", ReLU()),
+                        ("flatten", Flatten()), ("fc2", Linear(3 * 5 * 6, 4, rng=221))])
+    model.to(backend, "float64")
+    model["conv1"].params["bias"][...] = _rand((3,), 222, backend=backend)
+    model["conv1"].input_grad = False
+    return model.eval()
+
+
+def check_saliency(saliency, backend="numpy"):
+    """Exercise 11.1: |d score[n, classes[n]] / d x[n]|, max over channels: (N, H, W).
+
+    Compared with the numerical gradient of each image's class score (central
+    differences, float64; the inputs stay clear of ReLU's kink) and with
+    ``diagnostics.input_gradient``.
+    """
+    from ..diagnostics import input_gradient
+    ex = Exercise("11.1", "saliency", hint="set conv1's input_grad, run forward, set dout to a "
+                  "one-hot of classes (N, K), run backward: the result is d s_c / d x, like x; "
+                  "then its absolute value, the largest over the channels (axis 1).")
+    xp = B.get_backend(backend)
+    model = _saliency_model(backend)
+    x = _rand((2, 2, 5, 6), 223, backend=backend)
+    classes = xp.asarray(np.array([1, 3]))
+    grads = input_gradient(model, x.copy(), B.as_numpy(classes))
+    want = xp.abs(grads).max(axis=1)
+    numeric = xp.zeros_like(x)
+    for n, c in enumerate(B.as_numpy(classes)):
+        image = x[n:n + 1].copy()
+        numeric[n] = numerical_gradient(lambda: model.forward(image)[0, int(c)], image)[0]
+    scores = model.forward(x)
+    onehot = xp.zeros_like(scores)
+    onehot[xp.arange(2), classes] = 1
+    shifted = xp.exp(scores - scores.max(axis=1, keepdims=True))
+    probs = shifted / shifted.sum(axis=1, keepdims=True)
+    mistakes = {"signed": grads.max(axis=1), "sum": xp.abs(grads).sum(axis=1),
+                "all_classes": xp.abs(_input_gradient(model, x, xp.ones_like(scores))).max(axis=1),
+                "softmax": xp.abs(_input_gradient(model, x, (probs - onehot) / 2)).max(axis=1)}
+    with ex.attempt():
+        got = saliency(model, x.copy(), classes)
+        ok = ex.compare("vs |numerical gradient|, max over channels", got,
+                        xp.abs(numeric).max(axis=1), GRAD_BOUND)
+        ok &= ex.compare("vs diagnostics.input_gradient", got, want)
+        if not ok:
+            for name, wrong in mistakes.items():
+                if rel_error(got, wrong) <= REF_BOUND:
+                    ex.diagnose(SALIENCY_HINTS[name])
+                    break
+    if ex.result.problem and "NoneType" in ex.result.problem:
+        ex.diagnose(SALIENCY_INPUT_GRAD_HINT)
+    return ex.finish()
+
+
+def _input_gradient(model, x, dout):
+    """What the backward pass from ``dout`` gives at the input (conv1's input gradient on)."""
+    model["conv1"].input_grad = True
+    try:
+        model.forward(x)
+        return model.backward(dout)
+    finally:
+        model["conv1"].input_grad = False
+
+
+# ---------------------------------------------------------------- lesson 12
+DEAD_HINTS = {
+    "positions": "you counted zeros per position (or per value); a unit is a whole channel: it "
+                 "is dead only if it is 0 at EVERY position of EVERY image.  Reduce over the "
+                 "batch and the positions (axes 0, 2, 3), keep the channel axis.",
+    "batch_only": "you reduced over the batch only: a channel alive at one position of one "
+                  "image is alive.  Reduce over the positions too (axes 0, 2, 3).",
+    "alive": "you returned the fraction of units that are ALIVE: dead means the largest output "
+             "is 0.",
+}
+
+
+def check_dead_fraction(dead_fraction, backend="numpy"):
+    """Exercise 12.1: the fraction of ReLU units (channels, features) that are 0 everywhere.
+
+    Activations with a known number of planted dead units (the independent count),
+    one channel alive at a single position of a single image, and a fully connected
+    layer's (N, F) outputs; also compared with ``diagnostics.dead_units``.
+    """
+    from ..diagnostics import dead_units
+    from ..layers import Sequential
+    ex = Exercise("12.1", "dead_fraction", hint="a unit is dead when its largest output, over "
+                  "all images and positions, is 0: reduce with max over every axis but axis 1, "
+                  "compare with 0, and average over the units.")
+    xp = B.get_backend(backend)
+    rng = np.random.default_rng(230)
+    conv = np.maximum(rng.standard_normal((6, 8, 4, 5)), 0)
+    conv[:, [1, 4, 6]] = 0                                  # three dead channels of eight
+    conv[:, 2] = 0
+    conv[3, 2, 1, 4] = 0.5                                  # alive at one position of one image
+    fc = np.maximum(rng.standard_normal((6, 10)), 0)
+    fc[:, [0, 9]] = 0                                       # two dead features of ten
+    fc[:, 3] = 0
+    fc[5, 3] = 2.0
+    cases = [("conv (6, 8, 4, 5): 3 dead of 8", conv, 3 / 8), ("fc (6, 10): 2 dead of 10", fc, 2 / 10)]
+    wrong = {"positions": [float((a == 0).mean()) for _, a, _ in cases],
+             "batch_only": [float((a.max(axis=0) <= 0).mean()) for _, a, _ in cases],
+             "alive": [1 - w for _, _, w in cases]}
+    # the package's own count, on a model whose only layer is a ReLU
+    relu_model = Sequential([("relu", ReLU())])
+    package = [dead_units(relu_model, B.to_backend(a, backend))["relu"] for _, a, _ in cases]
+    got_all = []
+    with ex.attempt():
+        for (label, a, want), pack in zip(cases, package):
+            got = _number(dead_fraction(B.to_backend(a, backend)))
+            got_all.append(float(got) if B.is_array(got) else None)
+            ex.compare(label, got, np.asarray(want), bound=1e-12)
+            ex.compare(f"{label.split(':')[0]} vs diagnostics.dead_units", got, np.asarray(pack),
+                       bound=1e-12)
+    if ex.result.attempted and not ex.result.passed and None not in got_all and got_all:
+        for name, values in wrong.items():
+            if all(abs(g - v) < 1e-12 for g, v in zip(got_all, values)):
+                ex.diagnose(DEAD_HINTS[name])
+                break
+    return ex.finish()
+
+
+UPDATE_HINTS = {
+    "elementwise": "you averaged the ratio weight by weight: the update-to-weight ratio is one "
+                   "number per array, the NORM of the change over the norm of the weights, "
+                   "sqrt(sum((after - before)**2)) / sqrt(sum(before**2)).",
+    "squared": "you compared squared norms: take the square root of both sums.",
+    "after": "divide by the norm of the weights BEFORE the step, not after it.",
+}
+
+
+def check_update_ratio(update_ratio, backend="numpy"):
+    """Exercise 12.2: |after - before| / |before| for one weight array.
+
+    Compared with a count on the host, element by element (the independent count),
+    and with ``diagnostics.relative_change``.
+    """
+    from ..diagnostics import relative_change
+    ex = Exercise("12.2", "update_ratio", hint="the Frobenius norm of the change divided by the "
+                  "Frobenius norm of the weights before it.")
+    cases = []
+    for k, (shape, scale) in enumerate((((4, 3, 3, 3), 1e-2), ((5, 7), 0.3))):
+        before = np.random.default_rng(240 + k).standard_normal(shape) * 0.05
+        after = before + np.random.default_rng(250 + k).standard_normal(shape) * 0.05 * scale
+        flat_b, flat_a = before.ravel().tolist(), after.ravel().tolist()
+        by_hand = (sum((a - b) ** 2 for a, b in zip(flat_a, flat_b)) ** 0.5
+                   / sum(b * b for b in flat_b) ** 0.5)
+        cases.append((shape, before, after, by_hand))
+    with ex.attempt():
+        for shape, before, after, by_hand in cases:
+            b, a = B.to_backend(before, backend), B.to_backend(after, backend)
+            got = _number(update_ratio(b.copy(), a.copy()))
+            ex.compare(f"{shape}: vs a count by hand", got, np.asarray(by_hand), bound=1e-10)
+            package = relative_change({"w": b}, {"w": a})["w"]
+            ex.compare(f"{shape}: vs diagnostics.relative_change", got, np.asarray(package),
+                       bound=1e-10)
+            if not ex.result.rows[-1].ok and B.is_array(got) and not ex.diagnoses:
+                norm = lambda v: float(np.sqrt((v ** 2).sum()))            # noqa: E731
+                mistakes = {"elementwise": float(np.mean(np.abs(after - before) / np.abs(before))),
+                            "squared": by_hand ** 2,
+                            "after": norm(after - before) / norm(after)}
+                for name, value in mistakes.items():
+                    if abs(float(B.as_numpy(got)) - value) <= 1e-10 * max(1.0, abs(value)):
+                        ex.diagnose(UPDATE_HINTS[name])
+                        break
+    return ex.finish()
+
+
+RANGE_HINTS = {
+    "linear": "the rates must grow by the same FACTOR at every step (exponentially): "
+              "factor = (high / low) ** (1 / (steps - 1)), rate k = low * factor**k.",
+    "no_stop": "stop once the loss explodes: after recording a loss that is not finite or is "
+               "more than `explode` times the lowest loss so far.",
+    "stop_early": "record the loss that explodes before stopping, and stop only when a loss is "
+                  "more than `explode` times the LOWEST loss so far (not the previous one).",
+}
+
+
+def _bowl(curvature=4.0):
+    """One weight on the loss 0.5 c w^2, stepped by plain gradient descent: the loss falls
+    for lr < 2 / c and explodes above it, at a rate known in advance."""
+    state = {"w": 1.0}
+
+    def step(lr):
+        w = state["w"]
+        loss = 0.5 * curvature * w * w
+        state["w"] = w - lr * curvature * w
+        return loss
+    return step
+
+
+def check_lr_range_test(lr_range_test):
+    """Exercise 12.3: the learning-rate range test, on a bowl whose answer is known.
+
+    On the loss 0.5 c w^2 gradient descent diverges for lr > 2 / c: the test must
+    raise the rate geometrically, record the loss that explodes, stop there, and agree
+    with ``diagnostics.lr_range_test`` step for step.
+    """
+    from ..diagnostics import lr_range_test as package_test
+    ex = Exercise("12.3", "lr_range_test", hint="rate k = low * factor**k with factor = "
+                  "(high / low) ** (1 / (steps - 1)); call step(rate) and record (rate, loss); "
+                  "stop after a loss that is not finite or above explode times the lowest.")
+    settings = [dict(low=1e-3, high=10.0, steps=60, explode=4.0),
+                dict(low=1e-4, high=0.1, steps=20, explode=4.0)]      # never explodes
+    with ex.attempt():
+        for n, kw in enumerate(settings):
+            want_rates, want_losses = package_test(_bowl(), **kw)
+            got = lr_range_test(_bowl(), **kw)
+            if not isinstance(got, (tuple, list)) or len(got) != 2:
+                ex.result.problem = "lr_range_test must return two lists: (rates, losses)"
+                return ex.finish()
+            rates, losses = (np.asarray(v, dtype=np.float64) for v in got)
+            tag = f"low {kw['low']:g}, high {kw['high']:g}, {kw['steps']} steps"
+            ex.require(f"{tag}: first rate is low", len(rates) > 0 and
+                       abs(rates[0] - kw["low"]) <= 1e-12 * kw["low"])
+            ratio = rates[1:] / rates[:-1] if len(rates) > 1 else np.ones(1)
+            geometric = ex.require(f"{tag}: the same factor at every step",
+                                   np.ptp(ratio) <= 1e-9 * ratio.max())
+            if not geometric and not ex.diagnoses:
+                ex.diagnose(RANGE_HINTS["linear"])
+            stopped = n == 0
+            length_ok = ex.require(f"{tag}: {len(want_rates)} steps "
+                                   + ("(stops at the explosion)" if stopped else "(all of them)"),
+                                   len(rates) == len(want_rates))
+            if not length_ok and not ex.diagnoses:
+                ex.diagnose(RANGE_HINTS["no_stop" if len(rates) > len(want_rates)
+                                        else "stop_early"])
+            if length_ok:
+                ex.compare(f"{tag}: rates vs diagnostics.lr_range_test", rates,
+                           np.asarray(want_rates), bound=1e-12)
+                ex.compare(f"{tag}: losses vs diagnostics.lr_range_test", losses,
+                           np.asarray(want_losses), bound=1e-12)
     return ex.finish()
 
 
@@ -730,8 +1074,51 @@ def _f23_direct(d, g):
                      d[1] * g[0] + d[2] * g[1] + d[3] * g[2]])
 
 
+F23_TRANSPOSED_HINT = ("your matrices work if the third is transposed: you wrote B, not B^T. "
+                       "Row k of B^T holds the coefficients of d in the k-th product: "
+                       "m0 = (d0 - d2) g0 makes row 0 [1, 0, -1, 0].")
+
+
+def _f23_row_fixes(AT, G, BT, d, g, want):
+    """Which single row of AT, G or BT, replaced by a better one, makes every output right.
+
+    y = AT [(G g) * (BT d)] is linear in each row of each matrix when the others are
+    held fixed, so the best replacement of one row is a least-squares fit over the
+    samples; a fit with no residual means that row alone is wrong.
+    Returns ``[(matrix name, row)]``.
+    """
+    fixes = []
+    Gg, Bd = g @ G.T, d @ BT.T                            # (samples, 4) each
+    m = Gg * Bd
+    for name, rows in (("AT", range(AT.shape[0])), ("G", range(G.shape[0])),
+                       ("BT", range(BT.shape[0]))):
+        for k in rows:
+            if name == "AT":         # output k = AT[k] . m; the other outputs must be right
+                others = [i for i in range(AT.shape[0]) if i != k]
+                if rel_error(m @ AT[others].T, want[:, others]) > 1e-10:
+                    continue
+                design, target = m, want[:, k]
+            else:                    # outputs = AT[:, k] m_k + the other products
+                rest = (m - np.outer(m[:, k], np.eye(m.shape[1])[k])) @ AT.T
+                other = Bd[:, k] if name == "G" else Gg[:, k]
+                base = g if name == "G" else d
+                # y[:, i] - rest[:, i] = AT[i, k] * other * (base . row): stack both outputs
+                design = np.concatenate([AT[i, k] * other[:, None] * base
+                                         for i in range(AT.shape[0])])
+                target = np.concatenate([want[:, i] - rest[:, i] for i in range(AT.shape[0])])
+            row, *_ = np.linalg.lstsq(design, target, rcond=None)
+            if np.abs(design @ row - target).max() <= 1e-9 * (1 + np.abs(target).max()):
+                fixes.append((name, k))
+    return fixes
+
+
 def check_f23_matrices(f23_matrices):
-    """Exercise 13.1: A^T (2, 4), G (4, 3), B^T (4, 4) with y = A^T [(G g) * (B^T d)]."""
+    """Exercise 13.1: A^T (2, 4), G (4, 3), B^T (4, 4) with y = A^T [(G g) * (B^T d)].
+
+    Any correct set of matrices passes, not only the lesson's.  When the outputs are
+    wrong the checker looks for the one thing that would fix them: B in place of B^T,
+    or a single row of A^T, G or B^T, and names it.
+    """
     ex = Exercise("13.1", "f23_matrices", hint="write m0..m3 as products (row k of G) . g times "
                   "(row k of B^T) . d; then y0 and y1 are sums of the m's: their coefficients are "
                   "the rows of A^T.")
@@ -748,14 +1135,49 @@ def check_f23_matrices(f23_matrices):
                 return ex.finish()
         rng = np.random.default_rng(190)
         d, g = rng.standard_normal((50, 4)), rng.standard_normal((50, 3))
-        y = np.stack([AT @ ((G @ gk) * (BT @ dk)) for dk, gk in zip(d, g)])
+        y = ((g @ G.T) * (d @ BT.T)) @ AT.T
         want = np.stack([_f23_direct(dk, gk) for dk, gk in zip(d, g)])
-        ex.compare("y0 = d0 g0 + d1 g1 + d2 g2, 50 random d, g", y[:, 0], want[:, 0],
-                   bound=1e-10, hint="y0 is wrong: check row 1 of A^T, and the m's it adds.")
-        ex.compare("y1 = d1 g0 + d2 g1 + d3 g2, 50 random d, g", y[:, 1], want[:, 1],
-                   bound=1e-10, hint="y1 is wrong: check row 2 of A^T (signs!), and the m's it "
-                   "adds.")
+        ex.compare("y0 = d0 g0 + d1 g1 + d2 g2, 50 random d, g", y[:, 0], want[:, 0], bound=1e-10)
+        ex.compare("y1 = d1 g0 + d2 g1 + d3 g2, 50 random d, g", y[:, 1], want[:, 1], bound=1e-10)
+        if not ex.result.passed:
+            m = (g @ G.T) * (d @ BT.T)
+            # y = AT [s * m] with one factor s_k per product: linear in s, fitted to the outputs
+            design = np.concatenate([m * AT[i] for i in range(2)])
+            scale, *_ = np.linalg.lstsq(design, want.T.ravel(), rcond=None)
+            if rel_error(((g @ G.T) * (d @ BT)) @ AT.T, want) <= 1e-10:
+                ex.diagnose(F23_TRANSPOSED_HINT)
+            elif rel_error(design @ scale, want.T.ravel()) <= 1e-10:
+                off = [(k, v) for k, v in enumerate(scale) if abs(v - 1) > 1e-6
+                       and np.abs(AT[:, k]).max() > 0]
+                ex.diagnose(_f23_scale_hint(off)) if off else None
+            fixes = [] if ex.diagnoses else _f23_row_fixes(AT, G, BT, d, g, want)
+            ex.diagnose(_f23_fix_hint(fixes)) if fixes else None
     return ex.finish()
+
+
+def _f23_scale_hint(off):
+    """The hint when every product is right up to a factor (a sign, a missing half)."""
+    products = ", ".join(f"m{k} comes out {1 / v:.3g} times" for k, v in off)
+    return (f"{products} what your A^T expects: a sign or a factor of 2 (a missing half) in one "
+            "product.  Row k of G, row k of B^T and column k of A^T share m_k's factor between "
+            "them: put it right in one of them (the lesson's m1 and m2 carry a half each, "
+            "in G).")
+
+
+def _f23_fix_hint(fixes):
+    """The hint for the rows that alone would fix the outputs (see ``_f23_row_fixes``)."""
+    names = {"AT": "A^T", "G": "G", "BT": "B^T"}
+    if len(fixes) == 1:
+        name, k = fixes[0]
+        if name == "AT":
+            return (f"only y{k} is wrong, and only row {k} of A^T needs to change: check which "
+                    f"m's y{k} adds, and their signs.")
+        what = "the kernel g" if name == "G" else "the inputs d"
+        return (f"row {k} of {names[name]} is wrong, and only it: it says how m{k} combines "
+                f"{what}.  Check its entries (signs, halves) against your formula for m{k}.")
+    where = ", ".join(f"row {k} of {names[n]}" for n, k in fixes)
+    return (f"changing any one of these alone would fix the outputs: {where}.  Look for the "
+            "one whose entries disagree with your formulas for the m's and for y0, y1.")
 
 
 def _correlate_tile(d, g):

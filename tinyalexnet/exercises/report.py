@@ -9,6 +9,8 @@ A checker builds small float64 inputs, calls the learner's function inside
         ex.compare("dx vs numerical gradient", dx, numeric_dx, bound=1e-6)
     return ex.finish()
 
+``ex.require(label, condition)`` records a yes/no row instead (a property the
+result must have: a contiguous array, the caller's input left unchanged).
 ``finish`` prints the report (each relative error, ok or FAIL, a hint when
 something failed) and returns an :class:`ExerciseResult`, which is truthy when
 the exercise passed.
@@ -50,6 +52,11 @@ def set_strict(flag=True):
     _strict = bool(flag)
 
 
+def strict():
+    """Whether failures raise (strict mode) instead of being reported."""
+    return _strict
+
+
 def results():
     """All exercise results of this session, oldest first."""
     return list(_results)
@@ -76,9 +83,12 @@ class Row:
     error: float          # relative error, or None when the comparison could not be made
     bound: float
     note: str = ""
+    holds: bool = None    # a yes/no property (``Exercise.require``) instead of a comparison
 
     @property
     def ok(self):
+        if self.holds is not None:
+            return self.holds
         return self.error is not None and self.error <= self.bound
 
 
@@ -107,6 +117,10 @@ class ExerciseResult:
         lines = [head]
         width = max([len(r.label) for r in self.rows] + [10])
         for r in self.rows:
+            if r.holds is not None:
+                lines.append(f"  {r.label:<{width}}  {'yes' if r.holds else 'no':<29}  "
+                             f"{'ok' if r.ok else 'FAIL'}{'  ' + r.note if r.note else ''}")
+                continue
             err = "   n/a   " if r.error is None else f"{r.error:.1e}"
             bound = "exact" if r.bound == 0 else f"bound {r.bound:.0e}"
             lines.append(f"  {r.label:<{width}}  rel. error {err}  ({bound})  "
@@ -171,6 +185,14 @@ class Exercise:
         row = Row(label, error, bound)
         if want.shape == () and not row.ok:        # a single number: say what came
             row.note = f"got {float(as_numpy(got)):g}, expected {float(as_numpy(want)):g}"
+        self.result.rows.append(row)
+        if not row.ok:
+            self._fail_hint(hint)
+        return row.ok
+
+    def require(self, label, holds, hint="", note=""):
+        """One yes/no row: a property the result must have (contiguous, input unchanged)."""
+        row = Row(label, None, 0.0, note=note, holds=bool(holds))
         self.result.rows.append(row)
         if not row.ok:
             self._fail_hint(hint)

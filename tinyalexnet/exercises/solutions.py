@@ -19,6 +19,8 @@ from ..layers.functional import (conv_backward, conv_forward, dropout_backward, 
                                  maxpool_backward, maxpool_forward, relu_backward, relu_forward,
                                  softmax_cross_entropy, tanh_backward)
 from ..layers.im2col import col2im, conv_output_size, im2col
+# Lesson 12's learning-rate range test: the package's own function, which the lesson runs.
+from ..diagnostics import lr_range_test
 
 
 # ---------------------------------------------------------------- lesson 1: arrays
@@ -76,6 +78,34 @@ def topk_accuracy(logits, labels, k=5):
     true = logits[xp.arange(logits.shape[0]), labels][:, None]    # (N, 1)
     rank = (logits >= true).sum(axis=1)                           # (N,), 1 for a clear winner
     return float((rank <= k).mean())
+
+
+# ---------------------------------------------------------------- lesson 11: looking inside
+def saliency(model, x, classes):
+    """|d score[n, classes[n]] / d x[n]|, the largest over the channels: (N, C, H, W) -> (N, H, W).
+
+    The score is the logit, before the softmax.  conv1 skips its input gradient in
+    training (nothing upstream needs it): switch it on first."""
+    xp = get_array_module(x)
+    model["conv1"].input_grad = True
+    scores = model.forward(x)                                  # (N, K)
+    dout = xp.zeros_like(scores)
+    dout[xp.arange(x.shape[0]), classes] = 1                   # d s_c / d scores: one 1 per row
+    return xp.abs(model.backward(dout)).max(axis=1)
+
+
+# ---------------------------------------------------------------- lesson 12: when training fails
+def dead_fraction(activations):
+    """ReLU outputs (N, C, H, W) or (N, F) -> the fraction of units (channels, features) that
+    are 0 for every image and every position."""
+    axes = (0,) + tuple(range(2, activations.ndim))            # all but the unit axis
+    return float((activations.max(axis=axes) <= 0).mean())
+
+
+def update_ratio(before, after):
+    """|after - before| / |before| (Frobenius norms): how far one step moved a weight array."""
+    xp = get_array_module(before)
+    return float(xp.sqrt(((after - before) ** 2).sum()) / xp.sqrt((before ** 2).sum()))
 
 
 # ---------------------------------------------------------------- lesson 13: faster convolutions

@@ -5,7 +5,8 @@ layer, written to be read, with the shapes, the equation and the backward
 formula in each docstring (they are also the lessons' reference solutions).
 Each layer class is a thin stateful wrapper around them, one concept per file:
 ``conv.py`` (with ``im2col.py``), ``relu.py`` (and ``tanh.py``, the saturating
-unit it replaced), ``lrn.py``, ``pool.py``, ``dropout.py``, ``linear.py``,
+unit it replaced), ``lrn.py`` (and ``batchnorm.py``, what replaced it later),
+``pool.py``, ``dropout.py``, ``linear.py``,
 ``flatten.py``, ``padding.py``, ``loss.py``.  A class holds the parameters and
 their gradients, checks its settings and inputs, and keeps what backward needs.
 ``module.py`` is what they share and ``sequential.py`` chains them.
@@ -26,6 +27,7 @@ from .conv import Conv2d
 from .relu import ReLU
 from .tanh import Tanh
 from .lrn import LocalResponseNorm
+from .batchnorm import BatchNorm2d
 from .pool import MaxPool2d
 from .dropout import Dropout
 from .flatten import Flatten
@@ -34,5 +36,5 @@ from .padding import ZeroPad2d
 from .loss import SoftmaxCrossEntropy
 from .sequential import Sequential
 
-__all__ = ["Module", "Conv2d", "ReLU", "Tanh", "LocalResponseNorm", "MaxPool2d", "Dropout", "Flatten",
-           "Linear", "ZeroPad2d", "SoftmaxCrossEntropy", "Sequential"]
+__all__ = ["Module", "Conv2d", "ReLU", "Tanh", "LocalResponseNorm", "BatchNorm2d", "MaxPool2d",
+           "Dropout", "Flatten", "Linear", "ZeroPad2d", "SoftmaxCrossEntropy", "Sequential"]

@@ -264,3 +264,56 @@ def dropout_forward(x, keep, p):
 def dropout_backward(dout, keep, p):
     """The same mask and scale as the forward pass:  dx = dout * keep / (1 - p)."""
     return dout * keep / (1 - p)
+
+
+# ---------------------------------------------------------------- batch normalisation
+def batch_statistics(x):
+    """x (N, C, H, W) -> (mean (C,), var (C,)): each channel's mean and variance over its
+    M = N H W values (the variance divides by M, not M - 1)."""
+    return x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))
+
+
+def batchnorm_forward(x, gamma, beta, mean, var, eps=1e-5):
+    """Batch normalisation (Ioffe and Szegedy, 2015), the layer that replaced LRN.
+
+    x (N, C, H, W), gamma, beta, mean, var (C,)  ->  out (N, C, H, W):
+
+        x_hat = (x - mean[c]) / sqrt(var[c] + eps)        out = gamma[c] x_hat + beta[c]
+
+    Where LRN divides each activation by its neighbours across channels at one
+    pixel, batch normalisation standardises each channel over the batch and the
+    image, then lets the network rescale it (gamma, beta are learned).  In
+    training, mean and var are the batch's own (``batch_statistics``); in
+    evaluation, the running averages that training gathered.
+    """
+    xp = get_array_module(x)
+    shape = (1, x.shape[1], 1, 1)
+    x_hat = (x - mean.reshape(shape)) / xp.sqrt(var.reshape(shape) + eps)
+    return gamma.reshape(shape) * x_hat + beta.reshape(shape)
+
+
+def batchnorm_backward(dout, x, gamma, mean, var, eps=1e-5, batch_stats=True):
+    """dout (N, C, H, W), x (N, C, H, W), gamma, mean, var (C,): the statistics forward used
+    ->  (dx (N, C, H, W), dgamma (C,), dbeta (C,))
+
+        dbeta = sum of dout        dgamma = sum of dout x_hat        (over N, H, W)
+
+    With fixed statistics (evaluation) x_hat is x shifted and scaled, so
+    dx = gamma dout / sqrt(var + eps).  With the batch's own (``batch_stats``,
+    training), the mean and the variance move with every x of the channel too,
+    and the chain rule through both adds two terms (means over the N H W values):
+
+        dx = gamma / sqrt(var + eps) * (dout - mean(dout) - x_hat * mean(dout * x_hat))
+    """
+    xp = get_array_module(x)
+    shape = (1, x.shape[1], 1, 1)
+    inv_std = 1 / xp.sqrt(var.reshape(shape) + eps)
+    x_hat = (x - mean.reshape(shape)) * inv_std
+    dbeta = dout.sum(axis=(0, 2, 3))
+    dgamma = (dout * x_hat).sum(axis=(0, 2, 3))
+    if not batch_stats:
+        return gamma.reshape(shape) * inv_std * dout, dgamma, dbeta
+    M = x.size // x.shape[1]                     # values per channel
+    dx = gamma.reshape(shape) * inv_std * (dout - dbeta.reshape(shape) / M
+                                           - x_hat * dgamma.reshape(shape) / M)
+    return dx, dgamma, dbeta

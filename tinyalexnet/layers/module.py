@@ -6,7 +6,10 @@ A layer is a small object with two methods::
     dx  = layer.backward(dout)    # dL/dx from dL/dout; fills layer.grads
 
 Parameters live in ``layer.params`` and their gradients, of the same shapes,
-in ``layer.grads`` (both dicts keyed by ``"weight"`` / ``"bias"``).  Unlike
+in ``layer.grads`` (both dicts keyed by ``"weight"`` / ``"bias"``).  Arrays a
+layer keeps that are not learned by gradient descent (batch normalisation's
+running averages) are *buffers*, in ``layer.buffers``: like PyTorch's, they are
+in the ``state_dict`` and move with ``.to()``, and no optimizer sees them.  Unlike
 PyTorch, backward *overwrites* the grads instead of adding to them, so there is
 no ``zero_grad()`` to forget.
 
@@ -49,6 +52,7 @@ class Module:
     def __init__(self):
         self.params = OrderedDict()
         self.grads = OrderedDict()
+        self.buffers = OrderedDict()   # state that is not a parameter: running averages
         self.training = True
         self.name = None          # set by Sequential: "conv1", "fc6", ...
         # Reject NaN/inf inputs.  On a GPU each check reads a value back (a sync), so the
@@ -92,6 +96,10 @@ class Module:
         self.params[name] = value
         self.grads[name] = backend.get_array_module(value).zeros_like(value)
 
+    def register_buffer(self, name, value):
+        """Add buffer ``name``: saved in the state_dict and moved by ``.to()``, never trained."""
+        self.buffers[name] = value
+
     def children(self):
         """(name, module) pairs of direct sub-modules; layers have none."""
         return iter(())
@@ -134,9 +142,22 @@ class Module:
     def num_parameters(self):
         return sum(int(p.size) for _, p, _ in self.named_parameters())
 
+    def named_buffers(self, prefix=""):
+        """Yield ``(name, buffer)`` for every buffer, e.g. ``("bn1.running_mean", array)``."""
+        for key, b in self.buffers.items():
+            yield prefix + key, b
+        for name, child in self.children():
+            yield from child.named_buffers(prefix + name + ".")
+
     def state_dict(self):
-        """Ordered ``{name: array}`` of all parameters (the arrays themselves, not copies)."""
-        return OrderedDict((name, p) for name, p, _ in self.named_parameters())
+        """Ordered ``{name: array}`` of all parameters and buffers (the arrays themselves, not
+        copies), in PyTorch's order: each module's parameters, then its buffers, then its
+        children's."""
+        state = OrderedDict(self.params)
+        state.update(self.buffers)
+        for name, child in self.children():
+            state.update((f"{name}.{key}", a) for key, a in child.state_dict().items())
+        return state
 
     def load_state_dict(self, state, strict=True):
         """Copy arrays into the parameters, in place, checking names and shapes.
@@ -164,8 +185,9 @@ class Module:
 
     # ------------------------------------------------------------------ devices and dtypes
     def to(self, backend_name=None, dtype=None):
-        """Move parameters to ``"numpy"`` or ``"cupy"`` and/or cast them to ``dtype``; then
-        lay them (and their gradients) in flat buffers, see ``flatten_parameters``."""
+        """Move parameters (and buffers) to ``"numpy"`` or ``"cupy"`` and/or cast them to
+        ``dtype``; then lay the parameters (and their gradients) in flat buffers, see
+        ``flatten_parameters``."""
         for _, m in self.named_modules():
             for key in list(m.params):
                 for store in (m.params, m.grads):
@@ -175,6 +197,12 @@ class Module:
                     if dtype is not None:
                         a = a.astype(dtype, copy=False)
                     store[key] = a
+            for key, b in m.buffers.items():
+                if backend_name is not None:
+                    b = backend.to_backend(b, backend_name)
+                if dtype is not None and b.dtype.kind == "f":      # a count stays an integer
+                    b = b.astype(dtype, copy=False)
+                m.buffers[key] = b
             m._cache = None
         if self.flat_buffers() is None:          # still valid if nothing moved
             self.flatten_parameters()
