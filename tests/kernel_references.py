@@ -16,8 +16,8 @@ reference does check the launch: one thread at least per element.
 import numpy as np
 
 from tinyalexnet import rng
-from tinyalexnet.kernels import (adam, col2im, cross_entropy, dropout, lrn, maxpool, relu,
-                                 sgd)
+from tinyalexnet.kernels import (adam, col2im, cross_entropy, dropout, im2col, lrn, maxpool,
+                                 relu, sgd)
 from tinyalexnet.layers import fast
 
 _standin = None
@@ -127,6 +127,12 @@ def _maxpool_backward(grid, block, args):
     dx[...] = fast.maxpool_backward(dout, argmax, dx.shape, int(k), int(s))
 
 
+def _im2col(grid, block, args):
+    x, cols, N, C, H, W, kh, kw, stride, padding, OH, OW, n = (_host(a) for a in args)
+    _covers(im2col.BATCH_LAST.name, grid, block, n)
+    cols[...] = fast.im2col_batch_last(x, int(kh), int(kw), int(stride), int(padding))
+
+
 def _col2im(grid, block, args):
     cols, dx, N, C, H, W, kh, kw, stride, padding, OH, OW, n = (_host(a) for a in args)
     _covers(col2im.BATCH_LAST.name, grid, block, n)
@@ -163,7 +169,7 @@ REFERENCES = {
     dropout.FORWARD: _dropout_forward, dropout.BACKWARD: _dropout_backward,
     lrn.FORWARD: _lrn_forward, lrn.BACKWARD: _lrn_backward,
     maxpool.FORWARD: _maxpool_forward, maxpool.BACKWARD: _maxpool_backward,
-    col2im.BATCH_LAST: _col2im,
+    im2col.BATCH_LAST: _im2col, col2im.BATCH_LAST: _col2im,
     cross_entropy.ROWS: _cross_entropy_rows, cross_entropy.MEAN: _mean,
     cross_entropy.BACKWARD: _cross_entropy_backward,
 }

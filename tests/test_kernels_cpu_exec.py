@@ -9,7 +9,7 @@ kernels/, the kernel.  Each test compares with the readable NumPy path, in
 float32 and float64, on odd shapes, ties, strides, paddings and groups:
 
 * bit for bit where the kernel does the array code's operations in its order
-  (ReLU, dropout, max pooling, col2im, SGD);
+  (ReLU, dropout, max pooling, im2col, col2im, SGD);
 * within float rounding where libm's exp/pow or the order of a sum differ (LRN,
   the loss, Adam): the bound is stated in each test.
 
@@ -198,7 +198,8 @@ def test_cpu_exec_maxpool_nan_as_the_array_code(gpu):
 # ------------------------------------------------------------------------------------ col2im
 # (N, C, H, W, kh, kw, stride, padding)
 COL2IM_CASES = [(2, 3, 7, 7, 3, 3, 1, 0), (3, 2, 8, 5, 3, 2, 1, 1), (1, 4, 9, 11, 5, 5, 2, 2),
-                (2, 3, 13, 13, 11, 11, 4, 0), (2, 1, 4, 4, 6, 6, 1, 1), (1, 2, 5, 6, 1, 1, 2, 0)]
+                (2, 3, 13, 13, 11, 11, 4, 0), (2, 1, 4, 4, 6, 6, 1, 1), (1, 2, 5, 6, 1, 1, 2, 0),
+                (3, 2, 9, 8, 5, 3, 2, 2)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -213,13 +214,25 @@ def test_cpu_exec_col2im(gpu, case, dtype):
     _same_bits(got, fast.col2im_batch_last(cols, (N, C, H, W), kh, kw, s, p))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", COL2IM_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_cpu_exec_im2col(gpu, case, dtype):
+    N, C, H, W, kh, kw, s, p = case
+    x = _rand((N, C, H, W), 10, dtype)
+    x.reshape(-1)[:3] = [-0.0, np.inf, np.nan]          # copied as they are, bits and all
+    got = fast.im2col_batch_last(gpu.asarray(x), kh, kw, s, p)
+    assert _launched() == {kernels.im2col.BATCH_LAST.name}
+    # A copy, the zero border included: bit for bit the array code's columns.
+    _same_bits(got, fast.im2col_batch_last(x, kh, kw, s, p))
+
+
 # (N, C, H, W, F, kernel, stride, padding, groups)
 CONV_CASES = [(2, 4, 7, 9, 6, 3, 2, 1, 2), (1, 3, 11, 11, 4, 5, 1, 2, 1),
               (3, 4, 8, 8, 4, 3, 1, 0, 4), (2, 6, 5, 7, 6, (3, 2), 2, 1, 3)]
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "x".join(map(str, c)))
-def test_cpu_exec_conv_backward_with_the_col2im_kernel(gpu, case):
+def test_cpu_exec_conv_with_the_im2col_and_col2im_kernels(gpu, case):
     N, C, H, W, F, k, s, p, g = case
 
     def make(xp_name):
@@ -234,7 +247,7 @@ def test_cpu_exec_conv_backward_with_the_col2im_kernel(gpu, case):
     want_out, want_dx = want.forward(x), want.backward(dout)
     got = make("cupy").set_check_finite(False)     # fast.py with the col2im kernel
     out, dx = got.forward(gpu.asarray(x)), got.backward(gpu.asarray(dout))
-    assert kernels.col2im.BATCH_LAST.name in _launched()
+    assert {kernels.im2col.BATCH_LAST.name, kernels.col2im.BATCH_LAST.name} <= _launched()
     for a, b in [(out, want_out), (dx, want_dx)] + [(got.grads[n], want.grads[n])
                                                     for n in ("weight", "bias")]:
         _close(a, b, 1e-13)                        # the products in another order
@@ -382,6 +395,10 @@ def _col2im_check(xp):
     test_cpu_exec_col2im(xp, (1, 4, 9, 11, 5, 5, 2, 2), "float64")
 
 
+def _im2col_check(xp):
+    test_cpu_exec_im2col(xp, (3, 2, 9, 8, 5, 3, 2, 2), "float64")
+
+
 def _loss_check(xp):
     test_cpu_exec_cross_entropy(xp, "float32", 7, 10)
 
@@ -418,6 +435,12 @@ PLANTED = [
     ("col2im stride test", kernels.col2im.BATCH_LAST, "left % stride != 0 || ", "", _col2im_check),
     ("col2im padding", kernels.col2im.BATCH_LAST, "int top = h + padding - a;",
      "int top = h - a;", _col2im_check),
+    ("im2col stride", kernels.im2col.BATCH_LAST, "int h = oh * stride + a - padding;",
+     "int h = oh + a - padding;", _im2col_check),
+    ("im2col no zero border", kernels.im2col.BATCH_LAST, "if (h >= 0 && h < H && w >= 0",
+     "if (h >= 0 && h <= H && w >= 0", _im2col_check),
+    ("im2col batch not fastest", kernels.im2col.BATCH_LAST, "int b = (int)(i % N);",
+     "int b = (int)((i / OW) % N);", _im2col_check),
     ("loss without the max", kernels.cross_entropy.ROWS, "if (row[k] > m || row[k] != row[k])",
      "if (row[k] != row[k])", _loss_check),
     ("loss mean", kernels.cross_entropy.MEAN, "sum / (real)N", "sum / (real)(N + 1)", _loss_check),

@@ -18,7 +18,7 @@ It prints five parts, as they run:
    from the same weights and batch.  See ``STEP_BOUND`` for the agreement asked
    and why.
 4. **kernels** (GPU only): every CUDA kernel (``tinyalexnet/kernels/``: the
-   optimizers' updates, ReLU, dropout, LRN, max pooling, col2im, the loss)
+   optimizers' updates, ReLU, dropout, LRN, max pooling, im2col, col2im, the loss)
    against the array code it replaces, on random values, and both timed.
 5. **speed**: images/s of a training step, one line (``bench`` says more).
 
@@ -210,7 +210,7 @@ KERNEL_LAYERS = [
     ("MaxPool2d 3x3, stride 2 (ties included)", lambda: MaxPool2d(3, 2), (16, 96, 26, 26), EXACT),
     ("LocalResponseNorm", lambda: LocalResponseNorm(5, 1e-4, 0.75, 2.0), (16, 96, 12, 12),
      KERNEL_BOUND),
-    ("Conv2d 5x5, padding 2, groups 2 (col2im)",
+    ("Conv2d 5x5, padding 2, groups 2 (im2col, col2im)",
      lambda: Conv2d(32, 64, 5, padding=2, groups=2, rng=0), (16, 32, 12, 12), KERNEL_BOUND),
 ]
 LOSS_CASES = [(64, 10), (64, 1000)]

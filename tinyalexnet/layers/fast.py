@@ -34,14 +34,14 @@ order).  What each one changes, and why:
 
 4. On a GPU, one kernel instead of a chain.  A small network's step on a GPU is
    bound by how many operations Python launches, not by arithmetic: max
-   pooling's loop over offsets is some fifty launches, col2im's up to 124, a
-   dropout mask twenty-five.  Where the backend compiles kernels (CuPy) and the
+   pooling's loop over offsets is some fifty launches, col2im's up to 124,
+   im2col's padded copy three, a dropout mask twenty-five.  Where the backend compiles kernels (CuPy) and the
    arrays are float32 or float64 (``kernels.runs_on``), the functions below run
    one CUDA kernel per pass instead (``tinyalexnet/kernels/``, one file per
    kernel, each explained there); everywhere else, and always on NumPy, they run
    the array code, which stays the reference.  The kernels compute the same
-   numbers: exactly the same for ReLU, dropout, max pooling and col2im (the same
-   operations in the same order), to rounding for LRN and the loss.
+   numbers: exactly the same for ReLU, dropout, max pooling, im2col and col2im
+   (the same operations in the same order), to rounding for LRN and the loss.
 """
 from .. import kernels, rng
 from ..backend import get_array_module
@@ -70,8 +70,11 @@ def im2col_batch_last(x, kh, kw, stride=1, padding=0):
         windows[c, i, j, oh, ow, n] = x_pad[c, oh*stride + i, ow*stride + j, n]
 
     (a step along oh moves ``stride`` rows of x_pad, a step along i one row), and
-    a single copy of that view is cols.
+    a single copy of that view is cols.  On a GPU: one kernel, each element of
+    cols reading its pixel of x, without the padded copy (``kernels/im2col.py``).
     """
+    if kernels.runs_on(x):
+        return kernels.im2col.batch_last(x, kh, kw, stride, padding)
     xp = get_array_module(x)
     N, C, H, W = x.shape
     OH = conv_output_size(H, kh, stride, padding)
