@@ -153,8 +153,12 @@ def conv_backward(dout, W, x_shape, stride=1, padding=0, groups=1, x=None, cols=
     del cols                # a rebuilt cols can go before dcols, as large, is made
     if not input_grad:
         return None, dW.reshape(W.shape), db
+    # dcols = w^T @ dy, again one 2-D product per group: cuBLAS reads w[g] transposed in
+    # place, where a 3-D matmul over w.transpose(0, 2, 1) would first copy it.
     w = W.reshape(G, F // G, -1)
-    dcols = xp.matmul(w.transpose(0, 2, 1), dy)                         # (G, Cg*kh*kw, OH*OW*N)
+    dcols = xp.empty((G, w.shape[2], dy.shape[2]), dtype=dy.dtype)     # (G, Cg*kh*kw, OH*OW*N)
+    for g in range(G):
+        xp.matmul(w[g].T, dy[g], out=dcols[g])
     dx = col2im_batch_last(dcols, x_shape, kh, kw, stride, padding)
     return dx, dW.reshape(W.shape), db
 
