@@ -1,6 +1,6 @@
 """Every fast path (layers/fast.py) against the readable maths it replaces (layers/functional.py).
 
-Conv2d, MaxPool2d, LocalResponseNorm, ReLU, Dropout and SoftmaxCrossEntropy run
+Conv2d, MaxPool2d, LocalResponseNorm, ReLU, Dropout, Linear and SoftmaxCrossEntropy run
 fast.py's versions by default and functional.py's with ``fast = False``.  On
 NumPy that is fast.py's array code; on the stand-in ([standin]) the kernel path,
 with each kernel run as its NumPy reference (kernel_references.py); the kernels'
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tinyalexnet import backend
-from tinyalexnet.layers import (Conv2d, Dropout, LocalResponseNorm, MaxPool2d, ReLU,
+from tinyalexnet.layers import (Conv2d, Dropout, Linear, LocalResponseNorm, MaxPool2d, ReLU,
                                 SoftmaxCrossEntropy)
 from tinyalexnet.layers.fast import col2im_batch_last, im2col_batch_last
 from tinyalexnet.layers.im2col import col2im, conv_output_size, im2col
@@ -147,6 +147,37 @@ def test_conv_cache_cols_gives_identical_gradients(xp, backend_name):
         assert np.array_equal(a, b)
 
 
+# --------------------------------------------------------------------------- Linear
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_linear_fast_path_matches_the_readable_one(xp, backend_name, dtype):
+    def make():
+        layer = Linear(7, 5, rng=30).to(backend_name, dtype)
+        layer.params["bias"][...] = _rand(xp, (5,), 31, dtype)
+        return layer
+
+    fast, readable = (_both_paths(make, _rand(xp, (4, 7), 32, dtype), 33, dtype)[f]
+                      for f in (True, False))
+    # The same products and sum, written in place instead of copied: the same bits.
+    for a, b in [*zip(fast[:2], readable[:2])] + [(fast[2][k], readable[2][k]) for k in fast[2]]:
+        assert a.dtype == b.dtype and backend.as_numpy(a).tobytes() == backend.as_numpy(b).tobytes()
+
+
+@pytest.mark.parametrize("name", ["small", "alexnet32"])
+def test_fast_backward_fills_the_flat_gradient_buffer(xp, backend_name, name):
+    """Conv2d and Linear write their gradients into the model's flat buffer (``out=``): it
+    holds the readable path's gradients, and the layers' grads are still views of it."""
+    x = _rand(xp, (2,) + get_model(name).input_shape, 34)
+    flat = {}
+    for fast in (True, False):
+        model = get_model(name, seed=0).to(backend_name, "float64").set_fast(fast)
+        model.flat_grads()[...] = xp.nan                  # whatever backward leaves unwritten
+        out = model.forward(x)
+        model.backward(_rand(xp, out.shape, 35))
+        assert model.flat_buffers() is not None           # no gradient was replaced
+        flat[fast] = model.flat_grads()
+    _close(flat[True], flat[False])                       # NaN anywhere fails
+
+
 # --------------------------------------------------------------------------- MaxPool2d
 # (N, C, H, W, kernel, stride)
 POOL_CASES = [(2, 3, 7, 7, 3, 2), (1, 2, 9, 6, 3, 2), (2, 2, 8, 8, 2, 2), (3, 1, 5, 7, 3, 1),
@@ -265,7 +296,7 @@ def test_set_fast_switches_every_layer_that_has_both_paths():
     switchable = [n for n, m in model.named_modules() if hasattr(m, "fast")]
     assert sorted(switchable) == sorted(
         n for n, m in model.named_modules()
-        if isinstance(m, (Conv2d, MaxPool2d, LocalResponseNorm, ReLU, Dropout)))
+        if isinstance(m, (Conv2d, MaxPool2d, LocalResponseNorm, ReLU, Dropout, Linear)))
     assert all(model[n].fast for n in switchable)                # fast by default
     model.set_fast(False)
     assert not any(model[n].fast for n in switchable)
