@@ -48,7 +48,9 @@ order).  What each one changes, and why:
    model's flat gradient buffer (``module.py``).  Conv2d and Linear write dW and
    db straight into them (``out=`` of the products and of the sum) instead of
    making new arrays and copying them in: the same numbers, two copies fewer per
-   layer (on a GPU, two launches).
+   layer (on a GPU, two launches).  Conv2d's db sums dout over (n, oh, ow), as
+   the readable function does: the same bits as its db (to rounding what the
+   sum of dy's rows gave before).
 """
 from .. import kernels, rng
 from ..backend import get_array_module
@@ -156,10 +158,12 @@ def conv_backward(dout, W, x_shape, stride=1, padding=0, groups=1, x=None, cols=
         dW = xp.empty(W.shape, dtype=dout.dtype)
     if db is None:
         db = xp.empty((F,), dtype=dout.dtype)
+    # db as the readable function sums it, over dout's (n, oh, ow), straight into db: one
+    # pass (CuPy sums dy's rows in CUB's segmented reduction, which then copies into db).
+    dout.sum(axis=(0, 2, 3), out=db)
     dy = xp.ascontiguousarray(dout.transpose(1, 2, 3, 0)).reshape(G, F // G, OH * OW * N)
     if cols is None:
         cols = im2col_batch_last(x, kh, kw, stride, padding).reshape(G, -1, OH * OW * N)
-    db[...] = dy.sum(axis=2).reshape(F)
     dW_groups = dW.reshape(G, F // G, cols.shape[1])                      # a view: dW itself
     for g in range(G):
         xp.matmul(dy[g], cols[g].T, out=dW_groups[g])                     # 2-D: cols[g] not copied
