@@ -15,9 +15,9 @@ reference does check the launch: one thread at least per element.
 """
 import numpy as np
 
-from tinyalexnet import rng
+from tinyalexnet import metrics, rng
 from tinyalexnet.kernels import (adam, col2im, cross_entropy, dropout, im2col, lrn, maxpool,
-                                 relu, sgd)
+                                 relu, sgd, topk)
 from tinyalexnet.layers import fast
 
 _standin = None
@@ -163,6 +163,13 @@ def _cross_entropy_backward(grid, block, args):
     dz[...] = fast.softmax_cross_entropy_backward(z, labels, stats, dout)
 
 
+def _below_true(grid, block, args):
+    scores, labels, below, K, N = (_host(a) for a in args)
+    _covers(topk.BELOW_TRUE.name, grid, block, N)
+    valid = (labels >= 0) & (labels < K)               # a label outside counts nothing
+    below[...] = metrics.below_true(scores, np.where(valid, labels, 0)) * valid
+
+
 REFERENCES = {
     adam.UPDATE: _adam, sgd.UPDATE: _sgd,
     relu.FORWARD: _relu_forward, relu.BACKWARD: _relu_backward,
@@ -172,6 +179,7 @@ REFERENCES = {
     im2col.BATCH_LAST: _im2col, col2im.BATCH_LAST: _col2im,
     cross_entropy.ROWS: _cross_entropy_rows, cross_entropy.MEAN: _mean,
     cross_entropy.BACKWARD: _cross_entropy_backward,
+    topk.BELOW_TRUE: _below_true,
 }
 
 

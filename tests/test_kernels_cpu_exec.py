@@ -9,7 +9,7 @@ kernels/, the kernel.  Each test compares with the readable NumPy path, in
 float32 and float64, on odd shapes, ties, strides, paddings and groups:
 
 * bit for bit where the kernel does the array code's operations in its order
-  (ReLU, dropout, max pooling, im2col, col2im, SGD);
+  (ReLU, dropout, max pooling, im2col, col2im, the top-k counts, SGD);
 * within float rounding where libm's exp/pow or the order of a sum differ (LRN,
   the loss, Adam): the bound is stated in each test.
 
@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import cuda_on_cpu
-from tinyalexnet import backend, kernels, rng
+from tinyalexnet import backend, kernels, metrics, rng
 from tinyalexnet.layers import (Conv2d, Dropout, LocalResponseNorm, MaxPool2d, ReLU,
                                 SoftmaxCrossEntropy, fast, functional)
 from tinyalexnet.layers.im2col import conv_output_size
@@ -281,6 +281,31 @@ def test_cpu_exec_cross_entropy_bad_label_gives_nan_not_a_stray_read(gpu):
     assert np.isnan(_host(loss))
 
 
+# ------------------------------------------------------------------------------------ top-k counts
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N,K", [(7, 10), (1, 3), (300, 10), (4, 1000), (2, 1)])
+def test_cpu_exec_below_true(gpu, dtype, N, K):
+    scores = _rand((N, K), 20, dtype)
+    scores[0, :] = np.round(scores[0, :])                # ties with the true score
+    if K > 2 and N > 2:
+        scores[1, 0], scores[2, 1] = np.nan, np.inf      # NaN and infinity: compared as <
+    labels = np.random.default_rng(21).integers(0, K, N)
+    got = metrics.below_true(gpu.asarray(scores), gpu.asarray(labels))
+    assert _launched() == {kernels.topk.BELOW_TRUE.name}
+    # Comparisons and counts: the array code's integers exactly.
+    _same_bits(got, metrics.below_true(scores, labels))
+    top1, top5 = metrics.topk_correct(gpu.asarray(scores), gpu.asarray(labels))
+    want1, want5 = metrics.topk_correct(scores, labels)
+    assert (int(_host(top1)), int(_host(top5))) == (int(want1), int(want5))
+
+
+def test_cpu_exec_below_true_bad_label_counts_nothing(gpu):
+    scores = _rand((3, 4), 22, "float32")
+    got = kernels.topk.below_true(gpu.asarray(scores), gpu.asarray(np.array([1, 4, -1])))
+    want = metrics.below_true(scores[:1], np.array([1]))
+    _same_bits(got, np.array([int(want[0]), 0, 0]))
+
+
 # ------------------------------------------------------------------------------------ optimizers
 def _flat(n, seed, dtype):
     rng_ = np.random.default_rng(seed)
@@ -403,6 +428,10 @@ def _loss_check(xp):
     test_cpu_exec_cross_entropy(xp, "float32", 7, 10)
 
 
+def _topk_check(xp):
+    test_cpu_exec_below_true(xp, "float32", 7, 10)
+
+
 def _adam_check(xp):
     test_cpu_exec_adam(xp, "float32", (0.9, 0.999), 0.01, False)
 
@@ -446,6 +475,9 @@ PLANTED = [
     ("loss mean", kernels.cross_entropy.MEAN, "sum / (real)N", "sum / (real)(N + 1)", _loss_check),
     ("loss gradient label", kernels.cross_entropy.BACKWARD, "if (labels[row] == k) d -= 1;",
      "if (labels[row] == k) d -= (real)0.5;", _loss_check),
+    ("topk ties counted below", kernels.topk.BELOW_TRUE, "if (row[k] < t) count",
+     "if (row[k] <= t) count", _topk_check),
+    ("topk rows overlap", kernels.topk.BELOW_TRUE, "scores + n * K;", "scores + n;", _topk_check),
     ("adam v without the square", kernels.adam.UPDATE, "one_minus_beta2 * (grad * grad)",
      "one_minus_beta2 * grad", _adam_check),
     ("adam bias correction", kernels.adam.UPDATE, "real c2 = -1 / expm1(t * log_beta2);",

@@ -18,7 +18,8 @@ It prints five parts, as they run:
    from the same weights and batch.  See ``STEP_BOUND`` for the agreement asked
    and why.
 4. **kernels** (GPU only): every CUDA kernel (``tinyalexnet/kernels/``: the
-   optimizers' updates, ReLU, dropout, LRN, max pooling, im2col, col2im, the loss)
+   optimizers' updates, ReLU, dropout, LRN, max pooling, im2col, col2im, the loss, the
+   top-k counts)
    against the array code it replaces, on random values, and both timed.
 5. **speed**: images/s of a training step, one line (``bench`` says more).
 
@@ -28,7 +29,7 @@ at the end); 2, with the one-line reason, when the backend cannot be used.
 import copy
 import time
 
-from . import backend, machine
+from . import backend, machine, metrics
 from .backend import numpy as np
 from .errors import TinyAlexNetError
 from .gradcheck import check_layer, check_loss
@@ -227,6 +228,7 @@ def check_kernels(report, name):
         _check_layer_kernels(report, xp, name, label, make, shape, bound)
     for N, K in LOSS_CASES:
         _check_loss_kernels(report, xp, name, N, K)
+        _check_topk_kernel(report, xp, N, K)
     _check_optimizer_kernel(report, xp, name, "Adam", lambda m, f: Adam(m, weight_decay=5e-4,
                                                                           fused=f), ("m", "v"))
     _check_optimizer_kernel(report, xp, name, "SGD", lambda m, f: SGD(m, lr=0.01, fused=f),
@@ -322,6 +324,30 @@ def _check_loss_kernels(report, xp, name, N, K):
         report.line(ok, text, f"kernels of {label}: {errors} from the array code")
     except Exception as err:
         report.line(False, f"kernels of {label}: raised {_why(err)}")
+
+
+def _check_topk_kernel(report, xp, N, K):
+    """The top-k counts' kernel (``metrics.below_true`` on the device) against the array
+    code on the same scores, copied to the host: whole numbers, so equal or wrong."""
+    label = f"top-k counts, {N} x {K}"
+    try:
+        rng = np.random.default_rng(6)
+        wrong = {}
+        for dtype in ("float32", "float64"):
+            scores = np.round(rng.standard_normal((N, K)) * 4).astype(dtype)    # many ties
+            labels = rng.integers(0, K, N)
+            got = metrics.below_true(xp.asarray(scores), xp.asarray(labels))
+            wrong[dtype] = int((backend.as_numpy(got) != metrics.below_true(scores, labels)).sum())
+            if dtype == "float32":
+                ms = 1000 * _seconds(lambda: metrics.below_true(xp.asarray(scores),
+                                                                 xp.asarray(labels)), xp)
+        report.line(not any(wrong.values()),
+                    f"{label}: the kernel's counts differ from the array code's in "
+                    f"{wrong['float32']} / {wrong['float64']} of {N} rows in float32 / float64 "
+                    f"(0, exactly); {ms:.2f} ms with the copy in",
+                    f"kernel of {label}: {wrong} rows differ from the array code")
+    except Exception as err:
+        report.line(False, f"kernel of {label}: raised {_why(err)}")
 
 
 def _check_optimizer_kernel(report, xp, name, label, make, slots):
