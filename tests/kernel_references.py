@@ -16,8 +16,8 @@ reference does check the launch: one thread at least per element.
 import numpy as np
 
 from tinyalexnet import metrics, rng
-from tinyalexnet.kernels import (adam, col2im, cross_entropy, dropout, im2col, lrn, maxpool,
-                                 relu, sgd, topk)
+from tinyalexnet.kernels import (adam, col2im, crop, cross_entropy, dropout, im2col, lrn,
+                                 maxpool, relu, sgd, topk)
 from tinyalexnet.layers import fast
 
 _standin = None
@@ -170,6 +170,29 @@ def _below_true(grid, block, args):
     below[...] = metrics.below_true(scores, np.where(valid, labels, 0)) * valid
 
 
+def _crop_standardize(grid, block, args):
+    x, index, shift, scale, out = args[:5]
+    C, H, W, h, w, pad_top, pad_left, top, left, per_image, n = (int(a) for a in args[5:])
+    _covers(crop.CROP_STANDARDIZE.name, grid, block, n)
+    x, shift, scale, out = (_host(a) for a in (x, shift, scale, out))
+    B = x.shape[0]
+    if isinstance(index, np.uint64) and index == 0:             # the one window
+        rows = np.broadcast_to(top + np.arange(h), (B, h))
+        cols = np.broadcast_to(left + np.arange(w), (B, w))
+    else:
+        index = _host(index)
+        rows, cols = index[:, w:], index[:, :w]
+    rows, cols = rows - pad_top, cols - pad_left                # canvas -> x
+    inside = ((rows >= 0) & (rows < H))[:, None, :, None] & ((cols >= 0) & (cols < W))[:, None, None, :]
+    b = np.arange(B)[:, None, None, None]
+    c = np.arange(C)[None, :, None, None]
+    v = x[b, c, rows.clip(0, H - 1)[:, None, :, None], cols.clip(0, W - 1)[:, None, None, :]]
+    y = (v * inside).astype(out.dtype)                          # the border's zeros
+    y -= shift.reshape(-1, C, 1, 1) if per_image else shift.reshape(1, C, 1, 1)
+    y *= scale.reshape(1, C, 1, 1)
+    out[...] = y
+
+
 REFERENCES = {
     adam.UPDATE: _adam, sgd.UPDATE: _sgd,
     relu.FORWARD: _relu_forward, relu.BACKWARD: _relu_backward,
@@ -179,7 +202,7 @@ REFERENCES = {
     im2col.BATCH_LAST: _im2col, col2im.BATCH_LAST: _col2im,
     cross_entropy.ROWS: _cross_entropy_rows, cross_entropy.MEAN: _mean,
     cross_entropy.BACKWARD: _cross_entropy_backward,
-    topk.BELOW_TRUE: _below_true,
+    topk.BELOW_TRUE: _below_true, crop.CROP_STANDARDIZE: _crop_standardize,
 }
 
 

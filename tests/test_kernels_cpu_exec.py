@@ -9,7 +9,8 @@ kernels/, the kernel.  Each test compares with the readable NumPy path, in
 float32 and float64, on odd shapes, ties, strides, paddings and groups:
 
 * bit for bit where the kernel does the array code's operations in its order
-  (ReLU, dropout, max pooling, im2col, col2im, the top-k counts, SGD);
+  (ReLU, dropout, max pooling, im2col, col2im, the top-k counts, the input
+  pipeline's crop, SGD);
 * within float rounding where libm's exp/pow or the order of a sum differ (LRN,
   the loss, Adam): the bound is stated in each test.
 
@@ -23,6 +24,8 @@ import pytest
 
 import cuda_on_cpu
 from tinyalexnet import backend, kernels, metrics, rng
+from tinyalexnet import transforms as T
+from tinyalexnet.datasets import ArrayDataset
 from tinyalexnet.layers import (Conv2d, Dropout, LocalResponseNorm, MaxPool2d, ReLU,
                                 SoftmaxCrossEntropy, fast, functional)
 from tinyalexnet.layers.im2col import conv_output_size
@@ -306,6 +309,45 @@ def test_cpu_exec_below_true_bad_label_counts_nothing(gpu):
     _same_bits(got, np.array([int(want[0]), 0, 0]))
 
 
+# ------------------------------------------------------------------------------------ the input pipeline
+# (B, C, H, W, padding, crop size)
+CROP_CASES = [(3, 1, 28, 28, ((6, 6), (6, 6)), (32, 32)), (2, 3, 32, 32, ((4, 4), (4, 4)), (32, 32)),
+              (2, 3, 36, 36, ((0, 0), (0, 0)), (32, 32)), (2, 2, 9, 12, ((3, 0), (1, 4)), (7, 10))]
+
+
+@pytest.mark.parametrize("view", ["centre", "random", "random + lighting"])
+@pytest.mark.parametrize("case", CROP_CASES, ids=lambda c: "x".join(map(str, c[:4])))
+def test_cpu_exec_crop_standardize(gpu, case, view):
+    B, C, H, W, padding, size = case
+    rng_ = np.random.default_rng(23)
+    x = rng_.integers(0, 256, (B, C, H, W)).astype(np.uint8)
+    mean, std = rng_.random(C), rng_.random(C) + 0.5
+    offset = rng_.normal(0, 0.1, (B, C)) if "lighting" in view else None
+    constants = T.standardize_constants(x, mean, std, offset)
+    crops = ()
+    if view != "centre":
+        canvas = (H + sum(padding[0]), W + sum(padding[1]))
+        crops = T.random_crop_params(rng_, B, canvas, size)
+        crops[2][:2] = [True, False]                     # one image reflected, one not
+    got = T.crop_standardize(gpu.asarray(x), padding, size, [gpu.asarray(c) for c in constants],
+                             *crops)
+    assert _launched() == {kernels.crop.CROP_STANDARDIZE.name}
+    # A gather, then (v - shift) * scale in float32 as the array code: bit for bit.
+    _same_bits(got, T.crop_standardize(x, padding, size, constants, *crops))
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_cpu_exec_the_pipeline_gives_numpys_bits(gpu, train):
+    """The Pipeline itself, crops, reflections and lighting included, one kernel a batch."""
+    images = np.random.default_rng(24).integers(0, 256, (5, 3, 32, 32)).astype(np.uint8)
+    labels = np.arange(5) % 3
+    pipe = T.Pipeline.for_dataset(ArrayDataset(images, labels, ["a", "b", "c"]), (3, 32, 32),
+                                  augment=True, lighting=True)
+    got = pipe(images, train=train, rng=np.random.default_rng(25), xp=gpu)
+    assert _launched() == {kernels.crop.CROP_STANDARDIZE.name}
+    _same_bits(got, pipe(images, train=train, rng=np.random.default_rng(25)))
+
+
 # ------------------------------------------------------------------------------------ optimizers
 def _flat(n, seed, dtype):
     rng_ = np.random.default_rng(seed)
@@ -432,6 +474,14 @@ def _topk_check(xp):
     test_cpu_exec_below_true(xp, "float32", 7, 10)
 
 
+def _crop_check(xp):
+    test_cpu_exec_crop_standardize(xp, CROP_CASES[3], "random + lighting")
+
+
+def _centre_check(xp):
+    test_cpu_exec_crop_standardize(xp, CROP_CASES[3], "centre")
+
+
 def _adam_check(xp):
     test_cpu_exec_adam(xp, "float32", (0.9, 0.999), 0.01, False)
 
@@ -478,6 +528,12 @@ PLANTED = [
     ("topk ties counted below", kernels.topk.BELOW_TRUE, "if (row[k] < t) count",
      "if (row[k] <= t) count", _topk_check),
     ("topk rows overlap", kernels.topk.BELOW_TRUE, "scores + n * K;", "scores + n;", _topk_check),
+    ("crop rows for columns", kernels.crop.CROP_STANDARDIZE, "row = index[b * (w + h) + w + r];",
+     "row = index[b * (w + h) + r];", _crop_check),
+    ("crop border of the wrong side", kernels.crop.CROP_STANDARDIZE, "row -= pad_top;",
+     "row -= pad_left;", _centre_check),
+    ("crop lighting dropped", kernels.crop.CROP_STANDARDIZE,
+     "long long s = shift_per_image ? b * C + c : c;", "long long s = c;", _crop_check),
     ("adam v without the square", kernels.adam.UPDATE, "one_minus_beta2 * (grad * grad)",
      "one_minus_beta2 * grad", _adam_check),
     ("adam bias correction", kernels.adam.UPDATE, "real c2 = -1 / expm1(t * log_beta2);",
