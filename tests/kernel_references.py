@@ -183,7 +183,8 @@ def _crop_standardize(grid, block, args):
         index = _host(index)
         rows, cols = index[:, w:], index[:, :w]
     rows, cols = rows - pad_top, cols - pad_left                # canvas -> x
-    inside = ((rows >= 0) & (rows < H))[:, None, :, None] & ((cols >= 0) & (cols < W))[:, None, None, :]
+    inside = (((rows >= 0) & (rows < H))[:, None, :, None]
+              & ((cols >= 0) & (cols < W))[:, None, None, :])
     b = np.arange(B)[:, None, None, None]
     c = np.arange(C)[None, :, None, None]
     v = x[b, c, rows.clip(0, H - 1)[:, None, :, None], cols.clip(0, W - 1)[:, None, None, :]]

@@ -133,6 +133,15 @@ def test_conv_fast_path_matches_the_readable_one(xp, backend_name, case, cache_c
         backend.as_numpy(readable[2]["bias"]).tobytes()
 
 
+def test_conv_backward_refuses_a_gradient_it_cannot_write_in_place(xp):
+    from tinyalexnet.layers import fast
+    x, W = _rand(xp, (2, 3, 5, 5), 36), _rand(xp, (4, 3, 3, 3), 37)
+    dout = _rand(xp, (2, 4, 3, 3), 38)
+    strided = xp.zeros((4, 3, 3, 6))[..., ::2]              # dW's shape, not contiguous
+    with pytest.raises(ValueError, match="dW must be C-contiguous"):
+        fast.conv_backward(dout, W, x.shape, x=x, dW=strided, db=xp.zeros(4))
+
+
 def test_conv_cache_cols_gives_identical_gradients(xp, backend_name):
     x = _rand(xp, (2, 4, 9, 9), 10, dtype="float32")
     dout = None

@@ -11,7 +11,7 @@ standardizes it::
 
     row, col = index[b, w + i], index[b, j]      random crops: crop_index's table
              = top + i, left + j                 the centre view (index null)
-    v = x[b, c, row - pad_top, col - pad_left]   (0 outside x)
+    v = x[b, c, row - pad_top, col - pad_left]     (0 outside x)
     out[b, c, i, j] = ((real)v - shift[b, c]) * scale[c]   (shift[c] without lighting)
 
 The same operations as the array code, in float32 and its order, so the same

@@ -20,8 +20,8 @@ extern "C" __global__ void tinyalexnet_im2col_batch_last(
     const real* __restrict__ x, real* __restrict__ cols, int N, int C, int H, int W,
     int kh, int kw, int stride, int padding, int OH, int OW, long long n)
 {
-    long long i = thread_index();           // i = (((row OH + oh) OW + ow) N + b, row = (c kh + a) kw + e
-    if (i >= n) return;
+    long long i = thread_index();           // i = ((row OH + oh) OW + ow) N + b,
+    if (i >= n) return;                     //   row = (c kh + a) kw + e
     int b = (int)(i % N);
     long long rest = i / N;
     int ow = (int)(rest % OW);

@@ -1,8 +1,8 @@
 """The fast versions: the same maths as functional.py, rearranged for speed.
 
 Read ``functional.py`` first: it is the maths.  Conv2d, MaxPool2d,
-LocalResponseNorm, ReLU, Dropout, Linear and SoftmaxCrossEntropy run the versions below
-by default (``layer.fast = True``); ``layer.fast = False``, or
+LocalResponseNorm, ReLU, Dropout, Linear and SoftmaxCrossEntropy run the versions
+below by default (``layer.fast = True``); ``layer.fast = False``, or
 ``model.set_fast(False)`` for a whole model, runs the readable functions
 instead.  Each function here computes what its readable twin computes, and
 ``tests/test_fast_paths.py`` checks that on random inputs (exactly where only
@@ -36,11 +36,12 @@ order).  What each one changes, and why:
 4. On a GPU, one kernel instead of a chain.  A small network's step on a GPU is
    bound by how many operations Python launches, not by arithmetic: max
    pooling's loop over offsets is some fifty launches, col2im's up to 124,
-   im2col's padded copy three, a dropout mask twenty-five.  Where the backend compiles kernels (CuPy) and the
-   arrays are float32 or float64 (``kernels.runs_on``), the functions below run
-   one CUDA kernel per pass instead (``tinyalexnet/kernels/``, one file per
-   kernel, each explained there); everywhere else, and always on NumPy, they run
-   the array code, which stays the reference.  The kernels compute the same
+   im2col's padded copy three, a dropout mask twenty-five.  Where the backend
+   compiles kernels (CuPy) and the arrays are float32 or float64
+   (``kernels.runs_on``), the functions below run one CUDA kernel per pass
+   instead (``tinyalexnet/kernels/``, one file per kernel, each explained
+   there); everywhere else, and always on NumPy, they run the array code, which
+   stays the reference.  The kernels compute the same
    numbers: exactly the same for ReLU, dropout, max pooling, im2col and col2im
    (the same operations in the same order), to rounding for LRN and the loss.
 
@@ -147,7 +148,7 @@ def conv_backward(dout, W, x_shape, stride=1, padding=0, groups=1, x=None, cols=
 
     Takes the columns ``conv_forward`` kept, or rebuilds them from ``x``.  ``dW`` and
     ``db``, when given (the layer's gradients: views into the model's flat gradient
-    buffer), are written in place, as the products and the sum make them.
+    buffer, C-contiguous), are written in place, as the products and the sum make them.
     -> (dx (N, C, H, W), or None if not ``input_grad``; dW (F, C/G, kh, kw); db (F,)).
     """
     xp = get_array_module(dout)
@@ -156,6 +157,8 @@ def conv_backward(dout, W, x_shape, stride=1, padding=0, groups=1, x=None, cols=
     G = groups
     if dW is None:
         dW = xp.empty(W.shape, dtype=dout.dtype)
+    elif not dW.flags.c_contiguous:     # its per-group view below would be a copy, written in vain
+        raise ValueError(f"conv_backward: dW must be C-contiguous, got strides {dW.strides}")
     if db is None:
         db = xp.empty((F,), dtype=dout.dtype)
     # db as the readable function sums it, over dout's (n, oh, ow), straight into db: one
