@@ -15,9 +15,9 @@ reference does check the launch: one thread at least per element.
 """
 import numpy as np
 
-from tinyalexnet import rng
-from tinyalexnet.kernels import (adam, col2im, cross_entropy, dropout, lrn, maxpool, relu,
-                                 sgd)
+from tinyalexnet import metrics, rng
+from tinyalexnet.kernels import (adam, col2im, crop, cross_entropy, dropout, im2col, lrn,
+                                 maxpool, relu, sgd, topk)
 from tinyalexnet.layers import fast
 
 _standin = None
@@ -127,6 +127,12 @@ def _maxpool_backward(grid, block, args):
     dx[...] = fast.maxpool_backward(dout, argmax, dx.shape, int(k), int(s))
 
 
+def _im2col(grid, block, args):
+    x, cols, N, C, H, W, kh, kw, stride, padding, OH, OW, n = (_host(a) for a in args)
+    _covers(im2col.BATCH_LAST.name, grid, block, n)
+    cols[...] = fast.im2col_batch_last(x, int(kh), int(kw), int(stride), int(padding))
+
+
 def _col2im(grid, block, args):
     cols, dx, N, C, H, W, kh, kw, stride, padding, OH, OW, n = (_host(a) for a in args)
     _covers(col2im.BATCH_LAST.name, grid, block, n)
@@ -157,15 +163,47 @@ def _cross_entropy_backward(grid, block, args):
     dz[...] = fast.softmax_cross_entropy_backward(z, labels, stats, dout)
 
 
+def _below_true(grid, block, args):
+    scores, labels, below, K, N = (_host(a) for a in args)
+    _covers(topk.BELOW_TRUE.name, grid, block, N)
+    valid = (labels >= 0) & (labels < K)               # a label outside counts nothing
+    below[...] = metrics.below_true(scores, np.where(valid, labels, 0)) * valid
+
+
+def _crop_standardize(grid, block, args):
+    x, index, shift, scale, out = args[:5]
+    C, H, W, h, w, pad_top, pad_left, top, left, per_image, n = (int(a) for a in args[5:])
+    _covers(crop.CROP_STANDARDIZE.name, grid, block, n)
+    x, shift, scale, out = (_host(a) for a in (x, shift, scale, out))
+    B = x.shape[0]
+    if isinstance(index, np.uint64) and index == 0:             # the one window
+        rows = np.broadcast_to(top + np.arange(h), (B, h))
+        cols = np.broadcast_to(left + np.arange(w), (B, w))
+    else:
+        index = _host(index)
+        rows, cols = index[:, w:], index[:, :w]
+    rows, cols = rows - pad_top, cols - pad_left                # canvas -> x
+    inside = (((rows >= 0) & (rows < H))[:, None, :, None]
+              & ((cols >= 0) & (cols < W))[:, None, None, :])
+    b = np.arange(B)[:, None, None, None]
+    c = np.arange(C)[None, :, None, None]
+    v = x[b, c, rows.clip(0, H - 1)[:, None, :, None], cols.clip(0, W - 1)[:, None, None, :]]
+    y = (v * inside).astype(out.dtype)                          # the border's zeros
+    y -= shift.reshape(-1, C, 1, 1) if per_image else shift.reshape(1, C, 1, 1)
+    y *= scale.reshape(1, C, 1, 1)
+    out[...] = y
+
+
 REFERENCES = {
     adam.UPDATE: _adam, sgd.UPDATE: _sgd,
     relu.FORWARD: _relu_forward, relu.BACKWARD: _relu_backward,
     dropout.FORWARD: _dropout_forward, dropout.BACKWARD: _dropout_backward,
     lrn.FORWARD: _lrn_forward, lrn.BACKWARD: _lrn_backward,
     maxpool.FORWARD: _maxpool_forward, maxpool.BACKWARD: _maxpool_backward,
-    col2im.BATCH_LAST: _col2im,
+    im2col.BATCH_LAST: _im2col, col2im.BATCH_LAST: _col2im,
     cross_entropy.ROWS: _cross_entropy_rows, cross_entropy.MEAN: _mean,
     cross_entropy.BACKWARD: _cross_entropy_backward,
+    topk.BELOW_TRUE: _below_true, crop.CROP_STANDARDIZE: _crop_standardize,
 }
 
 

@@ -372,7 +372,9 @@ def _whose():
     an object defined outside this module, then outward while the object stays the same
     (so a layer's ``_check_input`` counts as its ``forward``).  The owner is named by its
     ``name`` attribute when it has one (a layer in a model: "conv1"), else by its class;
-    code that no object's method called is the innermost function's ("evaluate()", "")."""
+    code that no object's method called is the innermost function's ("evaluate()", "").
+    A package kernel (``tinyalexnet.kernels``' ``Kernel.launch``) is never the owner: its
+    launch counts for the layer or optimizer that called it."""
     frame = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename == __file__:
         frame = frame.f_back
@@ -386,7 +388,8 @@ def _whose():
         if code.co_argcount and code.co_varnames[0] == "self":
             obj = frame.f_locals.get("self")
         if owner is None:
-            if obj is not None and type(obj).__module__ != __name__:
+            if obj is not None and type(obj).__module__ != __name__ \
+                    and not type(obj).__module__.startswith("tinyalexnet.kernels"):
                 owner, method = obj, code.co_name
         elif obj is owner:
             method = code.co_name

@@ -1,6 +1,6 @@
 """Every fast path (layers/fast.py) against the readable maths it replaces (layers/functional.py).
 
-Conv2d, MaxPool2d, LocalResponseNorm, ReLU, Dropout and SoftmaxCrossEntropy run
+Conv2d, MaxPool2d, LocalResponseNorm, ReLU, Dropout, Linear and SoftmaxCrossEntropy run
 fast.py's versions by default and functional.py's with ``fast = False``.  On
 NumPy that is fast.py's array code; on the stand-in ([standin]) the kernel path,
 with each kernel run as its NumPy reference (kernel_references.py); the kernels'
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tinyalexnet import backend
-from tinyalexnet.layers import (Conv2d, Dropout, LocalResponseNorm, MaxPool2d, ReLU,
+from tinyalexnet.layers import (Conv2d, Dropout, Linear, LocalResponseNorm, MaxPool2d, ReLU,
                                 SoftmaxCrossEntropy)
 from tinyalexnet.layers.fast import col2im_batch_last, im2col_batch_last
 from tinyalexnet.layers.im2col import col2im, conv_output_size, im2col
@@ -127,8 +127,19 @@ def test_conv_fast_path_matches_the_readable_one(xp, backend_name, case, cache_c
     fast, readable = (_both_paths(make, _rand(xp, (N, C, H, W), 7), 8)[f] for f in (True, False))
     for a, b in zip(fast[:2], readable[:2]):  # out, dx
         _close(a, b)
-    for name in ("weight", "bias"):
-        _close(fast[2][name], readable[2][name])
+    _close(fast[2]["weight"], readable[2]["weight"])
+    # db: the readable function's sum over (n, oh, ow), written in place: the same bits
+    assert backend.as_numpy(fast[2]["bias"]).tobytes() == \
+        backend.as_numpy(readable[2]["bias"]).tobytes()
+
+
+def test_conv_backward_refuses_a_gradient_it_cannot_write_in_place(xp):
+    from tinyalexnet.layers import fast
+    x, W = _rand(xp, (2, 3, 5, 5), 36), _rand(xp, (4, 3, 3, 3), 37)
+    dout = _rand(xp, (2, 4, 3, 3), 38)
+    strided = xp.zeros((4, 3, 3, 6))[..., ::2]              # dW's shape, not contiguous
+    with pytest.raises(ValueError, match="dW must be C-contiguous"):
+        fast.conv_backward(dout, W, x.shape, x=x, dW=strided, db=xp.zeros(4))
 
 
 def test_conv_cache_cols_gives_identical_gradients(xp, backend_name):
@@ -145,6 +156,37 @@ def test_conv_cache_cols_gives_identical_gradients(xp, backend_name):
     for a, b in zip(*grads):
         assert a.dtype == np.float32
         assert np.array_equal(a, b)
+
+
+# --------------------------------------------------------------------------- Linear
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_linear_fast_path_matches_the_readable_one(xp, backend_name, dtype):
+    def make():
+        layer = Linear(7, 5, rng=30).to(backend_name, dtype)
+        layer.params["bias"][...] = _rand(xp, (5,), 31, dtype)
+        return layer
+
+    fast, readable = (_both_paths(make, _rand(xp, (4, 7), 32, dtype), 33, dtype)[f]
+                      for f in (True, False))
+    # The same products and sum, written in place instead of copied: the same bits.
+    for a, b in [*zip(fast[:2], readable[:2])] + [(fast[2][k], readable[2][k]) for k in fast[2]]:
+        assert a.dtype == b.dtype and backend.as_numpy(a).tobytes() == backend.as_numpy(b).tobytes()
+
+
+@pytest.mark.parametrize("name", ["small", "alexnet32"])
+def test_fast_backward_fills_the_flat_gradient_buffer(xp, backend_name, name):
+    """Conv2d and Linear write their gradients into the model's flat buffer (``out=``): it
+    holds the readable path's gradients, and the layers' grads are still views of it."""
+    x = _rand(xp, (2,) + get_model(name).input_shape, 34)
+    flat = {}
+    for fast in (True, False):
+        model = get_model(name, seed=0).to(backend_name, "float64").set_fast(fast)
+        model.flat_grads()[...] = xp.nan                  # whatever backward leaves unwritten
+        out = model.forward(x)
+        model.backward(_rand(xp, out.shape, 35))
+        assert model.flat_buffers() is not None           # no gradient was replaced
+        flat[fast] = model.flat_grads()
+    _close(flat[True], flat[False])                       # NaN anywhere fails
 
 
 # --------------------------------------------------------------------------- MaxPool2d
@@ -265,7 +307,7 @@ def test_set_fast_switches_every_layer_that_has_both_paths():
     switchable = [n for n, m in model.named_modules() if hasattr(m, "fast")]
     assert sorted(switchable) == sorted(
         n for n, m in model.named_modules()
-        if isinstance(m, (Conv2d, MaxPool2d, LocalResponseNorm, ReLU, Dropout)))
+        if isinstance(m, (Conv2d, MaxPool2d, LocalResponseNorm, ReLU, Dropout, Linear)))
     assert all(model[n].fast for n in switchable)                # fast by default
     model.set_fast(False)
     assert not any(model[n].fast for n in switchable)

@@ -9,7 +9,8 @@ kernels/, the kernel.  Each test compares with the readable NumPy path, in
 float32 and float64, on odd shapes, ties, strides, paddings and groups:
 
 * bit for bit where the kernel does the array code's operations in its order
-  (ReLU, dropout, max pooling, col2im, SGD);
+  (ReLU, dropout, max pooling, im2col, col2im, the top-k counts, the input
+  pipeline's crop, SGD);
 * within float rounding where libm's exp/pow or the order of a sum differ (LRN,
   the loss, Adam): the bound is stated in each test.
 
@@ -22,7 +23,9 @@ import numpy as np
 import pytest
 
 import cuda_on_cpu
-from tinyalexnet import backend, kernels, rng
+from tinyalexnet import backend, kernels, metrics, rng
+from tinyalexnet import transforms as T
+from tinyalexnet.datasets import ArrayDataset
 from tinyalexnet.layers import (Conv2d, Dropout, LocalResponseNorm, MaxPool2d, ReLU,
                                 SoftmaxCrossEntropy, fast, functional)
 from tinyalexnet.layers.im2col import conv_output_size
@@ -198,7 +201,8 @@ def test_cpu_exec_maxpool_nan_as_the_array_code(gpu):
 # ------------------------------------------------------------------------------------ col2im
 # (N, C, H, W, kh, kw, stride, padding)
 COL2IM_CASES = [(2, 3, 7, 7, 3, 3, 1, 0), (3, 2, 8, 5, 3, 2, 1, 1), (1, 4, 9, 11, 5, 5, 2, 2),
-                (2, 3, 13, 13, 11, 11, 4, 0), (2, 1, 4, 4, 6, 6, 1, 1), (1, 2, 5, 6, 1, 1, 2, 0)]
+                (2, 3, 13, 13, 11, 11, 4, 0), (2, 1, 4, 4, 6, 6, 1, 1), (1, 2, 5, 6, 1, 1, 2, 0),
+                (3, 2, 9, 8, 5, 3, 2, 2)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -213,13 +217,25 @@ def test_cpu_exec_col2im(gpu, case, dtype):
     _same_bits(got, fast.col2im_batch_last(cols, (N, C, H, W), kh, kw, s, p))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", COL2IM_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_cpu_exec_im2col(gpu, case, dtype):
+    N, C, H, W, kh, kw, s, p = case
+    x = _rand((N, C, H, W), 10, dtype)
+    x.reshape(-1)[:3] = [-0.0, np.inf, np.nan]          # copied as they are, bits and all
+    got = fast.im2col_batch_last(gpu.asarray(x), kh, kw, s, p)
+    assert _launched() == {kernels.im2col.BATCH_LAST.name}
+    # A copy, the zero border included: bit for bit the array code's columns.
+    _same_bits(got, fast.im2col_batch_last(x, kh, kw, s, p))
+
+
 # (N, C, H, W, F, kernel, stride, padding, groups)
 CONV_CASES = [(2, 4, 7, 9, 6, 3, 2, 1, 2), (1, 3, 11, 11, 4, 5, 1, 2, 1),
               (3, 4, 8, 8, 4, 3, 1, 0, 4), (2, 6, 5, 7, 6, (3, 2), 2, 1, 3)]
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "x".join(map(str, c)))
-def test_cpu_exec_conv_backward_with_the_col2im_kernel(gpu, case):
+def test_cpu_exec_conv_with_the_im2col_and_col2im_kernels(gpu, case):
     N, C, H, W, F, k, s, p, g = case
 
     def make(xp_name):
@@ -234,7 +250,7 @@ def test_cpu_exec_conv_backward_with_the_col2im_kernel(gpu, case):
     want_out, want_dx = want.forward(x), want.backward(dout)
     got = make("cupy").set_check_finite(False)     # fast.py with the col2im kernel
     out, dx = got.forward(gpu.asarray(x)), got.backward(gpu.asarray(dout))
-    assert kernels.col2im.BATCH_LAST.name in _launched()
+    assert {kernels.im2col.BATCH_LAST.name, kernels.col2im.BATCH_LAST.name} <= _launched()
     for a, b in [(out, want_out), (dx, want_dx)] + [(got.grads[n], want.grads[n])
                                                     for n in ("weight", "bias")]:
         _close(a, b, 1e-13)                        # the products in another order
@@ -266,6 +282,72 @@ def test_cpu_exec_cross_entropy_bad_label_gives_nan_not_a_stray_read(gpu):
     logits = _rand((2, 4), 16, "float32")
     loss, _ = fast.softmax_cross_entropy(gpu.asarray(logits), gpu.asarray(np.array([1, 4])))
     assert np.isnan(_host(loss))
+
+
+# ------------------------------------------------------------------------------------ top-k counts
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N,K", [(7, 10), (1, 3), (300, 10), (4, 1000), (2, 1)])
+def test_cpu_exec_below_true(gpu, dtype, N, K):
+    scores = _rand((N, K), 20, dtype)
+    scores[0, :] = np.round(scores[0, :])                # ties with the true score
+    if K > 2 and N > 2:
+        scores[1, 0], scores[2, 1] = np.nan, np.inf      # NaN and infinity: compared as <
+    labels = np.random.default_rng(21).integers(0, K, N)
+    got = metrics.below_true(gpu.asarray(scores), gpu.asarray(labels))
+    assert _launched() == {kernels.topk.BELOW_TRUE.name}
+    # Comparisons and counts: the array code's integers exactly.
+    _same_bits(got, metrics.below_true(scores, labels))
+    top1, top5 = metrics.topk_correct(gpu.asarray(scores), gpu.asarray(labels))
+    want1, want5 = metrics.topk_correct(scores, labels)
+    assert (int(_host(top1)), int(_host(top5))) == (int(want1), int(want5))
+
+
+def test_cpu_exec_below_true_bad_label_counts_nothing(gpu):
+    scores = _rand((3, 4), 22, "float32")
+    got = kernels.topk.below_true(gpu.asarray(scores), gpu.asarray(np.array([1, 4, -1])))
+    want = metrics.below_true(scores[:1], np.array([1]))
+    _same_bits(got, np.array([int(want[0]), 0, 0]))
+
+
+# ------------------------------------------------------------------------------------ pipeline
+# (B, C, H, W, padding, crop size)
+CROP_CASES = [(3, 1, 28, 28, ((6, 6), (6, 6)), (32, 32)),
+              (2, 3, 32, 32, ((4, 4), (4, 4)), (32, 32)),
+              (2, 3, 36, 36, ((0, 0), (0, 0)), (32, 32)),
+              (2, 2, 9, 12, ((3, 0), (1, 4)), (7, 10))]
+
+
+@pytest.mark.parametrize("view", ["centre", "random", "random + lighting"])
+@pytest.mark.parametrize("case", CROP_CASES, ids=lambda c: "x".join(map(str, c[:4])))
+def test_cpu_exec_crop_standardize(gpu, case, view):
+    B, C, H, W, padding, size = case
+    rng_ = np.random.default_rng(23)
+    x = rng_.integers(0, 256, (B, C, H, W)).astype(np.uint8)
+    mean, std = rng_.random(C), rng_.random(C) + 0.5
+    offset = rng_.normal(0, 0.1, (B, C)) if "lighting" in view else None
+    constants = T.standardize_constants(x, mean, std, offset)
+    crops = ()
+    if view != "centre":
+        canvas = (H + sum(padding[0]), W + sum(padding[1]))
+        crops = T.random_crop_params(rng_, B, canvas, size)
+        crops[2][:2] = [True, False]                     # one image reflected, one not
+    got = T.crop_standardize(gpu.asarray(x), padding, size, [gpu.asarray(c) for c in constants],
+                             *crops)
+    assert _launched() == {kernels.crop.CROP_STANDARDIZE.name}
+    # A gather, then (v - shift) * scale in float32 as the array code: bit for bit.
+    _same_bits(got, T.crop_standardize(x, padding, size, constants, *crops))
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_cpu_exec_the_pipeline_gives_numpys_bits(gpu, train):
+    """The Pipeline itself, crops, reflections and lighting included, one kernel a batch."""
+    images = np.random.default_rng(24).integers(0, 256, (5, 3, 32, 32)).astype(np.uint8)
+    labels = np.arange(5) % 3
+    pipe = T.Pipeline.for_dataset(ArrayDataset(images, labels, ["a", "b", "c"]), (3, 32, 32),
+                                  augment=True, lighting=True)
+    got = pipe(images, train=train, rng=np.random.default_rng(25), xp=gpu)
+    assert _launched() == {kernels.crop.CROP_STANDARDIZE.name}
+    _same_bits(got, pipe(images, train=train, rng=np.random.default_rng(25)))
 
 
 # ------------------------------------------------------------------------------------ optimizers
@@ -335,9 +417,9 @@ def test_cpu_exec_sgd(gpu, dtype, wd, device_lr):
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam"])
-def test_cpu_exec_optimizers_fused_over_the_flat_buffers(gpu, name):
-    """The optimizers' fused=True over a model moved to the device: one launch per step for
-    all its parameters (they live in one flat buffer), the same weights as the array code."""
+def test_cpu_exec_optimizers_fused_over_a_model(gpu, name):
+    """The optimizers' fused=True over a model moved to the device: its parameters lie in
+    one flat buffer, so one launch a step updates them all, as the array code does."""
     from tinyalexnet.models import get_model
     plain = get_model("small", seed=0)
     fused_model = copy.deepcopy(plain).to("cupy")
@@ -354,7 +436,8 @@ def test_cpu_exec_optimizers_fused_over_the_flat_buffers(gpu, name):
         b.step()
     launches = [n for n, _, _ in cuda_on_cpu.CpuKernel.launches]
     assert fused_model.flat_params() is not None
-    assert len(launches) == 3                     # one per step, however many parameters
+    kernel = kernels.sgd.UPDATE if name == "sgd" else kernels.adam.UPDATE
+    assert launches == [kernel.name] * 3                                    # one a step
     for (k, pa, _), (_, pb, _) in zip(plain.named_parameters(), fused_model.named_parameters()):
         np.testing.assert_allclose(_host(pb), pa, rtol=1e-5, atol=1e-7, err_msg=k)
 
@@ -384,8 +467,24 @@ def _col2im_check(xp):
     test_cpu_exec_col2im(xp, (1, 4, 9, 11, 5, 5, 2, 2), "float64")
 
 
+def _im2col_check(xp):
+    test_cpu_exec_im2col(xp, (3, 2, 9, 8, 5, 3, 2, 2), "float64")
+
+
 def _loss_check(xp):
     test_cpu_exec_cross_entropy(xp, "float32", 7, 10)
+
+
+def _topk_check(xp):
+    test_cpu_exec_below_true(xp, "float32", 7, 10)
+
+
+def _crop_check(xp):
+    test_cpu_exec_crop_standardize(xp, CROP_CASES[3], "random + lighting")
+
+
+def _centre_check(xp):
+    test_cpu_exec_crop_standardize(xp, CROP_CASES[3], "centre")
 
 
 def _adam_check(xp):
@@ -420,11 +519,26 @@ PLANTED = [
     ("col2im stride test", kernels.col2im.BATCH_LAST, "left % stride != 0 || ", "", _col2im_check),
     ("col2im padding", kernels.col2im.BATCH_LAST, "int top = h + padding - a;",
      "int top = h - a;", _col2im_check),
+    ("im2col stride", kernels.im2col.BATCH_LAST, "int h = oh * stride + a - padding;",
+     "int h = oh + a - padding;", _im2col_check),
+    ("im2col no zero border", kernels.im2col.BATCH_LAST, "if (h >= 0 && h < H && w >= 0",
+     "if (h >= 0 && h <= H && w >= 0", _im2col_check),
+    ("im2col batch not fastest", kernels.im2col.BATCH_LAST, "int b = (int)(i % N);",
+     "int b = (int)((i / OW) % N);", _im2col_check),
     ("loss without the max", kernels.cross_entropy.ROWS, "if (row[k] > m || row[k] != row[k])",
      "if (row[k] != row[k])", _loss_check),
     ("loss mean", kernels.cross_entropy.MEAN, "sum / (real)N", "sum / (real)(N + 1)", _loss_check),
     ("loss gradient label", kernels.cross_entropy.BACKWARD, "if (labels[row] == k) d -= 1;",
      "if (labels[row] == k) d -= (real)0.5;", _loss_check),
+    ("topk ties counted below", kernels.topk.BELOW_TRUE, "if (row[k] < t) count",
+     "if (row[k] <= t) count", _topk_check),
+    ("topk rows overlap", kernels.topk.BELOW_TRUE, "scores + n * K;", "scores + n;", _topk_check),
+    ("crop rows for columns", kernels.crop.CROP_STANDARDIZE, "row = index[b * (w + h) + w + r];",
+     "row = index[b * (w + h) + r];", _crop_check),
+    ("crop border of the wrong side", kernels.crop.CROP_STANDARDIZE, "row -= pad_top;",
+     "row -= pad_left;", _centre_check),
+    ("crop lighting dropped", kernels.crop.CROP_STANDARDIZE,
+     "long long s = shift_per_image ? b * C + c : c;", "long long s = c;", _crop_check),
     ("adam v without the square", kernels.adam.UPDATE, "one_minus_beta2 * (grad * grad)",
      "one_minus_beta2 * grad", _adam_check),
     ("adam bias correction", kernels.adam.UPDATE, "real c2 = -1 / expm1(t * log_beta2);",

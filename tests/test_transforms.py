@@ -447,3 +447,31 @@ def test_center_crop_padded_is_the_centre_of_the_padded_batch(xp, shape, padding
     got = T.center_crop_padded(x, padding, size)
     assert got.shape == want.shape and got.dtype == want.dtype
     np.testing.assert_array_equal(as_numpy(got), as_numpy(want))
+
+
+@pytest.mark.parametrize("shape, padding, size", [
+    ((3, 1, 28, 28), ((6, 6), (6, 6)), (32, 32)),      # grey 28 on a 40 canvas
+    ((2, 3, 32, 32), ((4, 4), (4, 4)), (32, 32)),      # CIFAR-10's pad-4-and-crop
+    ((2, 3, 36, 36), ((0, 0), (0, 0)), (32, 32)),      # no border at all
+    ((2, 2, 9, 12), ((3, 0), (1, 4)), (7, 10)),        # uneven borders, both ways
+])
+@pytest.mark.parametrize("view", ["centre", "random", "random + lighting"])
+def test_crop_standardize_is_crop_then_standardize(xp, shape, padding, size, view):
+    """The pipeline's last steps together (one kernel on a GPU) give the steps' own bits."""
+    rng = np.random.default_rng(5)
+    B, C = shape[:2]
+    x = xp.asarray(rng.integers(0, 256, shape).astype(np.uint8))
+    mean, std = rng.random(C), rng.random(C) + 0.5
+    offset = rng.normal(0, 0.1, (B, C)) if "lighting" in view else None
+    constants = [xp.asarray(c) for c in T.standardize_constants(x, mean, std, offset)]
+    canvas = T.pad(x, padding)
+    if view == "centre":
+        got = T.crop_standardize(x, padding, size, constants)
+        want = T.standardize(T.center_crop(canvas, size), mean, std)
+    else:
+        top, left, flip = T.random_crop_params(rng, B, canvas.shape[2:], size)
+        flip[0] = not flip[1]                           # one image reflected, one not
+        got = T.crop_standardize(x, padding, size, constants, top, left, flip)
+        want = T.standardize(T.crop(canvas, top, left, size, flip), mean, std, offset)
+    assert got.dtype == want.dtype == xp.float32 and got.shape == (B, C) + size
+    assert as_numpy(got).tobytes() == as_numpy(want).tobytes()

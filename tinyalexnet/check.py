@@ -18,7 +18,8 @@ It prints five parts, as they run:
    from the same weights and batch.  See ``STEP_BOUND`` for the agreement asked
    and why.
 4. **kernels** (GPU only): every CUDA kernel (``tinyalexnet/kernels/``: the
-   optimizers' updates, ReLU, dropout, LRN, max pooling, col2im, the loss)
+   optimizers' updates, ReLU, dropout, LRN, max pooling, im2col, col2im, the loss, the
+   top-k counts, the input pipeline's crop)
    against the array code it replaces, on random values, and both timed.
 5. **speed**: images/s of a training step, one line (``bench`` says more).
 
@@ -28,7 +29,7 @@ at the end); 2, with the one-line reason, when the backend cannot be used.
 import copy
 import time
 
-from . import backend, machine
+from . import backend, machine, metrics, transforms
 from .backend import numpy as np
 from .errors import TinyAlexNetError
 from .gradcheck import check_layer, check_loss
@@ -212,7 +213,7 @@ KERNEL_LAYERS = [
     ("MaxPool2d 3x3, stride 2 (ties included)", lambda: MaxPool2d(3, 2), (16, 96, 26, 26), EXACT),
     ("LocalResponseNorm", lambda: LocalResponseNorm(5, 1e-4, 0.75, 2.0), (16, 96, 12, 12),
      KERNEL_BOUND),
-    ("Conv2d 5x5, padding 2, groups 2 (col2im)",
+    ("Conv2d 5x5, padding 2, groups 2 (im2col, col2im)",
      lambda: Conv2d(32, 64, 5, padding=2, groups=2, rng=0), (16, 32, 12, 12), KERNEL_BOUND),
 ]
 LOSS_CASES = [(64, 10), (64, 1000)]
@@ -229,6 +230,8 @@ def check_kernels(report, name):
         _check_layer_kernels(report, xp, name, label, make, shape, bound)
     for N, K in LOSS_CASES:
         _check_loss_kernels(report, xp, name, N, K)
+        _check_topk_kernel(report, xp, N, K)
+    _check_pipeline_kernel(report, xp)
     _check_optimizer_kernel(report, xp, name, "Adam", lambda m, f: Adam(m, weight_decay=5e-4,
                                                                           fused=f), ("m", "v"))
     _check_optimizer_kernel(report, xp, name, "SGD", lambda m, f: SGD(m, lr=0.01, fused=f),
@@ -324,6 +327,55 @@ def _check_loss_kernels(report, xp, name, N, K):
         report.line(ok, text, f"kernels of {label}: {errors} from the array code")
     except Exception as err:
         report.line(False, f"kernels of {label}: raised {_why(err)}")
+
+
+def _check_topk_kernel(report, xp, N, K):
+    """The top-k counts' kernel (``metrics.below_true`` on the device) against the array
+    code on the same scores, copied to the host: whole numbers, so equal or wrong."""
+    label = f"top-k counts, {N} x {K}"
+    try:
+        rng = np.random.default_rng(6)
+        wrong = {}
+        for dtype in ("float32", "float64"):
+            scores = np.round(rng.standard_normal((N, K)) * 4).astype(dtype)    # many ties
+            labels = rng.integers(0, K, N)
+            got = metrics.below_true(xp.asarray(scores), xp.asarray(labels))
+            wrong[dtype] = int((backend.as_numpy(got) != metrics.below_true(scores, labels)).sum())
+            if dtype == "float32":
+                ms = 1000 * _seconds(lambda: metrics.below_true(xp.asarray(scores),
+                                                                 xp.asarray(labels)), xp)
+        report.line(not any(wrong.values()),
+                    f"{label}: the kernel's counts differ from the array code's in "
+                    f"{wrong['float32']} / {wrong['float64']} of {N} rows in float32 / float64 "
+                    f"(0, exactly); {ms:.2f} ms with the copy in",
+                    f"kernel of {label}: {wrong} rows differ from the array code")
+    except Exception as err:
+        report.line(False, f"kernel of {label}: raised {_why(err)}")
+
+
+def _check_pipeline_kernel(report, xp):
+    """The input pipeline's crop kernel: a training batch of 64 RGB 32x32 images (random
+    crops, reflections, lighting) and its test view, against the same pipeline on NumPy."""
+    label = "input pipeline, 64 x 3 x 32 x 32"
+    try:
+        rng = np.random.default_rng(7)
+        images = rng.integers(0, 256, (64, 3, 32, 32)).astype(np.uint8)
+        pipe = transforms.Pipeline((3, 32, 32), (3, 32, 32), [0.5] * 3, [0.25] * 3,
+                                   augment=True, lighting=True, eigval=[0.2, 0.02, 0.002],
+                                   eigvec=np.eye(3))
+        worst = 0.0
+        for train in (True, False):
+            got = pipe(images, train=train, rng=np.random.default_rng(8), xp=xp)
+            want = pipe(images, train=train, rng=np.random.default_rng(8))
+            worst = max(worst, _worst([got], [want]))
+        ms = 1000 * _seconds(lambda: pipe(images, train=True, rng=np.random.default_rng(8),
+                                          xp=xp), xp)
+        report.line(worst == 0.0,
+                    f"{label}: the crop kernel {worst:.1e} from NumPy's pipeline (0, exactly), "
+                    f"training view and test view; {ms:.2f} ms a training batch with the copy in",
+                    f"kernel of the {label}: {worst:.1e} from NumPy's pipeline")
+    except Exception as err:
+        report.line(False, f"kernel of the {label}: raised {_why(err)}")
 
 
 def _check_optimizer_kernel(report, xp, name, label, make, slots):

@@ -136,10 +136,12 @@ class Conv2d(Module):
         if path == "winograd":
             dx, dW, db = winograd.winograd_conv2d_backward(dout, saved[0],
                                                            input_grad=self.input_grad)
-        elif path == "fast":
+        elif path == "fast":        # writes the gradients in place: no copy into grads
             x_shape, x, cols = saved
-            dx, dW, db = fast.conv_backward(dout, W, x_shape, *settings, x=x, cols=cols,
-                                            input_grad=self.input_grad)
+            dx, _, _ = fast.conv_backward(dout, W, x_shape, *settings, x=x, cols=cols,
+                                          input_grad=self.input_grad, dW=self.grads["weight"],
+                                          db=self.grads["bias"])
+            return dx if self.input_grad else None
         else:
             x_shape, x, cols = saved
             dx, dW, db = functional.conv_backward(dout, x, W, *settings)

@@ -1,8 +1,8 @@
 """The fast versions: the same maths as functional.py, rearranged for speed.
 
 Read ``functional.py`` first: it is the maths.  Conv2d, MaxPool2d,
-LocalResponseNorm, ReLU, Dropout and SoftmaxCrossEntropy run the versions below
-by default (``layer.fast = True``); ``layer.fast = False``, or
+LocalResponseNorm, ReLU, Dropout, Linear and SoftmaxCrossEntropy run the versions
+below by default (``layer.fast = True``); ``layer.fast = False``, or
 ``model.set_fast(False)`` for a whole model, runs the readable functions
 instead.  Each function here computes what its readable twin computes, and
 ``tests/test_fast_paths.py`` checks that on random inputs (exactly where only
@@ -18,7 +18,8 @@ order).  What each one changes, and why:
    the weights, multiply exactly as before.  One strided view presents every
    window at once, and one copy of it is cols (on a GPU: one kernel, not kh*kw).
    The weight gradient is one 2-D product per group: BLAS and cuBLAS then read
-   ``cols[g]`` transposed in place (a 3-D ``matmul`` would make CuPy copy it).
+   ``cols[g]`` transposed in place (a 3-D ``matmul`` would make CuPy copy it);
+   so is dcols = W^T dy, which reads W transposed in place.
 
 2. Max pooling with a one-byte arg-max.  The running maximum reads each
    window offset into one contiguous buffer first (the comparison and the
@@ -34,14 +35,23 @@ order).  What each one changes, and why:
 
 4. On a GPU, one kernel instead of a chain.  A small network's step on a GPU is
    bound by how many operations Python launches, not by arithmetic: max
-   pooling's loop over offsets is some fifty launches, col2im's up to 124, a
-   dropout mask twenty-five.  Where the backend compiles kernels (CuPy) and the
-   arrays are float32 or float64 (``kernels.runs_on``), the functions below run
-   one CUDA kernel per pass instead (``tinyalexnet/kernels/``, one file per
-   kernel, each explained there); everywhere else, and always on NumPy, they run
-   the array code, which stays the reference.  The kernels compute the same
-   numbers: exactly the same for ReLU, dropout, max pooling and col2im (the same
-   operations in the same order), to rounding for LRN and the loss.
+   pooling's loop over offsets is some fifty launches, col2im's up to 124,
+   im2col's padded copy three, a dropout mask twenty-five.  Where the backend
+   compiles kernels (CuPy) and the arrays are float32 or float64
+   (``kernels.runs_on``), the functions below run one CUDA kernel per pass
+   instead (``tinyalexnet/kernels/``, one file per kernel, each explained
+   there); everywhere else, and always on NumPy, they run the array code, which
+   stays the reference.  The kernels compute the same
+   numbers: exactly the same for ReLU, dropout, max pooling, im2col and col2im
+   (the same operations in the same order), to rounding for LRN and the loss.
+
+5. Gradients written where they live.  A layer's gradients are views into the
+   model's flat gradient buffer (``module.py``).  Conv2d and Linear write dW and
+   db straight into them (``out=`` of the products and of the sum) instead of
+   making new arrays and copying them in: the same numbers, two copies fewer per
+   layer (on a GPU, two launches).  Conv2d's db sums dout over (n, oh, ow), as
+   the readable function does: the same bits as its db (to rounding what the
+   sum of dy's rows gave before).
 """
 from .. import kernels, rng
 from ..backend import get_array_module
@@ -55,12 +65,9 @@ def pad_batch_last(x, padding):
     xp = get_array_module(x)
     N, C, H, W = x.shape
     p = padding
-    out = xp.empty((C, H + 2 * p, W + 2 * p, N), dtype=x.dtype)
-    if p:  # zero only the border; the interior is overwritten next
-        out[:, :p] = 0
-        out[:, H + p:] = 0
-        out[:, :, :p] = 0
-        out[:, :, W + p:] = 0
+    # One fill of the whole buffer, not four of its border: on a GPU each fill is a
+    # launch, and writing the interior twice costs less than three more launches.
+    out = (xp.zeros if p else xp.empty)((C, H + 2 * p, W + 2 * p, N), dtype=x.dtype)
     out[:, p:p + H, p:p + W] = x.transpose(1, 2, 3, 0)
     return out
 
@@ -73,8 +80,11 @@ def im2col_batch_last(x, kh, kw, stride=1, padding=0):
         windows[c, i, j, oh, ow, n] = x_pad[c, oh*stride + i, ow*stride + j, n]
 
     (a step along oh moves ``stride`` rows of x_pad, a step along i one row), and
-    a single copy of that view is cols.
+    a single copy of that view is cols.  On a GPU: one kernel, each element of
+    cols reading its pixel of x, without the padded copy (``kernels/im2col.py``).
     """
+    if kernels.runs_on(x):
+        return kernels.im2col.batch_last(x, kh, kw, stride, padding)
     xp = get_array_module(x)
     N, C, H, W = x.shape
     OH = conv_output_size(H, kh, stride, padding)
@@ -133,30 +143,44 @@ def conv_forward(x, W, b, stride=1, padding=0, groups=1, keep_cols=False):
 
 
 def conv_backward(dout, W, x_shape, stride=1, padding=0, groups=1, x=None, cols=None,
-                  input_grad=True):
+                  input_grad=True, dW=None, db=None):
     """``functional.conv_backward`` on the batch-last columns.
 
-    Takes the columns ``conv_forward`` kept, or rebuilds them from ``x``.
+    Takes the columns ``conv_forward`` kept, or rebuilds them from ``x``.  ``dW`` and
+    ``db``, when given (the layer's gradients: views into the model's flat gradient
+    buffer, C-contiguous), are written in place, as the products and the sum make them.
     -> (dx (N, C, H, W), or None if not ``input_grad``; dW (F, C/G, kh, kw); db (F,)).
     """
     xp = get_array_module(dout)
     N, F, OH, OW = dout.shape
     _, _, kh, kw = W.shape
     G = groups
+    if dW is None:
+        dW = xp.empty(W.shape, dtype=dout.dtype)
+    elif not dW.flags.c_contiguous:     # its per-group view below would be a copy, written in vain
+        raise ValueError(f"conv_backward: dW must be C-contiguous, got strides {dW.strides}")
+    if db is None:
+        db = xp.empty((F,), dtype=dout.dtype)
+    # db as the readable function sums it, over dout's (n, oh, ow), straight into db: one
+    # pass (CuPy sums dy's rows in CUB's segmented reduction, which then copies into db).
+    dout.sum(axis=(0, 2, 3), out=db)
     dy = xp.ascontiguousarray(dout.transpose(1, 2, 3, 0)).reshape(G, F // G, OH * OW * N)
     if cols is None:
         cols = im2col_batch_last(x, kh, kw, stride, padding).reshape(G, -1, OH * OW * N)
-    db = dy.sum(axis=2).reshape(F)
-    dW = xp.empty((G, F // G, cols.shape[1]), dtype=dy.dtype)
+    dW_groups = dW.reshape(G, F // G, cols.shape[1])                      # a view: dW itself
     for g in range(G):
-        xp.matmul(dy[g], cols[g].T, out=dW[g])                          # 2-D: cols[g] not copied
+        xp.matmul(dy[g], cols[g].T, out=dW_groups[g])                     # 2-D: cols[g] not copied
     del cols                # a rebuilt cols can go before dcols, as large, is made
     if not input_grad:
-        return None, dW.reshape(W.shape), db
+        return None, dW, db
+    # dcols = w^T @ dy, again one 2-D product per group: cuBLAS reads w[g] transposed in
+    # place, where a 3-D matmul over w.transpose(0, 2, 1) would first copy it.
     w = W.reshape(G, F // G, -1)
-    dcols = xp.matmul(w.transpose(0, 2, 1), dy)                         # (G, Cg*kh*kw, OH*OW*N)
+    dcols = xp.empty((G, w.shape[2], dy.shape[2]), dtype=dy.dtype)     # (G, Cg*kh*kw, OH*OW*N)
+    for g in range(G):
+        xp.matmul(w[g].T, dy[g], out=dcols[g])
     dx = col2im_batch_last(dcols, x_shape, kh, kw, stride, padding)
-    return dx, dW.reshape(W.shape), db
+    return dx, dW, db
 
 
 # ---------------------------------------------------------------------------- 2. max pooling
@@ -342,3 +366,15 @@ def softmax_cross_entropy_backward(logits, labels, stats, dout=1.0):
     dlogits *= 1 / N
     dlogits *= dout
     return dlogits
+
+
+# ---------------------------------------------------------------------------- 5. Linear
+def linear_backward(dout, x, W, dW, db):
+    """``functional.linear_backward`` writing dW and db in place (the layer's gradients,
+    views into the flat gradient buffer): dout (N, M), x (N, D), W (M, D) -> dx (N, D).
+
+    The same products and the same sum as the readable function: the same numbers."""
+    xp = get_array_module(dout)
+    xp.matmul(dout.T, x, out=dW)            # dout^T is read transposed in place, as in dout.T @ x
+    dout.sum(axis=0, out=db)
+    return dout @ W

@@ -9,10 +9,13 @@ Weights: W (out_features, in_features), b (out_features,)  -- PyTorch's layout.
 Backward (``functional.linear_backward``)::
 
     dx = dout @ W          dW = dout^T @ x          db = sum of dout over the batch
+
+By default (``fast = True``) backward runs ``fast.linear_backward``: the same
+maths, writing dW and db straight into the layer's gradients.
 """
 from .. import init
 from ..errors import ShapeError
-from . import functional
+from . import fast, functional
 from .module import Module, check_setting
 
 
@@ -33,6 +36,8 @@ class Linear(Module):
                   else init.zeros(shape))
         self.register_parameter("weight", weight)
         self.register_parameter("bias", init.zeros(self.out_features))
+        # fast.py's backward, writing the gradients in place (True), or functional.py's
+        self.fast = True
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}"
@@ -54,6 +59,9 @@ class Linear(Module):
 
     def backward(self, dout):
         (x,) = self._saved(dout)
+        if self.fast:
+            return fast.linear_backward(dout, x, self.params["weight"], self.grads["weight"],
+                                        self.grads["bias"])
         dx, dW, db = functional.linear_backward(dout, x, self.params["weight"])
         self.grads["weight"][...] = dW
         self.grads["bias"][...] = db

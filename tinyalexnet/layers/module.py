@@ -126,7 +126,7 @@ class Module:
     def set_fast(self, flag):
         """Run the fast versions of fast.py (True, the default) or the readable functions of
         functional.py (False) in every sub-module that has both (Conv2d, MaxPool2d,
-        LocalResponseNorm, ReLU, Dropout)."""
+        LocalResponseNorm, ReLU, Dropout, Linear)."""
         for _, m in self.named_modules():
             if hasattr(m, "fast"):
                 m.fast = flag

@@ -23,6 +23,7 @@ The paper's steps, and where they are here (Krizhevsky et al. 2012, section 4.1)
 """
 import numpy
 
+from .. import kernels
 from ..backend import backend_of, get_array_module, is_array
 from ..errors import ShapeError
 
@@ -120,6 +121,21 @@ def crop(x, top, left, size, flip=None):
     """
     xp = get_array_module(x)
     B, C, H, W = x.shape
+    w = size[1]
+    # The same as one gather per pixel, x[b, c, rows[b, i], cols[b, j]], done as two
+    # gathers that each move whole lines of pixels (about 3x faster on NumPy):
+    # first every image's columns (mirrored where flipped), then its rows.
+    index = xp.asarray(crop_index(x.shape, top, left, size, flip))                  # one copy
+    b = xp.arange(B)
+    by_column = x.transpose(0, 3, 1, 2)[b[:, None], index[:, :w]]          # (B, w, C, H)
+    by_row = by_column.transpose(0, 2, 3, 1)                               # (B, C, H, w), a view
+    return by_row[b[:, None, None], xp.arange(C)[None, :, None], index[:, None, w:]]
+
+
+def crop_index(x_shape, top, left, size, flip=None):
+    """The host table ``crop`` gathers with: (B, w + h) int32, row b holding image b's
+    columns (mirrored where flip[b]) and then its rows, checked to lie inside x_shape."""
+    B, C, H, W = x_shape
     h, w = size
     for name, v in (("top", top), ("left", left), ("flip", flip)):
         if is_array(v) and backend_of(v) != "numpy":   # they index on the host (see above)
@@ -137,14 +153,7 @@ def crop(x, top, left, size, flip=None):
         cols = numpy.where(numpy.asarray(flip, bool)[:, None], w - 1 - cols, cols)   # (B, w)
     rows = top[:, None] + numpy.arange(h)                                           # (B, h)
     cols = left[:, None] + cols                                                     # (B, w)
-    # The same as one gather per pixel, x[b, c, rows[b, i], cols[b, j]], done as two
-    # gathers that each move whole lines of pixels (about 3x faster on NumPy):
-    # first every image's columns (mirrored where flipped), then its rows.
-    index = xp.asarray(numpy.concatenate([cols, rows], axis=1).astype(numpy.int32))  # one copy
-    b = xp.arange(B)
-    by_column = x.transpose(0, 3, 1, 2)[b[:, None], index[:, :w]]          # (B, w, C, H)
-    by_row = by_column.transpose(0, 2, 3, 1)                               # (B, C, H, w), a view
-    return by_row[b[:, None, None], xp.arange(C)[None, :, None], index[:, None, w:]]
+    return numpy.concatenate([cols, rows], axis=1).astype(numpy.int32)
 
 
 def center_crop(x, size):
@@ -264,6 +273,33 @@ def standardize(x, mean, std, offset=None, constants=None):
     if constants is None:
         xp = get_array_module(x)
         constants = [xp.asarray(c) for c in standardize_constants(x, mean, std, offset)]
+    return normalize(x, None, None, constants)
+
+
+def crop_standardize(x, padding, size, constants, top=None, left=None, flip=None):
+    """The pipeline's last steps on a batch on its device: the crop of ``pad(x, padding)``
+    then ``standardize`` with its ``constants`` (on x's device).
+
+    ``top``, ``left``, ``flip`` given: ``crop`` (random crops, reflected where flip);
+    else the centre view (``center_crop_padded``).  On a GPU, for uint8 images, one
+    kernel does all of it (``kernels/crop.py``): the same numbers, no padded canvas.
+    """
+    xp = get_array_module(x)
+    if isinstance(padding, int):
+        padding = ((padding, padding), (padding, padding))
+    (pad_top, pad_bottom), (pad_left, pad_right) = padding
+    canvas = (x.shape[2] + pad_top + pad_bottom, x.shape[3] + pad_left + pad_right)
+    if x.dtype == xp.uint8 and x.ndim == 4 and kernels.runs_on(*constants):
+        if top is None:
+            ct, cl = center_offsets(canvas, size)
+            return kernels.crop.crop_standardize(x, *constants, size, pad_top, pad_left,
+                                                 top=ct, left=cl)
+        index = xp.asarray(crop_index(x.shape[:2] + canvas, top, left, size, flip))  # one copy
+        return kernels.crop.crop_standardize(x, *constants, size, pad_top, pad_left, index)
+    if top is None:
+        x = center_crop_padded(x, padding, size)
+    else:
+        x = crop(pad(x, padding), top, left, size, flip)
     return normalize(x, None, None, constants)
 
 

@@ -13,6 +13,9 @@ It plans how the images reach the model's size, then runs the steps of
       -> normalize           (x - mean) / std per channel           }  (see there)
     float32 (B, C, H, W) on the device
 
+(``crop_standardize`` runs pad, crop and standardize together: on a GPU one
+kernel for uint8 images, without making the padded canvas.)
+
 How a source image reaches the model's size is decided per axis by ``plan``,
 whose rules are the table ``PLAN`` (s = source side, t = model side, m = t // 8
 the margin random crops move in, c = paper_canvas(t) = round(t * 256 / 227));
@@ -51,9 +54,9 @@ import numpy
 
 from ..backend import get_array_module
 from ..errors import ShapeError, TinyAlexNetError
-from .functional import (LIGHTING_STD, center_crop_padded, crop, lighting_alpha,
-                         lighting_offset, pad, random_crop_params, resize, rgb_pca, standardize,
-                         standardize_constants, ten_crop, to_float)
+from .functional import (LIGHTING_STD, crop_standardize, lighting_alpha, lighting_offset, pad,
+                         random_crop_params, resize, rgb_pca, standardize, standardize_constants,
+                         ten_crop, to_float)
 
 # ----------------------------------------------------------------------------- geometry
 
@@ -276,16 +279,15 @@ class Pipeline:
         if (random_crops or (train and self.lighting)) and rng is None:
             raise TinyAlexNetError("Pipeline: training augmentation needs rng, "
                                    "a numpy.random.Generator")
+        top = left = flip = None        # None: the canvas's centre, without making the canvas
         if random_crops:
             top, left, flip = random_crop_params(rng, B, self.canvas, self.crop_size, self.flip)
-            x = crop(pad(x, self.padding), top, left, self.crop_size, flip)
-        else:       # the canvas's centre, without making the canvas
-            x = center_crop_padded(x, self.padding, self.crop_size)
         offset = None
         if train and self.lighting:     # the shift lighting() would add, per image and channel
             offset = lighting_offset(self.eigval, self.eigvec, lighting_alpha(rng, B))
-        return standardize(x, self.mean, self.std, offset,     # to_float, lighting, normalize
-                           self._constants(x, offset))
+        # crop, then standardize (to_float, lighting, normalize): one kernel on a GPU
+        return crop_standardize(x, self.padding, self.crop_size, self._constants(x, offset),
+                                top, left, flip)
 
     def ten_crop(self, images, xp=None):
         """The ten test views of every image: float32 (10, B, *input_shape) on ``xp``
