@@ -46,6 +46,7 @@ BACKEND_EXERCISES = [
     (ex.check_dropout_backward, sol.dropout_backward), (ex.check_sgd_step, sol.sgd_step),
     (ex.check_adam_step, sol.adam_step),
     (ex.check_hflip, sol.hflip), (ex.check_topk_accuracy, sol.topk_accuracy),
+    (ex.check_flatten, sol.flatten),
     (ex.check_saliency, sol.saliency), (ex.check_dead_fraction, sol.dead_fraction),
     (ex.check_update_ratio, sol.update_ratio),
     (ex.check_winograd_tile, sol.winograd_tile),
@@ -330,6 +331,34 @@ def softmax_ce_log_of_underflowed_p(logits, labels):
     return loss, d / N
 
 
+def flatten_copies(arrays):
+    """Right values, but the "views" are the arrays themselves: an update of flat misses them."""
+    xp = _xp(arrays[0])
+    return xp.concatenate([a.reshape(-1) for a in arrays]), list(arrays)
+
+
+def flatten_unshaped(arrays):
+    """Slices of flat, never reshaped."""
+    flat = _xp(arrays[0]).concatenate([a.reshape(-1) for a in arrays])
+    views, offset = [], 0
+    for a in arrays:
+        views.append(flat[offset:offset + a.size])
+        offset += a.size
+    return flat, views
+
+
+def flatten_overlapping(arrays):
+    """Every slice starts one element too late after the first (off by one): right shapes, but
+    the last element of one array is read as the first of the next."""
+    xp = _xp(arrays[0])
+    flat = xp.concatenate([a.reshape(-1) for a in arrays] + [xp.zeros(len(arrays), arrays[0].dtype)])
+    views, offset = [], 0
+    for k, a in enumerate(arrays):
+        views.append(flat[offset + min(k, 1):offset + min(k, 1) + a.size].reshape(a.shape))
+        offset += a.size
+    return flat[:-len(arrays)], views
+
+
 def hflip_in_place(x, flip):
     """Right result, but the caller's batch is mirrored too."""
     for b in range(x.shape[0]):
@@ -479,6 +508,9 @@ WRONG = [
     (ex.check_topk_accuracy, topk_counts_instead_of_fraction, "divided by the number of images"),
     (ex.check_topk_accuracy, topk_rank_off_by_one, "it counts itself"),
     (ex.check_topk_accuracy, topk_ties_count_for, "a tie counts against the prediction"),
+    (ex.check_flatten, flatten_copies, "not views of flat"),
+    (ex.check_flatten, flatten_unshaped, "reshape the slice"),
+    (ex.check_flatten, flatten_overlapping, "overlap or leave gaps"),
     (ex.check_saliency, saliency_without_input_grad, "input_grad = True"),
     (ex.check_saliency, saliency_signed, "take the absolute value"),
     (ex.check_saliency, saliency_summed_channels, "largest absolute value (max over axis 1)"),

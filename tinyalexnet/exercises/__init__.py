@@ -24,6 +24,7 @@ from .checkers import (check_adam_step, check_col2im, check_conv_backward, check
                        check_relu_backward, check_relu_forward, check_sgd_step,
                        check_softmax_cross_entropy, check_tanh_backward, check_to_nchw,
                        check_topk_accuracy)
+from .checkers import check_flatten  # lesson 10
 from .checkers import check_saliency  # lesson 11
 from .checkers import check_dead_fraction, check_lr_range_test, check_update_ratio  # lesson 12
 from .checkers import check_f23_matrices, check_winograd_tile  # lesson 13

@@ -815,6 +815,69 @@ def check_topk_accuracy(topk_accuracy, backend="numpy"):
     return ex.finish()
 
 
+# ---------------------------------------------------------------- lesson 10
+FLATTEN_HINTS = {
+    "copies": "your views are not views of flat: writing into flat must change them (and "
+              "the other way round).  Slice flat -- flat[offset:offset + n].reshape(shape) -- "
+              "instead of copying or returning the arrays you were given.",
+    "shape": "each view must have its array's shape: reshape the slice "
+             "flat[offset:offset + n] to arrays[k].shape.",
+    "overlap": "the slices overlap or leave gaps: array k starts where array k - 1 ends "
+               "(offset += arrays[k].size after each one).",
+}
+
+
+def check_flatten(flatten, backend="numpy"):
+    """Exercise 10.1: every array end to end in one flat buffer, and views into it.
+
+    Compared with the arrays themselves (values, shapes, dtype), and with a count of the
+    bytes: the views must share flat's memory, cover it exactly once, in order.  Then one
+    update of the flat buffer must change every view, as the optimizers rely on.
+    """
+    ex = Exercise("10.1", "flatten", hint="flat = xp.empty(total size); for each array, "
+                  "flat[offset:offset + n] = a.ravel(), its view is that slice reshaped, "
+                  "offset += n.")
+    xp = B.get_backend(backend)
+    shapes = ((4, 3, 3, 3), (4,), (5, 36), (5,), (1,), (2, 1, 2))
+    arrays = [_rand(shape, 300 + k, backend=backend) for k, shape in enumerate(shapes)]
+    originals = [a.copy() for a in arrays]
+    with ex.attempt():
+        flat, views = flatten(arrays)
+        total = sum(int(a.size) for a in arrays)
+        ex.compare("flat: every value, in order", flat, xp.concatenate(
+            [a.reshape(-1) for a in originals]), bound=0.0)
+        ex.require(f"flat keeps the arrays' dtype ({arrays[0].dtype})",
+                   flat.dtype == arrays[0].dtype, note=f"got {flat.dtype}")
+        if not ex.require("one view per array", len(views) == len(arrays)):
+            return ex.finish()
+        for k, (view, a) in enumerate(zip(views, originals)):
+            if tuple(view.shape) != tuple(a.shape):
+                ex.require(f"view {k}: shape {tuple(a.shape)}", False,
+                           note=f"got {tuple(view.shape)}")
+                ex.diagnose(FLATTEN_HINTS["shape"])
+                return ex.finish()
+            ex.compare(f"view {k} {tuple(a.shape)}: its array's values", view, a, bound=0.0)
+        flat[...] = xp.arange(total, dtype=flat.dtype)            # a write through flat ...
+        seen = [B.as_numpy(v).ravel().copy() for v in views]            # (a copy: kept)
+        if not ex.require("a write into flat shows in every view (views, not copies)",
+                          not any(np.array_equal(s, B.as_numpy(o).ravel())
+                                  for s, o in zip(seen, originals))):
+            ex.diagnose(FLATTEN_HINTS["copies"])
+            return ex.finish()
+        starts = [int(s[0]) for s in seen]                        # ... tells where each lies
+        want = np.cumsum([0] + [a.size for a in originals])[:-1]
+        covered = np.concatenate(seen)
+        if not ex.require("the views tile flat exactly once, in order",
+                          starts == [int(w) for w in want]
+                          and np.array_equal(covered, np.arange(total))):
+            ex.diagnose(FLATTEN_HINTS["overlap"])
+            return ex.finish()
+        flat -= 1                                                  # one update for every array
+        ex.require("one operation on flat updated every array",
+                   all(np.array_equal(B.as_numpy(v).ravel(), s - 1) for v, s in zip(views, seen)))
+    return ex.finish()
+
+
 # ---------------------------------------------------------------- lesson 11
 SALIENCY_INPUT_GRAD_HINT = ("model.backward gave nothing back: the models' conv1 skips its input "
                             "gradient (input_grad = False: in training nothing upstream needs "

@@ -80,6 +80,20 @@ def topk_accuracy(logits, labels, k=5):
     return float((rank <= k).mean())
 
 
+# ---------------------------------------------------------------- lesson 10: one buffer
+def flatten(arrays):
+    """[arrays of any shapes, one dtype] -> (flat, views): flat (total size,) holds every array
+    end to end; views[k] has arrays[k]'s shape and values and is a view into flat."""
+    xp = get_array_module(arrays[0])
+    flat = xp.empty(sum(a.size for a in arrays), dtype=arrays[0].dtype)
+    views, offset = [], 0
+    for a in arrays:
+        flat[offset:offset + a.size] = a.reshape(-1)
+        views.append(flat[offset:offset + a.size].reshape(a.shape))
+        offset += a.size
+    return flat, views
+
+
 # ---------------------------------------------------------------- lesson 11: looking inside
 def saliency(model, x, classes):
     """|d score[n, classes[n]] / d x[n]|, the largest over the channels: (N, C, H, W) -> (N, H, W).
