@@ -20,6 +20,7 @@ from tinyalexnet.layers import functional
 from tinyalexnet.models import get_model
 from tinyalexnet.parallel.model_parallel import Peer, Towers
 from tinyalexnet.parallel.towers import check_towers, join_state, split_state
+from tinyalexnet.parallel.towers_bench import crossings
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "towers_worker.py"
@@ -146,6 +147,22 @@ def test_model_parallel_small_equals_one_process():
     assert set(traffic) == set(expected)
     for name, (fwd, bwd) in expected.items():
         assert (traffic[name]["forward"], traffic[name]["backward"]) == (fwd, bwd), name
+    # towers_bench's count (from the layers' shapes) is what the ranks really sent
+    counted = {n: (f, b) for n, _, f, b in crossings(get_model("alexnet_small"), itemsize=8)}
+    assert counted == {n: fb for n, fb in expected.items() if n != "input"}
+
+
+def test_model_parallel_bench_counts_the_ungrouped_alternative():
+    """towers_bench's other column: conv2, conv4, conv5 reading both towers add their
+    inputs' halves (alexnet, float32), counted here from the paper's map sizes."""
+    model = get_model("alexnet", num_classes=1000)
+    towers = {n: f for n, _, f, _ in crossings(model)}
+    every = {n: f for n, _, f, _ in crossings(model, every_layer=True)}
+    assert set(every) - set(towers) == {"to_conv2", "to_conv4", "to_conv5"}
+    assert every["to_conv2"] == 48 * 27 * 27 * 4            # pool1's half: 48 of 96 maps, 27x27
+    assert every["to_conv4"] == every["to_conv5"] == 192 * 13 * 13 * 4
+    assert towers["to_conv3"] == 128 * 13 * 13 * 4 and towers["to_fc6"] == 128 * 6 * 6 * 4
+    assert towers["to_fc7"] == towers["to_fc8"] == 2048 * 4 and towers["logits"] == 500 * 4
 
 
 def test_model_parallel_alexnet_forward_backward():
