@@ -1,0 +1,14 @@
+"""Training on several processes (and GPUs): data parallelism on MPI and NCCL.
+
+    mpi.py        the communicator: world() (rank, size), collectives with a deadline
+    allreduce.py  the gradient average: MPI on host arrays, NCCL on GPU arrays
+    strategy.py   what the Trainer asks of its processes (OneProcess: alone)
+    data.py       DataParallel: each process a part of every batch, one all-reduce a step
+    launch.py     mpiexec's command line and environment (tests, lessons)
+    bench.py      python -m tinyalexnet.parallel.bench: one process against N ranks
+"""
+from .data import DataParallel
+from .mpi import ParallelError, RankTimeout, World, world
+from .strategy import OneProcess
+
+__all__ = ["DataParallel", "OneProcess", "ParallelError", "RankTimeout", "World", "world"]
