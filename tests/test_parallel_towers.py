@@ -94,15 +94,9 @@ def test_model_parallel_split_rows_are_the_groups():
         assert np.allclose(half, whole[:, 48 * t:48 * (t + 1)], rtol=0, atol=1e-12)
 
 
-class _FakeComm:
+class _FakeWorld:
     def __init__(self, size, rank=0):
         self.size, self.rank = size, rank
-
-    def Get_size(self):
-        return self.size
-
-    def Get_rank(self):
-        return self.rank
 
 
 def test_model_parallel_refuses_models_without_towers_and_other_rank_counts():
@@ -110,9 +104,9 @@ def test_model_parallel_refuses_models_without_towers_and_other_rank_counts():
         check_towers(get_model("alexnet32"), "alexnet32")
     assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="no towers"):
-        Towers(get_model("alexnet32"), Peer(_FakeComm(2)), "alexnet32")
+        Towers(get_model("alexnet32"), Peer(_FakeWorld(2)), "alexnet32")
     with pytest.raises(ConfigError, match="exactly 2 processes.*got 3"):
-        Peer(_FakeComm(3))
+        Peer(_FakeWorld(3))
 
 
 # ------------------------------------------------------------------ two ranks
@@ -171,3 +165,79 @@ def test_model_parallel_alexnet_forward_backward():
     assert "step0/grad/fc6.weight" in errors and "step0/input_grad" in errors
     worst = max(errors, key=errors.get)
     assert errors[worst] <= BOUND, (worst, errors[worst])
+
+
+# ------------------------------------------------------------------ training from the command line
+
+RUN = ["--limit", "200", "--batch-size", "50", "--no-progress"]
+F32 = 1e-4      # float32: the towers sum fc6-fc8's and conv3's inputs in another order, and
+                # Adam divides by sqrt(v), so rounding grows over the steps (measured 1.5e-5)
+
+
+def train_alone(*args):
+    done = subprocess.run([sys.executable, "-m", "tinyalexnet", "train", *map(str, args)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def same_checkpoint(a, b, bound=F32):
+    """Every weight and optimizer array of checkpoints a and b within ``bound`` of b's largest
+    magnitude, and the same counters and recorded losses."""
+    with np.load(a, allow_pickle=False) as x, np.load(b, allow_pickle=False) as y:
+        assert sorted(x.files) == sorted(y.files)
+        for key in x.files:
+            if key == "meta":
+                continue
+            scale = max(float(np.abs(y[key]).max()), 1e-30)
+            assert float(np.abs(x[key] - y[key]).max()) <= bound * scale, key
+        mx, my = json.loads(str(x["meta"])), json.loads(str(y["meta"]))
+    for key in ("epoch", "step", "global_step", "extra_state", "model", "num_classes"):
+        assert mx.get(key) == my.get(key), key
+    assert mx["optimizer"]["steps"] == my["optimizer"]["steps"] > 0
+    for rx, ry in zip(mx["history"], my["history"], strict=True):
+        for key in ("train_loss", "val_loss", "val_top1_error"):
+            assert abs(rx[key] - ry[key]) <= 1e-4 * max(1.0, abs(ry[key])), key
+
+
+def test_model_parallel_cli_training_equals_one_process_and_resumes_either_way(tmp_path):
+    """`train --model-parallel 2` on 2 ranks writes the checkpoint the one-process run writes
+    (float32: the command trains in float32, so to float32 rounding, not 1e-10); a two-tower
+    checkpoint resumes in one process, a one-process checkpoint on two towers, and both
+    continue the one-process run; the two-tower checkpoint evaluates in one process."""
+    one = tmp_path / "one"
+    train_alone("--epochs", "2", "--out", one, *RUN)
+    towers = tmp_path / "towers"
+    out = run_two(["-m", "tinyalexnet", "train", "--model-parallel", "2", "--epochs", "1",
+                   "--out", towers, *RUN])
+    assert "two towers on 2 processes" in out and out.count("epoch 1/1") == 1   # rank 0 speaks
+    train_alone("--resume", towers, "--epochs", "2")              # 2 ranks -> 1 process
+    same_checkpoint(towers / "last.npz", one / "last.npz")
+    back = tmp_path / "back"
+    train_alone("--epochs", "1", "--out", back, *RUN)
+    run_two(["-m", "tinyalexnet", "train", "--model-parallel", "2", "--resume", back,
+             "--epochs", "2"])                                    # 1 process -> 2 ranks
+    same_checkpoint(back / "last.npz", one / "last.npz")
+    done = subprocess.run([sys.executable, "-m", "tinyalexnet", "evaluate",
+                           str(back / "last.npz"), "--limit", "50", "--no-progress"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "accuracy" in done.stdout, done.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model-parallel", "3"], "towers are 2"),
+    (["--model-parallel", "2", "--data-parallel"], "choose one"),
+    (["--model-parallel", "2"], "exactly 2 processes.*got 1"),
+])
+def test_model_parallel_cli_refusals(tmp_path, args, message):
+    pytest.importorskip("mpi4py")
+    done = subprocess.run([sys.executable, "-m", "tinyalexnet", "train", *args, "--out",
+                           str(tmp_path / "r"), *RUN], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    import re
+    assert re.search(message, lines[0]), lines[0]
+    assert not (tmp_path / "r" / "last.npz").exists()

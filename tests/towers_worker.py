@@ -20,7 +20,8 @@ import numpy as np  # noqa: E402
 from tinyalexnet.layers import SoftmaxCrossEntropy  # noqa: E402
 from tinyalexnet.models import get_model  # noqa: E402
 from tinyalexnet.optim import SGD  # noqa: E402
-from tinyalexnet.parallel.model_parallel import Peer, Towers, world  # noqa: E402
+from tinyalexnet.parallel.model_parallel import Peer, Towers  # noqa: E402
+from tinyalexnet.parallel.mpi import world  # noqa: E402
 
 
 def rel(a, b):

@@ -115,7 +115,10 @@ def add_train_arguments(p):
                    help="score the final test with ten crops per image")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars (default: only on a terminal)")
-    add_parallel_arguments(p)
+    g = add_parallel_arguments(p)
+    g.add_argument("--model-parallel", type=int, metavar="2",
+                   help="the paper's two towers on 2 processes (mpiexec -n 2): each holds half "
+                        "of every layer, as the paper's two GPUs did (alexnet, alexnet_small)")
 
 
 def add_parallel_arguments(p):
@@ -126,18 +129,31 @@ def add_parallel_arguments(p):
     g.add_argument("--rank-timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                    help=f"how long a process waits for the others before it stops them all "
                         f"(default {DEFAULT_TIMEOUT:g})")
+    return g
 
 
 def start_parallel(args, backend_name="numpy"):
-    """The DataParallel of ``--data-parallel`` (None without it): joins the processes
-    mpiexec started (alone: one of one), each on its own GPU with ``--backend cupy``."""
-    if not getattr(args, "data_parallel", False):
+    """The DataParallel of ``--data-parallel``, or the ModelParallel of ``--model-parallel 2``
+    (None without them): joins the processes mpiexec started (alone: one of one), each on
+    its own GPU with ``--backend cupy``."""
+    towers = getattr(args, "model_parallel", None)
+    if towers is not None:
+        if towers != 2:
+            raise TinyAlexNetError(f"--model-parallel {towers}: the paper's towers are 2 "
+                                   f"(--model-parallel 2, on mpiexec -n 2)")
+        if args.data_parallel:
+            raise TinyAlexNetError("--model-parallel 2 with --data-parallel: choose one (the "
+                                   "hybrid of both is not built)")
+    if not getattr(args, "data_parallel", False) and towers is None:
         return None
     from .parallel import DataParallel, mpi      # mpi4py is optional: imported when asked
     world = mpi.world(args.rank_timeout)
     args.world = world
     if backend_name == "cupy":
         backend.use_device(world.local_rank())
+    if towers is not None:
+        from .parallel.model_parallel import ModelParallel     # refuses other rank counts
+        return ModelParallel(world)
     return DataParallel(world)
 
 

@@ -223,6 +223,7 @@ class Trainer:
         self.pipeline = pipeline or Pipeline.for_dataset(
             self.train_set, self.model.input_shape, augment=c.augment, lighting=lighting)
         self.model.to(c.backend)
+        self.model = self.parallel.wrap_model(self.model, c.model)   # two towers: a half
         self.loss_fn = SoftmaxCrossEntropy()
         # Per-layer NaN checks read a value back from the device at every layer:
         # free on NumPy, a stall on the GPU (there the running loss is checked).
@@ -391,12 +392,11 @@ class Trainer:
     def _write_epoch(self, is_best):
         """last.npz, then best.npz, then the history.  In this order: last.npz records which
         epoch best.npz must hold, so a crash between two writes is repaired on resume."""
-        if not self.writes:
-            return
-        self.save("last.npz")
+        self.save("last.npz")           # every process: a model held in parts is gathered
         if is_best:
             self.save("best.npz")
-        history.write_history(self.out_dir, self.state.history)
+        if self.writes:
+            history.write_history(self.out_dir, self.state.history)
 
     def save(self, name="last.npz", meter=None):
         """Write a checkpoint of the current state to ``out_dir/name``; returns its path
@@ -414,16 +414,17 @@ class Trainer:
             if bad is not None:
                 raise LossNotFinite(bad + 1)
             partial = self.parallel.total(meter.state())   # every process asks: a collective
+        model, optimizer = self.parallel.whole(self.model, self.optimizer)  # every process
         if not self.writes:
             return None
-        meta = {**checkpoint.model_meta(self.model, c.model), **s.meta(), "partial": partial,
+        meta = {**checkpoint.model_meta(model, c.model), **s.meta(), "partial": partial,
                 "steps_per_epoch": self.steps_per_epoch, "classes": self.classes,
                 "config": dataclasses.asdict(c),
                 "pipeline": self.pipeline.config() if hasattr(self.pipeline, "config") else None,
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                 "extra_state": self.model.get_extra_state()}
         try:
-            return checkpoint.save(self.path(name), self.model, meta, self.optimizer, finite=True)
+            return checkpoint.save(self.path(name), model, meta, optimizer, finite=True)
         except NonFiniteError as err:
             raise LossNotFinite(s.global_step, f"the weights became NaN or infinite ({err})"
                                 ) from None
@@ -471,8 +472,9 @@ class Trainer:
         c = self.config
         data = f"--data-dir {c.data_dir}" if c.data_dir else f"data set {c.dataset!r}"
         checkpoint.check_classes(ck, self.classes, data)
-        ck.load_model(self.model, c.model)
-        ck.load_optimizer(self.optimizer)
+        model, optimizer = self.parallel.whole(self.model, self.optimizer)
+        ck.load_model(model, c.model)
+        ck.load_optimizer(optimizer)
         ck.load_scheduler(self.scheduler)
         if self.state.step > self.steps_per_epoch:
             raise TinyAlexNetError(f"{ck.path}: saved at step {self.state.step} of an epoch "

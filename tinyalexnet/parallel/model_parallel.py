@@ -75,31 +75,41 @@ from ..backend import get_array_module
 from ..errors import ConfigError
 from ..layers import Conv2d, Dropout, Linear, LocalResponseNorm, Module, Sequential
 from ..layers import fast, functional
+from .data import DataParallel
 from .towers import TOWERS, check_towers, join_state, split_state, tower_rows
 
 
 # --------------------------------------------------------------------- the one exchange
 
-class Peer:
-    """The other tower's process.  ``comm``: an mpi4py communicator of exactly 2 ranks."""
+SWAP_TAG = 23          # the MPI tag of the towers' swaps (parallel/mpi.py's notes use 17)
 
-    def __init__(self, comm):
-        if comm.Get_size() != TOWERS:
+
+class Peer:
+    """The other tower's process.  ``world``: the run's ``parallel.mpi.World`` (rank, size,
+    mpi4py's comm, and the deadline every wait keeps), of exactly 2 ranks."""
+
+    def __init__(self, world):
+        if world.size != TOWERS:
             raise ConfigError(f"--model-parallel 2 runs on exactly 2 processes (mpiexec -n 2), "
-                              f"got {comm.Get_size()}")
-        self.comm = comm
-        self.rank = comm.Get_rank()
+                              f"got {world.size}")
+        self.world = world
+        self.rank = world.rank
         self.other = 1 - self.rank
 
-    def swap(self, a):
+    def swap(self, a, what="the towers' exchange"):
         """Send ``a`` to the other rank, return its array of the same shape and dtype.
 
+        Non-blocking send and receive, waited for within the World's deadline: a tower
+        whose partner died stops with one line naming it (``RankTimeout``), never hangs.
         MPI reads host memory: a CuPy array goes through the host (one copy each way;
         CUDA-aware MPI could skip them, not used here)."""
         device = backend.backend_of(a)
         host = backend.numpy.ascontiguousarray(backend.as_numpy(a))
         received = backend.numpy.empty_like(host)
-        self.comm.Sendrecv(host, dest=self.other, recvbuf=received, source=self.other)
+        comm = self.world.comm
+        recv = comm.Irecv(received, source=self.other, tag=SWAP_TAG)
+        send = comm.Isend(host, dest=self.other, tag=SWAP_TAG)
+        self.world._wait([recv, send], what, {self.other: recv})
         return backend.to_backend(received, device)
 
 
@@ -119,7 +129,7 @@ class Exchange(Module):
 
     def _swap(self, a, direction, images):
         start = time.perf_counter()
-        got = self.peer.swap(a)
+        got = self.peer.swap(a, f"exchanging {self.name or 'activations'}")
         self.seconds += time.perf_counter() - start
         self.sent[direction] += int(a.nbytes)
         self.images[direction] += images
@@ -353,6 +363,8 @@ class Towers(Sequential):
     def _both(self, halves):
         """[tower 0's dict, tower 1's dict] from this rank's dict: one swap of all its arrays
         laid end to end (the layout is the same on both towers)."""
+        if not halves:                # an optimizer before its first step: nothing yet
+            return [{}, {}]
         xp = get_array_module(next(iter(halves.values())))
         names = list(halves)          # the same order on both towers
         flat = xp.concatenate([halves[n].reshape(-1) for n in names])
@@ -364,10 +376,97 @@ class Towers(Sequential):
         return [halves, other] if self.rank == 0 else [other, halves]
 
 
-def world():
-    """The MPI world communicator (mpi4py imported only when two towers are asked for)."""
-    try:
-        from mpi4py import MPI
-    except ImportError:
-        raise ConfigError("--model-parallel needs mpi4py and an MPI: pip install -e \".[mpi]\"")
-    return MPI.COMM_WORLD
+    # ---------------------------------------------------------------- checkpoints
+    def whole(self, optimizer=None):
+        """(model, optimizer) as a checkpoint writes them: the one-process state, gathered now
+        (collective: both ranks call it, then only rank 0 need write).  See WholeModel."""
+        model = WholeModel(self, self.joined_state_dict())
+        if optimizer is None:
+            return model, None
+        return model, whole_optimizer(self, optimizer, self.joined_optimizer_state(optimizer))
+
+
+class WholeModel:
+    """The one-process model the two towers are, as ``checkpoint`` reads and writes it (names,
+    shapes, dropout counters): ``state_dict()`` the joined state (the one given, else
+    gathered: collective), ``load_state_dict`` keeps this rank's half."""
+
+    def __init__(self, towers, state=None):
+        self.towers, self.state = towers, state
+        self.input_shape = towers.input_shape
+
+    def state_dict(self):
+        return self.state if self.state is not None else self.towers.joined_state_dict()
+
+    def load_state_dict(self, state, strict=True):
+        self.towers.load_joined(state)
+        return self
+
+    def named_parameters(self):
+        return self.towers.named_parameters()      # the same names as the one-process model's
+
+    def get_extra_state(self):
+        return self.towers.get_extra_state()
+
+    def set_extra_state(self, state):
+        self.towers.set_extra_state(state)
+
+
+def whole_optimizer(towers, optimizer, state=None):
+    """``optimizer`` seen as the one-process model's (same class, numbers and step count):
+    ``state_dict()`` joins the towers' slots (the one given, else gathered: collective),
+    ``load_state_dict`` keeps this rank's half of each."""
+    view = copy.copy(optimizer)
+    view.model = WholeModel(towers)
+
+    def state_dict():
+        return state if state is not None else towers.joined_optimizer_state(optimizer)
+
+    def load_state_dict(sd):
+        optimizer.load_state_dict(dict(sd, state=split_state(sd["state"])[towers.rank]))
+        return view
+    view.state_dict, view.load_state_dict = state_dict, load_state_dict
+    return view
+
+
+# --------------------------------------------------------------------- the Trainer's hooks
+
+class ModelParallel(DataParallel):
+    """The Trainer's hooks (``parallel/strategy.py``) for the two towers over a World of 2.
+
+    Both ranks read the whole of every batch (the same images, augmentation, labels) and
+    compute the same loss; the exchanges are inside the model.  From DataParallel: rank 0
+    writes the run folder, the others read it; stops are agreed on (here by a note per step,
+    the gradients needing no all-reduce); a failure on one rank stops both."""
+
+    def __init__(self, world):
+        super().__init__(world)
+        self.peer = Peer(world)              # refuses any other number of processes
+        self.evaluate_world = None           # both towers score every image, together
+
+    def describe(self):
+        return ", the paper's two towers on 2 processes (model parallel: the parameters above are one tower's)"
+
+    def check(self, config, n_train):
+        pass                                 # the whole batch on both: any size will do
+
+    def shard_batches(self, batches):
+        return batches
+
+    def begin_step(self, model, total):
+        return None
+
+    def wrap_model(self, model, name):
+        return Towers(model, self.peer, name)
+
+    def average_gradients(self, model, part):
+        """Nothing to average (each tower's gradients are its own parameters' whole ones);
+        the step's stop notes still go round."""
+        signum = self.stops.requested() if self.stops is not None else 0
+        self.agreed = int(self.world.exchange("agreeing on a stop", note=signum).max())
+
+    def total(self, values):
+        return values                        # both ranks counted the same images
+
+    def whole(self, model, optimizer):
+        return model.whole(optimizer)

@@ -16,6 +16,9 @@ calls for N processes:
     average_gradients(model, part)   after backward: the whole batch's gradient
     agree_stop(signum)        the stop every process takes (a signal number, 0: none)
     total(values)             an epoch's running sums over the processes
+    wrap_model(model, name)   the model this process trains (model_parallel.py: its tower)
+    whole(model, optimizer)   the two as a checkpoint holds them, whole (every process calls
+                              it before rank 0 writes: towers gather their halves)
     evaluate_world            the World ``metrics.evaluate`` shards its data set over
 
 ``first`` is the process that speaks (logs, progress bars); ``writes`` the one
@@ -57,6 +60,12 @@ class OneProcess:
 
     def total(self, values):
         return values
+
+    def wrap_model(self, model, name):
+        return model
+
+    def whole(self, model, optimizer):
+        return model, optimizer
 
     def describe(self):
         return ""
