@@ -5,7 +5,7 @@
     strategy.py   what the Trainer asks of its processes (OneProcess: alone)
     data.py       DataParallel: each process a part of every batch, one all-reduce a step
     launch.py     mpiexec's command line and environment (tests, lessons)
-    bench.py      python -m tinyalexnet.parallel.bench: one process against N ranks
+    speed.py      python -m tinyalexnet.parallel.speed: one process against N ranks
 """
 from .data import DataParallel
 from .mpi import ParallelError, RankTimeout, World, world
