@@ -512,8 +512,8 @@ def _speaks(args, err=None):
 
 def _rank_prefix(args, err):
     world = getattr(args, "world", None)
-    if world is None or world.size == 1 or isinstance(err, RankTimeout):
-        return ""                    # a RankTimeout names its rank itself
+    if world is None or world.rank == 0 or isinstance(err, RankTimeout):
+        return ""                    # rank 0 speaks for all; a RankTimeout names its rank
     return f"rank {world.rank} of {world.size}: "
 
 

@@ -180,6 +180,9 @@ class RunStops:
         except RunFolderError as err:
             return RunFolderError(f"{what} {where}, but the checkpoint could not be saved "
                                   f"({err}); {self._advice(err)}", err.errno, err.strerror)
+        if path is None:       # another process writes the run (data parallelism: rank 0)
+            return Interrupted(f"{what} {where}: saved by the process that writes the run",
+                               None, signum)
         return Interrupted(f"{what} {where}: saved {path}; {self._next(path, s.meta())}", path,
                            signum)
 

@@ -9,7 +9,7 @@ paper's two towers on two processes (model parallelism).
     model_parallel.py  --model-parallel 2: one rank's tower and the exchanges of Figure 2
     towers_bench.py    python -m tinyalexnet.parallel.towers_bench: the crossings' bytes, timings
     launch.py     mpiexec's command line and environment (tests, lessons)
-    bench.py      python -m tinyalexnet.parallel.bench: one process against N ranks
+    speed.py      python -m tinyalexnet.parallel.speed: one process against N ranks
 """
 from .data import DataParallel
 from .mpi import ParallelError, RankTimeout, World, world

@@ -150,13 +150,17 @@ class World:
         The first second polls without pause (MPI progresses a large sum only while it is
         being tested); after that 10 ms apart, a rank waiting for a checkpoint to be written
         need not take a core."""
-        MPI = self.MPI
         start = time.monotonic()
         deadline = start + self.timeout
-        while not MPI.Request.Testall(requests):
+        pending = list(requests)
+        while True:
+            pending = [request for request in pending if not request.Test()]
+            if not pending:
+                return
             now = time.monotonic()
             if now > deadline:
-                missing = [q for q, request in heard.items() if not request.Test()]
+                waiting = {id(request) for request in pending}
+                missing = [q for q, request in heard.items() if id(request) in waiting]
                 raise RankTimeout(self._late(what, missing), missing)
             if now - start > 1.0:
                 time.sleep(0.01)
@@ -165,8 +169,9 @@ class World:
         whom = (f"rank{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))}"
                 if missing else "the other ranks")
         return (f"rank {self.rank} of {self.size}: no answer from {whom} within "
-                f"{self.timeout:g} s ({what}); {'it' if len(missing) == 1 else 'they'} died "
-                f"or hang, so every process stops (--rank-timeout sets the wait)")
+                f"{self.timeout:g} s ({what}); "
+                f"{'it died or hangs' if len(missing) == 1 else 'they died or hang'}, so every "
+                f"process stops (--rank-timeout sets the wait)")
 
     def abort(self, code=1):
         """End every process of the job now (after a RankTimeout: the missing ranks may
