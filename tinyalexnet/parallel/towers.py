@@ -55,8 +55,9 @@ def check_towers(model, name="model"):
     grouped = False
     for layer_name, layer in model.layers.items():
         if not isinstance(layer, _KNOWN):
+            known = ", ".join(k.__name__ for k in _KNOWN)
             raise ConfigError(f"--model-parallel: {name} has a {type(layer).__name__} "
-                              f"({layer_name!r}); the towers hold only {', '.join(k.__name__ for k in _KNOWN)}")
+                              f"({layer_name!r}); the towers hold only {known}")
         if isinstance(layer, Conv2d):
             if layer.groups not in (1, TOWERS):
                 raise ConfigError(f"--model-parallel: {name}'s {layer_name} has groups="

@@ -32,9 +32,10 @@ import time
 
 from .. import backend
 from ..backend import numpy as np
-from ..layers import Conv2d, Dropout, Linear, LocalResponseNorm
+from ..layers import Conv2d, Linear, LocalResponseNorm
 from ..machine import OtherLoad, load_line
 from ..models import MODELS, get_model, model_name
+from . import launch
 from .towers import TOWERS, check_towers
 
 
@@ -63,7 +64,8 @@ def crossings(model, itemsize=4, every_layer=False):
             halo = (layer.size // 2) * int(np.prod(shape[1:])) * itemsize
             rows.append((name, "LRN halo (one-process LRN spans the towers)", halo, halo))
         shape = layer.output_shape(shape)
-    rows.append(("logits", "fc8's halves for the softmax", int(np.prod(shape)) // TOWERS * itemsize, 0))
+    logits = int(np.prod(shape)) // TOWERS * itemsize
+    rows.append(("logits", "fc8's halves for the softmax", logits, 0))
     return rows
 
 
@@ -112,7 +114,8 @@ def worker(args):
     model.train()
     rank, towers = 0, None
     if args.worker == "towers":
-        from .model_parallel import Peer, Towers, world
+        from .model_parallel import Peer, Towers
+        from .mpi import world
         towers = Towers(model, Peer(world()), args.model)
         rank, model = towers.rank, towers
     step = _step_runner(model, args.batch_size, classes, args.dtype)
@@ -134,27 +137,21 @@ def worker(args):
         print("RESULT " + json.dumps(report), flush=True)
 
 
-def _mpiexec():
-    local = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    return local if os.path.exists(local) else "mpiexec"
-
-
 def _run(kind, args):
-    """One timing in a fresh process: its report, and its CPU seconds (to tell other
-    programs' load from ours)."""
-    threads = "2" if kind == "one" else "1"
-    env = dict(os.environ, OPENBLAS_NUM_THREADS=threads, OMP_NUM_THREADS=threads,
-               MKL_NUM_THREADS=threads, OMPI_ALLOW_RUN_AS_ROOT="1",
-               OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    command = [sys.executable, "-m", "tinyalexnet.parallel.towers_bench", "--worker", kind,
-               "--model", args.model, "--batch-size", str(args.batch_size),
+    """One timing in a fresh process (``launch.py``'s mpiexec for the towers): its report."""
+    threads = 2 if kind == "one" else 1
+    options = ["--worker", kind, "--model", args.model, "--batch-size", str(args.batch_size),
                "--steps", str(args.steps), "--dtype", args.dtype]
-    if kind == "towers":
-        command = [_mpiexec(), "-n", "2", "--bind-to", "none"] + command
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = launch.environment(threads)
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    module = "tinyalexnet.parallel.towers_bench"
+    if kind == "towers":
+        command = launch.command(2, options, module=module)
+    else:
+        command = [sys.executable, "-m", module, *options]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
-    lines = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode or not lines:
         raise SystemExit(f"error: the {kind} timing failed: {(done.stderr or done.stdout)[-800:]}")
     return json.loads(lines[-1][len("RESULT "):])
