@@ -12,12 +12,13 @@
    ``groups=2``): the paper's point, that the grouped layers keep most maps on
    their own GPU.
 2. **Time**: whole training steps (forward, loss, backward, SGD update) of the
-   one-process grouped model with 2 BLAS threads, against the two towers on 2
-   ranks (``mpiexec -n 2``) with 1 BLAS thread each, alternating the two
-   (one, the other, the other, the one ...) so that other programs' load falls
-   on both; images/s of each, their ratio, and the time per step each rank
-   spent in the exchanges (waiting for the other tower included), with the
-   bytes the ranks really sent, which must equal the count of part 1.
+   one-process grouped model with 2 BLAS threads (and, to see what the second
+   thread buys, with 1), against the two towers on 2 ranks (``mpiexec -n 2``)
+   with 1 BLAS thread each, alternating (one order, then the reverse ...) so
+   that other programs' load falls on all; images/s of each, the ratios, and
+   the time per step rank 0 spent in the exchanges (waiting for the other tower
+   included), with the bytes the ranks really sent, which must equal the count
+   of part 1.
 
 Each timing runs in a fresh process (the BLAS thread count is fixed when NumPy
 loads).  ``--no-time`` prints part 1 only.
@@ -137,16 +138,19 @@ def worker(args):
         print("RESULT " + json.dumps(report), flush=True)
 
 
+KINDS = {"one2": ("one", 2), "one1": ("one", 1), "towers": ("towers", 1)}   # worker, threads
+
+
 def _run(kind, args):
     """One timing in a fresh process (``launch.py``'s mpiexec for the towers): its report."""
-    threads = 2 if kind == "one" else 1
-    options = ["--worker", kind, "--model", args.model, "--batch-size", str(args.batch_size),
-               "--steps", str(args.steps), "--dtype", args.dtype]
+    worker_kind, threads = KINDS[kind]
+    options = ["--worker", worker_kind, "--model", args.model, "--batch-size",
+               str(args.batch_size), "--steps", str(args.steps), "--dtype", args.dtype]
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = launch.environment(threads)
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     module = "tinyalexnet.parallel.towers_bench"
-    if kind == "towers":
+    if worker_kind == "towers":
         command = launch.command(2, options, module=module)
     else:
         command = [sys.executable, "-m", module, *options]
@@ -170,28 +174,30 @@ class _LoadWithChildren(OtherLoad):
 
 def time_both(args):
     load = _LoadWithChildren().start()
-    runs = {"one": [], "towers": []}
+    runs = {kind: [] for kind in KINDS}
     for r in range(args.rounds):
-        order = ("one", "towers") if r % 2 == 0 else ("towers", "one")
+        order = list(KINDS) if r % 2 == 0 else list(reversed(KINDS))
         for kind in order:
             runs[kind].append(_run(kind, args))
     busy = load.stop()
-    one = [statistics.median(r["seconds"]) for r in runs["one"]]
-    two = [statistics.median(r["seconds"]) for r in runs["towers"]]
+    step = {kind: [statistics.median(r["seconds"]) for r in runs[kind]] for kind in KINDS}
     swap = [statistics.median(r["exchange"]) for r in runs["towers"]]
     b = args.batch_size
     print(f"\ntraining step ({args.model}, batch {b}, {args.dtype}, SGD), median of "
           f"{args.steps} steps per run, {args.rounds} runs each, alternating:")
-    print(f"  one process, 2 BLAS threads:   {b / statistics.median(one):8.1f} images/s  "
-          f"({1000 * statistics.median(one):.0f} ms/step)")
-    print(f"  two towers, 2 ranks x 1 thread: {b / statistics.median(two):8.1f} images/s  "
-          f"({1000 * statistics.median(two):.0f} ms/step)")
-    ratios = [o / t for o, t in zip(one, two)]
-    print(f"  two towers / one process: {statistics.median(ratios):.2f}x images/s "
-          f"(runs: {', '.join(f'{x:.2f}' for x in ratios)})")
+    labels = {"one2": "one process, 2 BLAS threads:  ", "one1": "one process, 1 BLAS thread:   ",
+              "towers": "two towers, 2 ranks x 1 thread:"}
+    for kind, label in labels.items():
+        median = statistics.median(step[kind])
+        print(f"  {label} {b / median:8.1f} images/s  ({1000 * median:.0f} ms/step)")
+    for kind, what in (("one2", "one process x 2 threads"), ("one1", "one process x 1 thread")):
+        ratios = [o / t for o, t in zip(step[kind], step["towers"])]
+        print(f"  two towers / {what}: {statistics.median(ratios):.2f}x images/s "
+              f"(runs: {', '.join(f'{x:.2f}' for x in ratios)})")
+    towers = statistics.median(step["towers"])
     print(f"  rank 0's time in the exchanges (waiting for the other tower included): "
           f"{1000 * statistics.median(swap):.1f} ms/step, "
-          f"{100 * statistics.median(swap) / statistics.median(two):.0f}% of the step")
+          f"{100 * statistics.median(swap) / towers:.0f}% of the step")
     traffic = runs["towers"][-1]["traffic"]
     sent = sum(t["forward"] + t["backward"] for t in traffic.values())
     print(f"  bytes rank 0 sent per image (measured): {sent:,.0f}")
