@@ -18,8 +18,8 @@ the same list in reverse, the exchanges passing gradients back.  The equality
 with the one-process grouped model (``pytest -k model_parallel``) is the proof.
 
 The exchange of two towers is one operation, ``Peer.swap``: send my array, get
-the other rank's array of the same shape (one MPI Sendrecv).  Every crossing is
-built from it.  With x_t tower t's half, N the batch, C the channels (or
+the other rank's array of the same shape (one MPI send and receive, waited for
+within the run's ``--rank-timeout``).  Every crossing is built from it.  With x_t tower t's half, N the batch, C the channels (or
 features) of the whole layer:
 
 **Gather** (an all-gather along axis 1).  Forward, on tower t::
@@ -59,13 +59,17 @@ tower borrows the ``size // 2`` = 2 channels next to its edge from the other
     tower 1: [x_0[:, -2:] | x_1] -> LRN -> keep channels 2 .. C/2+1
 
 Backward: the halo's gradient (what tower t's outputs owe the other tower's
-two edge channels) goes back and is added there.  4 % of norm1's bytes.
+two edge channels) goes back and is added there.  In AlexNet that is 2 of a
+tower's 48 channels at norm1 and 2 of its 128 at norm2.
 
 ``Towers`` is the model of one rank: ``forward``, ``backward``, the optimizer
 and the flat buffers as for any model (its ``state_dict`` is its half);
 ``joined_state_dict()`` (on both ranks together) is the one-process state, for
-checkpoints.  Its exchanges count their bytes and time (``traffic()``), which
-``python -m tinyalexnet.parallel.towers_bench`` prints.
+checkpoints (``whole()``: the model and optimizer as a checkpoint holds them).
+Its exchanges count their bytes and time (``traffic()``), which
+``python -m tinyalexnet.parallel.towers_bench`` prints.  ``ModelParallel`` is
+what the Trainer calls for ``--model-parallel 2`` (``parallel/strategy.py``'s
+hooks): the whole batch on both ranks, rank 0 writes.
 """
 import copy
 import time
