@@ -81,6 +81,22 @@ def test_a_batch_that_does_not_split_is_refused_in_one_line():
 
 # ----------------------------------------------------------------------------- World, alone
 
+def test_without_mpi4py_the_error_names_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)        # import mpi4py fails
+    with pytest.raises(mpi.ParallelError, match=r'need mpi4py .*: pip install -e "\.\[mpi\]"'):
+        mpi.world()
+
+
+@needs_mpi
+def test_started_alone_a_world_is_one_rank_and_its_collectives_are_identities():
+    world = mpi.world(timeout=5)
+    assert (world.rank, world.size) == (0, 1)
+    buf = np.arange(4.0)
+    assert list(world.exchange("x", note=15, buf=buf)) == [15] and list(buf) == [0, 1, 2, 3]
+    assert world.broadcast_text("héllo", "y") == "héllo"
+
+
+
 class Request:
     """A stand-in MPI request, complete after ``after`` tests (never if None)."""
 
@@ -398,6 +414,6 @@ def test_the_benchmark_prints_both_rates_and_the_gradient_size(capsys):
                        "--warmup", "0", "--rounds", "1"]) == 0
     row = capsys.readouterr().out.splitlines()[-1].split()
     assert row[:2] == ["alexnet_small", "8"]
-    assert float(row[2]) > 0 and float(row[3]) > 0
+    assert float(row[2]) > 0 and float(row[3]) > 0 and float(row[4]) > 0
     parameters = get_model("alexnet_small", num_classes=10, in_channels=3).num_parameters()
     assert float(row[-1]) == pytest.approx(4 * parameters / 1e6, abs=0.005)    # float32 bytes

@@ -309,7 +309,8 @@ class Trainer:
         (all of them alone; see parallel/data.py)."""
         xp = self.xp
         part = self.parallel.begin_step(self.model, total)       # None alone
-        x = self.pipeline(images, train=True, rng=rng, xp=xp, part=part)   # one copy in
+        extra = {} if part is None else {"part": part}   # alone, any pipeline(images, ...)
+        x = self.pipeline(images, train=True, rng=rng, xp=xp, **extra)     # one copy in
         logits = self.model.forward(x)
         loss = self.loss_fn.forward(logits, labels)             # labels stay on the host
         self.model.backward(self.loss_fn.backward())

@@ -76,8 +76,7 @@ class DataParallel(OneProcess):
         self._dropouts = None
 
     def describe(self):
-        engine = getattr(self.allreduce, "name", "mpi")
-        return f", data parallel over {self.size} process{'es' * (self.size > 1)} ({engine})"
+        return f", data parallel over {self.size} process{'es' * (self.size > 1)}"
 
     # ---------------------------------------------------------------- starting
     def run_folder(self, make):

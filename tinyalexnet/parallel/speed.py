@@ -6,7 +6,8 @@ For each model and global batch size it times the same training step (Adam,
 NumPy) two ways, alternating, ``--rounds`` times each:
 
 - one process with ``--ranks`` BLAS threads (OPENBLAS_NUM_THREADS=N): the
-  cores split the work of each matrix product;
+  cores split the work of each matrix product (and, for reference, the same
+  process with one thread: what the second thread adds);
 - ``--ranks`` processes under mpiexec (parallel/launch.py), one BLAS thread
   each, data parallel: each takes B/N images, and one all-reduce a step sums
   the gradients (parallel/allreduce.py, MPI through shared memory).
@@ -70,14 +71,14 @@ def measure(model_name, batch, steps, warmup, data_parallel):
             "gradient_bytes": int(model.flat_grads().nbytes)}
 
 
-def run_one(model_name, batch, args, ranks):
-    """One measurement in fresh processes: 1 process with ``args.ranks`` threads (ranks=1)
-    or ``ranks`` data-parallel processes of one thread each."""
+def run_one(model_name, batch, args, ranks, threads=None):
+    """One measurement in fresh processes: 1 process with ``threads`` BLAS threads (default
+    ``args.ranks``; ranks=1), or ``ranks`` data-parallel processes of one thread each."""
     worker = ["--worker", "--models", model_name, "--batch-sizes", str(batch), "--steps",
               str(args.steps), "--warmup", str(args.warmup)]
     if ranks == 1:
         cmd = [sys.executable, "-m", "tinyalexnet.parallel.speed", *worker]
-        env = launch.environment(threads=args.ranks)
+        env = launch.environment(threads=threads or args.ranks)
     else:
         cmd = launch.command(ranks, [*worker, "--data-parallel"], "tinyalexnet.parallel.speed")
         env = launch.environment(threads=1)
@@ -110,18 +111,20 @@ def main(argv=None):
     print(f"training step, Adam, NumPy: 1 process x {args.ranks} BLAS threads against "
           f"{args.ranks} ranks x 1 thread (data parallel, MPI); best of {args.rounds} "
           f"alternating rounds of {args.steps} steps")
-    print(f"{'model':<14}{'batch':>6}{'1 proc img/s':>14}{f'{args.ranks} ranks img/s':>15}"
+    print(f"{'model':<14}{'batch':>6}{'1x1 img/s':>10}{f'1x{args.ranks} img/s':>10}{f'{args.ranks} ranks img/s':>15}"
           f"{'ratio':>7}{'all-reduce ms':>15}{'of step':>9}{'alone ms':>10}{'grad MB':>9}")
     for model_name in args.models:
         for batch in args.batch_sizes:
-            best = {1: None, args.ranks: None}
+            runs = {"1x1": (1, 1), "1xN": (1, None), "N": (args.ranks, None)}
+            best = dict.fromkeys(runs)
             for _ in range(args.rounds):
-                for ranks in best:                    # alternating: 1, N, 1, N, ...
-                    r = run_one(model_name, batch, args, ranks)
-                    if best[ranks] is None or r["images_per_s"] > best[ranks]["images_per_s"]:
-                        best[ranks] = r
-            one, many = best[1], best[args.ranks]
-            print(f"{model_name:<14}{batch:>6}{one['images_per_s']:>14.0f}"
+                for key, (ranks, threads) in runs.items():    # alternating: 1x1, 1xN, N, ...
+                    r = run_one(model_name, batch, args, ranks, threads)
+                    if best[key] is None or r["images_per_s"] > best[key]["images_per_s"]:
+                        best[key] = r
+            single, one, many = best["1x1"], best["1xN"], best["N"]
+            print(f"{model_name:<14}{batch:>6}{single['images_per_s']:>10.0f}"
+                  f"{one['images_per_s']:>10.0f}"
                   f"{many['images_per_s']:>15.0f}{many['images_per_s'] / one['images_per_s']:>7.2f}"
                   f"{many['allreduce_ms']:>15.2f}{many['allreduce_ms'] / many['step_ms']:>9.0%}"
                   f"{many['allreduce_alone_ms']:>10.2f}{one['gradient_bytes'] / 1e6:>9.2f}",
