@@ -80,6 +80,7 @@ from ..errors import ConfigError
 from ..layers import Conv2d, Dropout, Linear, LocalResponseNorm, Module, Sequential
 from ..layers import fast, functional
 from .data import DataParallel
+from .mpi import RankTimeout
 from .towers import TOWERS, check_towers, join_state, split_state, tower_rows
 
 
@@ -113,8 +114,26 @@ class Peer:
         comm = self.world.comm
         recv = comm.Irecv(received, source=self.other, tag=SWAP_TAG)
         send = comm.Isend(host, dest=self.other, tag=SWAP_TAG)
-        self.world._wait([recv, send], what, {self.other: recv})
+        self._wait((recv, send), what)
         return backend.to_backend(received, device)
+
+    def _wait(self, requests, what):
+        """Poll the swap's two requests until both are complete, or raise RankTimeout naming
+        the other rank (all a swap of two waits for) after the World's ``timeout``.  The
+        first second polls without pause (MPI moves a large message only while it is being
+        tested), then 1 ms apart."""
+        start = time.monotonic()
+        deadline = start + self.world.timeout
+        pending = list(requests)
+        while True:
+            pending = [request for request in pending if not request.Test()]
+            if not pending:
+                return
+            now = time.monotonic()
+            if now > deadline:
+                raise RankTimeout(self.world._late(what, [self.other]), [self.other])
+            if now - start > 1.0:
+                time.sleep(0.001)
 
 
 class Exchange(Module):
