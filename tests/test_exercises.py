@@ -965,3 +965,67 @@ def test_expect_fails_the_lesson_in_strict_mode():
     with pytest.raises(ex.ClaimFailed, match="the text says: ReLU reaches 25% first"):
         ex.expect(False, "ReLU reaches 25% first")
     ex.expect(True, "this holds")                                  # a claim that holds: nothing
+
+
+# ---------------------------------------------------------------- lesson 14: the towers' exchange
+def gather_backward_kept_own(dy, rank, swap):
+    half = dy.shape[1] // 2
+    swap(dy[:, (1 - rank) * half:(2 - rank) * half])          # sent, but nothing added
+    return dy[:, rank * half:(rank + 1) * half]
+
+
+def gather_backward_sent_mine(dy, rank, swap):
+    half = dy.shape[1] // 2
+    mine = dy[:, rank * half:(rank + 1) * half]
+    return mine + swap(mine)
+
+
+def gather_backward_halves(dy, rank, swap):
+    half = dy.shape[1] // 2
+    theirs = dy[:, (1 - rank) * half:(2 - rank) * half]
+    return theirs + swap(dy[:, rank * half:(rank + 1) * half])
+
+
+def gather_backward_averaged(dy, rank, swap):
+    return sol.gather_backward(dy, rank, swap) / 2
+
+
+def gather_backward_one_tower_swaps(dy, rank, swap):
+    half = dy.shape[1] // 2
+    got = swap(dy[:, half:]) if rank == 0 else 0
+    return dy[:, rank * half:(rank + 1) * half] + got
+
+
+def test_gather_backward_solution_passes_and_is_checked_on_both_towers(capsys):
+    result = ex.check_gather_backward(sol.gather_backward)
+    assert result.passed, result.report()
+    labels = [r.label for r in result.rows]
+    assert sum("numerical gradient" in lab for lab in labels) == 4           # 2 shapes x 2 towers
+    assert sum("model_parallel.Gather" in lab for lab in labels) == 4
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (gather_backward_kept_own, "kept only the gradient your own tower"),
+    (gather_backward_sent_mine, "you sent your own columns"),
+    (gather_backward_halves, "tower 0 holds the first"),
+    (gather_backward_averaged, "do not average"),
+])
+def test_wrong_gather_backward_fails_with_the_hint_that_names_it(wrong, hint, capsys,
+                                                                fresh_results):
+    result = ex.check_gather_backward(wrong)
+    assert not result.passed and result.attempted
+    assert "FAIL" in capsys.readouterr().out
+    assert hint in result.hints[0], _hints(result)
+
+
+def test_gather_backward_that_swaps_on_one_tower_only_is_named(capsys, fresh_results):
+    result = ex.check_gather_backward(gather_backward_one_tower_swaps)
+    assert not result.passed
+    assert "tower 0 called swap 1 times, tower 1 0 times" in result.problem
+
+
+def test_gather_backward_not_attempted(capsys, fresh_results):
+    def stub(dy, rank, swap):
+        raise NotImplementedError
+    result = ex.check_gather_backward(stub)
+    assert not result.attempted and "not attempted" in capsys.readouterr().out

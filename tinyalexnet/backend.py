@@ -167,6 +167,31 @@ def synchronize(xp):
         xp.cuda.get_current_stream().synchronize()
 
 
+# ---------------------------------------------------------------------------- several GPUs
+def nccl():
+    """CuPy's binding of NCCL (``cupy.cuda.nccl``), the GPUs' collectives (parallel/allreduce.py);
+    a BackendUnavailable saying why where there is none."""
+    get_backend("cupy")
+    from cupy.cuda import nccl as module         # noqa: PLC0415 -- only for GPU data parallelism
+    if not getattr(module, "available", True):
+        raise BackendUnavailable("NCCL is not available to CuPy: pip install nvidia-nccl-cu12 "
+                                 "(or -cu13, as CuPy's CUDA)")
+    return module
+
+
+def stream_pointer():
+    """The current CUDA stream's handle, where NCCL queues its work after the step's."""
+    return get_backend("cupy").cuda.get_current_stream().ptr
+
+
+def use_device(local_rank):
+    """Make GPU ``local_rank % count`` this process's device (one GPU per process on a node)."""
+    cp = get_backend("cupy")
+    count = cp.cuda.runtime.getDeviceCount()
+    cp.cuda.Device(local_rank % count).use()
+    return local_rank % count
+
+
 # ---------------------------------------------------------------------------- GPU errors
 # How CUDA libraries word a failed allocation: the runtime and the driver say
 # "out of memory", cuBLAS (and cuSOLVER, cuFFT) "..._ALLOC_FAILED", cuRAND

@@ -36,6 +36,7 @@ from .datasets.split import limit_dataset
 from .errors import NonFiniteError, TinyAlexNetError
 from .metrics import evaluate, log_softmax
 from .models import MODELS, get_model, model_name
+from .parallel.mpi import DEFAULT_TIMEOUT, ParallelError, RankTimeout
 from .runfolder import write_text_atomic
 from .stopping import Interrupted, interrupted_during_test
 from .train import Trainer, dataset_options
@@ -114,6 +115,46 @@ def add_train_arguments(p):
                    help="score the final test with ten crops per image")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars (default: only on a terminal)")
+    g = add_parallel_arguments(p)
+    g.add_argument("--model-parallel", type=int, metavar="2",
+                   help="the paper's two towers on 2 processes (mpiexec -n 2): each holds half "
+                        "of every layer, as the paper's two GPUs did (alexnet, alexnet_small)")
+
+
+def add_parallel_arguments(p):
+    g = p.add_argument_group("several processes (mpiexec -n N python -m tinyalexnet ...)")
+    g.add_argument("--data-parallel", action="store_true",
+                   help="split every batch over the N processes mpiexec started (one model "
+                        "each, gradients averaged every step); needs pip install -e \".[mpi]\"")
+    g.add_argument("--rank-timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help=f"how long a process waits for the others before it stops them all "
+                        f"(default {DEFAULT_TIMEOUT:g})")
+    return g
+
+
+def start_parallel(args, backend_name="numpy"):
+    """The DataParallel of ``--data-parallel``, or the ModelParallel of ``--model-parallel 2``
+    (None without them): joins the processes mpiexec started (alone: one of one), each on
+    its own GPU with ``--backend cupy``."""
+    towers = getattr(args, "model_parallel", None)
+    if towers is not None:
+        if towers != 2:
+            raise TinyAlexNetError(f"--model-parallel {towers}: the paper's towers are 2 "
+                                   f"(--model-parallel 2, on mpiexec -n 2)")
+        if args.data_parallel:
+            raise TinyAlexNetError("--model-parallel 2 with --data-parallel: choose one (the "
+                                   "hybrid of both is not built)")
+    if not getattr(args, "data_parallel", False) and towers is None:
+        return None
+    from .parallel import DataParallel, mpi      # mpi4py is optional: imported when asked
+    world = mpi.world(args.rank_timeout)
+    args.world = world
+    if backend_name == "cupy":
+        backend.use_device(world.local_rank())
+    if towers is not None:
+        from .parallel.model_parallel import ModelParallel     # refuses other rank counts
+        return ModelParallel(world)
+    return DataParallel(world)
 
 
 def _given(args, names):
@@ -123,6 +164,7 @@ def _given(args, names):
 def run_train(args):
     fields = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "recipe"]
     options = _given(args, fields)
+    parallel = start_parallel(args, options.get("backend", "numpy"))
     if args.resume is not None:
         run = args.resume or args.out
         if not run:
@@ -135,8 +177,12 @@ def run_train(args):
                 f"--data-dir can)")
         # --out beside --resume RUN: a new run in --out that starts from RUN's checkpoint.
         out = args.out if args.resume else None
-        trainer = Trainer.resume(run, overrides=options, progress=args.progress, out_dir=out)
-        if trainer.epoch >= trainer.config.epochs:
+        trainer = Trainer.resume(run, overrides=options, progress=args.progress, out_dir=out,
+                                 parallel=parallel)
+        args.started = True
+        if not trainer.parallel.first:
+            pass                          # rank 0 of several speaks for them
+        elif trainer.epoch >= trainer.config.epochs:
             print(f"{trainer.out_dir}: all {trainer.config.epochs} epochs are done; "
                   f"pass --epochs N to train longer")
         else:
@@ -144,8 +190,9 @@ def run_train(args):
                   f"{trainer.state.step} of {trainer.steps_per_epoch}")
     else:
         config = make_config(args.recipe, **options)
-        trainer = Trainer(config, args.out, progress=args.progress)
-    if args.ten_crop and not trainer.config.augment:      # said now, not after training
+        trainer = Trainer(config, args.out, progress=args.progress, parallel=parallel)
+        args.started = True
+    if args.ten_crop and not trainer.config.augment and trainer.parallel.first:   # said now
         _warn_ten_crop_without_crops("this run trains")
     with trainer:                # the run folder is ours until the report is written
         trainer.fit()
@@ -162,7 +209,9 @@ def _warn_ten_crop_without_crops(subject):
 
 
 def _report_test(trainer, ten_crop):
-    result = trainer.evaluate(trainer.test_set, ten_crop=ten_crop)
+    result = trainer.evaluate(trainer.test_set, ten_crop=ten_crop)     # every process
+    if not trainer.writes:
+        return 0                          # rank 0 writes and prints the results
     confusion = result.pop("confusion")
     result.update(ten_crop=ten_crop, epochs=trainer.epoch, classes=trainer.classes,
                   confusion=confusion.tolist())
@@ -197,6 +246,7 @@ def add_evaluate_arguments(p):
     p.add_argument("--backend", choices=list(backend.BACKENDS), default="numpy")
     p.add_argument("--plot", help="confusion matrix PNG (default: next to the checkpoint)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    add_parallel_arguments(p)
 
 
 def run_evaluate(args):
@@ -205,6 +255,7 @@ def run_evaluate(args):
                                "integer")
     if args.plot:
         plots.check_figure_path(args.plot)     # before the evaluation, not after it
+    parallel = start_parallel(args, args.backend)
     ck = checkpoint.load(args.checkpoint)
     model, pipeline = _model_and_pipeline(ck, args.backend)
     if args.ten_crop and not ck["pipeline"].get("augment"):
@@ -230,8 +281,12 @@ def run_evaluate(args):
     plot = args.plot or os.path.join(os.path.dirname(ck.path) or ".",
                                      f"{stem}-{name}-{args.split}-confusion.png")
     _refuse_a_busy_run_folder(plot, args.plot)        # before the evaluation, not after it
+    first = parallel is None or parallel.first
     result = evaluate(model, dataset, pipeline, args.batch_size, ten_crop=args.ten_crop,
-                      progress=args.progress)
+                      progress=args.progress if first else False,
+                      world=parallel and parallel.world)      # each process a share
+    if not first:
+        return 0                           # rank 0 prints and draws
     if not math.isfinite(result["loss"]):
         raise NonFiniteError(f"{ck.path}: the model's outputs are NaN or infinite on {name} "
                              f"({args.split}): its weights are damaged")
@@ -298,6 +353,7 @@ def add_predict_arguments(p):
                    help="images decoded and scored at a time (default 64): memory stays the "
                         "same for 10 or 10,000 images")
     p.add_argument("--backend", choices=list(backend.BACKENDS), default="numpy")
+    add_parallel_arguments(p)
 
 
 def run_predict(args):
@@ -317,6 +373,7 @@ def run_predict(args):
         C, h, w = ck["pipeline"]["source_shape"]
         for path in args.images:
             check_image_file(path, C, (h, w))
+    parallel = start_parallel(args, args.backend)
     model, pipeline = _model_and_pipeline(ck, args.backend)
     classes = ck.get("classes") or [str(k) for k in range(ck["num_classes"])]
     top = min(args.top, len(classes))
@@ -326,8 +383,9 @@ def run_predict(args):
     # and each batch's answers printed as soon as they are known.
     for start in range(0, len(args.images), args.batch_size):
         paths = args.images[start:start + args.batch_size]
-        x = pipeline(load_image_files(paths, pipeline.source_shape), train=False, xp=xp)
-        probs = backend.as_numpy(xp.exp(log_softmax(model.forward(x))))
+        probs = _probabilities(model, pipeline, paths, len(classes), parallel)
+        if parallel is not None and not parallel.first:
+            continue                       # rank 0 prints every process's answers
         for path, p in zip(paths, probs):
             if not np.isfinite(p).all():
                 raise NonFiniteError(f"{ck.path}: the model's outputs for {path} are NaN or "
@@ -337,6 +395,25 @@ def run_predict(args):
                 print(_shown(f"  {rank}. {classes[k]:<{width}}  {100 * p[k]:6.2f}%"))
         sys.stdout.flush()
     return 0
+
+
+def _probabilities(model, pipeline, paths, num_classes, parallel):
+    """(len(paths), classes) host probabilities of the images at ``paths``; with
+    ``--data-parallel`` each process scores its part of them and all get the whole."""
+    xp = model.xp
+    mine = paths
+    if parallel is not None and parallel.size > 1:
+        lo, hi = parallel.part(len(paths))
+        mine = paths[lo:hi]
+    probs = np.zeros((len(mine), num_classes), dtype=np.float64)
+    if mine:
+        x = pipeline(load_image_files(mine, pipeline.source_shape), train=False, xp=xp)
+        probs = backend.as_numpy(xp.exp(log_softmax(model.forward(x)))).astype(np.float64)
+    if mine is paths:
+        return probs
+    whole = np.zeros((len(paths), probs.shape[1]))
+    whole[lo:hi] = probs
+    return parallel.world.sum(whole, "adding up the predictions").reshape(whole.shape)
 
 
 def _shown(text):
@@ -419,6 +496,27 @@ def main(argv=None):
         return output.finish(_run_command(build_parser().parse_args(argv)))
 
 
+def _speaks(args, err=None):
+    """Whether this process prints the line a command ends with.  Of several processes
+    (``--data-parallel``) rank 0 speaks; another rank only for what it alone knows: its
+    own failure (a RankTimeout, an error after the start, a failure ``together``
+    reported), never for the copy of one that every rank met."""
+    world = getattr(args, "world", None)
+    if getattr(err, "quiet", False):
+        return False
+    if world is None or world.rank == 0:
+        return True
+    return err is not None and (isinstance(err, ParallelError) or getattr(args, "started", False)
+                                or getattr(err, "report", False))
+
+
+def _rank_prefix(args, err):
+    world = getattr(args, "world", None)
+    if world is None or world.rank == 0 or isinstance(err, RankTimeout):
+        return ""                    # rank 0 speaks for all; a RankTimeout names its rank
+    return f"rank {world.rank} of {world.size}: "
+
+
 def _run_command(args):
     try:
         # SIGTERM and SIGHUP stop a command as Ctrl-C does; messages say "--download",
@@ -426,13 +524,19 @@ def _run_command(args):
         with signals.raise_on_sigterm(), errors.command_line_words():
             return args.run(args)
     except Interrupted as stop:
-        print(str(stop), file=sys.stderr)
+        if _speaks(args):
+            print(str(stop), file=sys.stderr)
         return signals.exit_code(stop)
     except KeyboardInterrupt as stop:
-        print(signals.stopped(stop), file=sys.stderr)
+        if _speaks(args):
+            print(signals.stopped(stop), file=sys.stderr)
         return signals.exit_code(stop)
     except TinyAlexNetError as err:
-        print("error: " + " ".join(str(err).split("\n")), file=sys.stderr)
+        if _speaks(args, err):
+            print("error: " + _rank_prefix(args, err) + " ".join(str(err).split("\n")),
+                  file=sys.stderr)
+        if isinstance(err, RankTimeout):
+            args.world.abort(EXIT_USER_ERROR)     # the missing ranks may hang: end them all
         return EXIT_USER_ERROR
     except backend.gpu_error_types() as err:   # out of memory in any CUDA library
         if not backend.is_out_of_memory(err):

@@ -158,7 +158,7 @@ def tqdm_disable(progress):
 
 
 def evaluate(model, dataset, pipeline, batch_size=256, ten_crop=False, progress=False,
-             desc="evaluate"):
+             desc="evaluate", world=None):
     """Loss, top-1 and top-5 error and the confusion matrix of ``model`` on ``dataset``.
 
     With ``ten_crop`` each image is scored as in the paper's test procedure:
@@ -171,6 +171,10 @@ def evaluate(model, dataset, pipeline, batch_size=256, ten_crop=False, progress=
     layers' NaN checks (each a read) are off meanwhile, and the confusion
     matrix is a product of one-hot matrices rather than ``bincount`` (which
     reads the largest value back to size its result).
+
+    ``world`` (parallel/mpi.py's World, several processes): each process scores
+    its share of the images (process r of N: images r*n/N .. (r+1)*n/N), and the
+    sums and the confusion matrix are added up over the processes.
     """
     xp = model.xp
     was_training = model.training
@@ -181,8 +185,7 @@ def evaluate(model, dataset, pipeline, batch_size=256, ten_crop=False, progress=
     totals = xp.zeros(3, dtype=xp.float64)       # loss sum, top-1 and top-5 correct counts
     confusion = None
     n = 0
-    batches = iterate_batches(dataset, batch_size, shuffle=False)
-    total = -(-len(dataset) // batch_size)
+    batches, total = _batches(len(dataset), batch_size, world)
     try:
         for _, indices in tqdm(batches, total=total, desc=desc, leave=False, unit="batch",
                                disable=tqdm_disable(progress)):
@@ -217,7 +220,26 @@ def evaluate(model, dataset, pipeline, batch_size=256, ten_crop=False, progress=
     if n == 0:
         raise TinyAlexNetError(f"evaluate: the data set {getattr(dataset, 'name', '')!r} is empty")
     values = backend.as_numpy(xp.concatenate([totals, confusion.reshape(-1)]))   # the one read
+    if _shards(len(dataset), world):
+        values = world.sum(np.append(values, n), "adding up the evaluation")
+        n = int(values[-1])
     loss_sum, correct1, correct5 = values[:3]
     return {"loss": float(loss_sum / n), "top1_error": float(1 - correct1 / n),
             "top5_error": float(1 - correct5 / n), "accuracy": float(correct1 / n),
-            "count": n, "confusion": values[3:].reshape(K, K).round().astype(np.int64)}
+            "count": n, "confusion": values[3:3 + K * K].reshape(K, K).round().astype(np.int64)}
+
+
+def _shards(n, world):
+    """Whether ``evaluate`` splits ``n`` images over the processes of ``world``: when there
+    are several, and at least one image for each (else every process scores all)."""
+    return world is not None and 1 < world.size <= n
+
+
+def _batches(n, batch_size, world):
+    """(step, indices) of the batches this process scores, and how many there are."""
+    if not _shards(n, world):
+        return iterate_batches(range(n), batch_size, shuffle=False), -(-n // batch_size)
+    lo, hi = n * world.rank // world.size, n * (world.rank + 1) // world.size
+    mine = np.arange(lo, hi)
+    steps = -(-(hi - lo) // batch_size)
+    return ((k, mine[k * batch_size:(k + 1) * batch_size]) for k in range(steps)), steps

@@ -51,16 +51,17 @@ class OpenedRun:
     branch_of: str = None        # the folder of the run this one branches from
 
 
-def open_run(path, overrides=None, out_dir=None):
+def open_run(path, overrides=None, out_dir=None, claim=RunFolder.claim):
     """Claim the folder, read the checkpoint at ``path`` (a checkpoint or a run folder)
-    and check it; see ``Trainer.resume`` for the arguments.  Nothing is written."""
+    and check it; see ``Trainer.resume`` for the arguments.  Nothing is written.
+    ``claim(path)`` claims the folder (data parallelism: rank 0 claims, the others read)."""
     source = checkpoint.checkpoint_path(path)
     home = os.path.dirname(os.path.abspath(source))
     branch = out_dir is not None and not same_folder(out_dir, home)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     lr = overrides.pop("lr", None)
     # Claim before reading: nobody may write the folder between our check and our run.
-    folder = RunFolder.claim(out_dir if branch else home)
+    folder = claim(out_dir if branch else home)
     try:
         ck = checkpoint.load(source)
         if branch:

@@ -339,6 +339,31 @@ class RunFolder:
         return f"RunFolder({self.path!r}{', locked' if self.locked else ''})"
 
 
+class ReaderFolder:
+    """The run folder of a run that another process writes: rank 0 of a data-parallel run
+    holds the RunFolder (and its lock); ranks 1..N-1 hold this, its path, and only read
+    there (a checkpoint to resume from).  Locking is a no-op: the folder is not theirs."""
+
+    created = locked = False
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+
+    def path_now(self):
+        return self.path if os.path.isdir(self.path) else None
+
+    def lock(self):
+        return self
+
+    def unlock(self):
+        return self
+
+    abandon = unlock
+
+    def __repr__(self):
+        return f"ReaderFolder({self.path!r})"
+
+
 def owner_elsewhere(path):
     """Who holds the run folder ``path``, if another process does ("pid 123 on host since
     ..."), else None.  Only looks: nothing is created or kept locked.  For commands that

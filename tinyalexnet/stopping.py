@@ -70,10 +70,12 @@ class RunStops:
     """
 
     def __init__(self, state, model, optimizer, folder, config, steps_per_epoch, save, draw,
-                 log):
+                 log, agree=None):
         self.state, self.model, self.optimizer, self.folder = state, model, optimizer, folder
         self.config, self.steps_per_epoch = config, steps_per_epoch
         self.save, self.draw, self.log = save, draw, log
+        # agree(signum) -> the stop every process takes (parallel/data.py); alone: its own
+        self.agree = agree or (lambda signum: signum)
         self.signals = None          # the StopRequests while inside ``with``
         self.step_start = None       # (dropout counters, optimizer steps, global step) of a step
         self.ending = None           # the epoch whose end is being written
@@ -89,11 +91,21 @@ class RunStops:
             self._exit = stack.pop_all()
         return self
 
+    def requested(self):
+        """The signal that asked this process to stop (0: none yet)."""
+        if self.signals is not None and self.signals.requested:
+            return self.signals.signum or 2
+        return 0
+
     def check(self):
         """Stop here if Ctrl-C or SIGTERM came since the last check: the one place the
-        loop asks whether to stop."""
-        if self.signals is not None and self.signals.requested:
-            raise KeyboardInterrupt
+        loop asks whether to stop.  Of several processes, all stop here if one was asked
+        (``agree``), so that they stop after the same step."""
+        signum = self.agree(self.requested())
+        if signum:
+            stop = KeyboardInterrupt()
+            stop.signum = signum
+            raise stop
 
     def step_begins(self):
         """Before a step: a stop before its update gives back the dropout masks it drew, so
@@ -168,6 +180,9 @@ class RunStops:
         except RunFolderError as err:
             return RunFolderError(f"{what} {where}, but the checkpoint could not be saved "
                                   f"({err}); {self._advice(err)}", err.errno, err.strerror)
+        if path is None:       # another process writes the run (data parallelism: rank 0)
+            return Interrupted(f"{what} {where}: saved by the process that writes the run",
+                               None, signum)
         return Interrupted(f"{what} {where}: saved {path}; {self._next(path, s.meta())}", path,
                            signum)
 

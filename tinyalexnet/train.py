@@ -65,6 +65,7 @@ from .layers import SoftmaxCrossEntropy
 from .metrics import LossNotFinite, RunningMeter, evaluate, tqdm_disable
 from .models import INPUT_SIDE, get_model
 from .optim import SGD, Adam, ReduceLROnPlateau, StepLR
+from .parallel.strategy import OneProcess
 from .resume import check_unused, open_run, settle
 from .runfolder import RunFolder
 from .stopping import RunStops
@@ -169,46 +170,26 @@ class Trainer:
     prefetch = True     # read the next batch in a background thread (datasets/prefetch.py)
 
     def __init__(self, config, out_dir=None, datasets=None, pipeline=None, progress=None,
-                 log=_print, on_step=None, on_epoch=None, state=None):
+                 log=_print, on_step=None, on_epoch=None, state=None, parallel=None):
         check_config(config)
         self.config = c = config
-        self.progress, self.log = progress, log or _quiet
+        # The processes this run trains on (parallel/strategy.py): alone, or DataParallel.
+        self.parallel = parallel or OneProcess()
+        first = self.parallel.first        # of several processes, one logs and shows bars
+        self.progress, self.log = (progress, log or _quiet) if first else (False, _quiet)
         self.on_step, self.on_epoch = on_step, on_epoch
         self.state = state or RunState()   # where the run stands; all of it is in every checkpoint
         self.meter = None                  # the running numbers of the epoch in progress
         # Whether this process writes the run folder (checkpoints, history, plots): decided
         # here and nowhere else; every method that writes asks it.
-        self.writes = True
+        self.writes = self.parallel.writes
         # Claimed first: a folder in use, read-only or impossible fails now, not after an epoch.
-        self.run_folder = (out_dir if isinstance(out_dir, RunFolder)
-                           else claim_run_folder(out_dir, c))
+        self.run_folder = self.parallel.run_folder(
+            lambda: out_dir if isinstance(out_dir, RunFolder) else claim_run_folder(out_dir, c))
         self.hold_folder = False           # keep the folder locked after fit() (``with``)
         try:
-            if state is None:
-                check_unused(self.out_dir)       # a new run overwrites no earlier one's files
-            self.xp = backend.get_backend(c.backend)      # fails early, with the reason
-            self.train_set, self.val_set, self.test_set = datasets or load_data(c)
-            check_sizes(c, self.train_set, self.val_set)
-            self.model = get_model(c.model, num_classes=len(self.classes),
-                                   in_channels=self.train_set.channels, init=c.init, seed=c.seed)
-            source = self.state.source               # the checkpoint a resumed run goes on from
-            if pipeline is None and source is not None and source.get("pipeline"):
-                pipeline = Pipeline.from_config(source["pipeline"])     # as the run trained
-            lighting = c.lighting and self.train_set.channels == 3
-            self.pipeline = pipeline or Pipeline.for_dataset(
-                self.train_set, self.model.input_shape, augment=c.augment, lighting=lighting)
-            self.model.to(c.backend)
-            self.loss_fn = SoftmaxCrossEntropy()
-            # Per-layer NaN checks read a value back from the device at every layer:
-            # free on NumPy, a stall on the GPU (there the running loss is checked).
-            checks = backend.check_finite_default(c.backend)
-            self.model.set_check_finite(checks)
-            self.loss_fn.set_check_finite(checks)
-            self.optimizer = make_optimizer(c, self.model)
-            self.scheduler = make_scheduler(c, self.optimizer)
-            if source is not None:
-                self._restore(source)
-                self.state.source = None     # its arrays live in the model and optimizer now
+            with self.parallel.together("starting the run"):
+                self._build(c, datasets, pipeline, state)
         except BaseException:
             self.run_folder.abandon()
             raise
@@ -220,7 +201,40 @@ class Trainer:
         self.compiling = self.xp is not np
         self.stops = RunStops(self.state, self.model, self.optimizer, self.run_folder, c,
                               self.steps_per_epoch, save=lambda: self.save("last.npz", self.meter),
-                              draw=self.plot_history, log=self.log)
+                              draw=self.plot_history, log=self.log,
+                              agree=self.parallel.agree_stop)
+        self.parallel.attach(self.stops)
+
+    def _build(self, c, datasets, pipeline, state):
+        """The data, model, pipeline, optimizer and schedule of the run (restored from
+        ``state.source`` when it continues one)."""
+        if state is None and self.writes:
+            check_unused(self.out_dir)       # a new run overwrites no earlier one's files
+        self.xp = backend.get_backend(c.backend)      # fails early, with the reason
+        self.train_set, self.val_set, self.test_set = datasets or load_data(c)
+        check_sizes(c, self.train_set, self.val_set)
+        self.parallel.check(c, len(self.train_set))      # a batch that does not split
+        self.model = get_model(c.model, num_classes=len(self.classes),
+                               in_channels=self.train_set.channels, init=c.init, seed=c.seed)
+        source = self.state.source               # the checkpoint a resumed run goes on from
+        if pipeline is None and source is not None and source.get("pipeline"):
+            pipeline = Pipeline.from_config(source["pipeline"])     # as the run trained
+        lighting = c.lighting and self.train_set.channels == 3
+        self.pipeline = pipeline or Pipeline.for_dataset(
+            self.train_set, self.model.input_shape, augment=c.augment, lighting=lighting)
+        self.model.to(c.backend)
+        self.model = self.parallel.wrap_model(self.model, c.model)   # two towers: a half
+        self.loss_fn = SoftmaxCrossEntropy()
+        # Per-layer NaN checks read a value back from the device at every layer:
+        # free on NumPy, a stall on the GPU (there the running loss is checked).
+        checks = backend.check_finite_default(c.backend)
+        self.model.set_check_finite(checks)
+        self.loss_fn.set_check_finite(checks)
+        self.optimizer = make_optimizer(c, self.model)
+        self.scheduler = make_scheduler(c, self.optimizer)
+        if source is not None:
+            self._restore(source)
+            self.state.source = None     # its arrays live in the model and optimizer now
 
     # ---------------------------------------------------------------- training
     def fit(self):
@@ -237,7 +251,7 @@ class Trainer:
                  f"{c.dataset}: {len(self.train_set):,} training / {len(self.val_set):,} "
                  f"validation images {'x'.join(map(str, self.model.input_shape))}, "
                  f"{c.optimizer} lr {self.optimizer.lr:g}, batch {c.batch_size}, {c.backend} "
-                 f"backend -> {self.out_dir}")
+                 f"backend{self.parallel.describe()} -> {self.out_dir}")
         try:
             with self.stops:
                 while s.epoch < c.epochs:
@@ -256,10 +270,11 @@ class Trainer:
         stopped, with its running numbers so far)."""
         c, s = self.config, self.state
         self.model.train()
-        self.meter = RunningMeter(self.xp, s.partial)
+        # A resumed epoch's sums so far are the whole batch's: one process carries them on.
+        self.meter = RunningMeter(self.xp, s.partial if self.parallel.first else None)
         s.partial = None
-        batches = prefetch(self.train_set, iterate_batches(
-            self.train_set, c.batch_size, c.seed, s.epoch, shuffle=True, start=s.step),
+        batches = prefetch(self.train_set, self.parallel.shard_batches(iterate_batches(
+            self.train_set, c.batch_size, c.seed, s.epoch, shuffle=True, start=s.step)),
             enabled=self.prefetch)
         bar = tqdm(total=self.steps_per_epoch, initial=s.step, unit="batch", leave=False,
                    desc=f"epoch {s.epoch + 1}/{c.epochs}", disable=tqdm_disable(self.progress))
@@ -282,29 +297,36 @@ class Trainer:
         s = self.state
         rng = np.random.default_rng([self.config.seed, s.epoch, step])   # its augmentation
         self.stops.step_begins()
-        self._device_step(images, labels, rng, s.global_step)
+        total = min(self.config.batch_size, len(self.train_set) - step * self.config.batch_size)
+        self._device_step(images, labels, rng, s.global_step, total)
         s.step, s.global_step = step + 1, s.global_step + 1
 
-    def _device_step(self, images, labels, rng, global_step):
+    def _device_step(self, images, labels, rng, global_step, total):
         """The device's work of one step: the batch onto the device, forward, loss,
         backward, update, and the running sums.  It is only queued: nothing here reads a
-        number back from the device, and the run's counters (``state``) move outside it."""
+        number back from the device, and the run's counters (``state``) move outside it.
+        ``total``: the images of the whole step, of which these are this process's part
+        (all of them alone; see parallel/data.py)."""
         xp = self.xp
-        x = self.pipeline(images, train=True, rng=rng, xp=xp)   # one host->device copy
+        part = self.parallel.begin_step(self.model, total)       # None alone
+        extra = {} if part is None else {"part": part}   # alone, any pipeline(images, ...)
+        x = self.pipeline(images, train=True, rng=rng, xp=xp, **extra)     # one copy in
         logits = self.model.forward(x)
         loss = self.loss_fn.forward(logits, labels)             # labels stay on the host
         self.model.backward(self.loss_fn.backward())
+        self.parallel.average_gradients(self.model, part)      # the whole batch's gradient
         self.optimizer.step()
         self.meter.add(loss, logits, self.loss_fn.labels, global_step)   # labels: on the device
 
     def _end_epoch(self):
         """Validate, record, step the schedule, save: the end of one epoch."""
         c, s = self.config, self.state
-        train = self.meter.read_finite()
+        train = self.parallel.total(self.meter.read_finite())     # over the processes
         seconds = self.meter.seconds()
-        rate = self.meter.count / max(seconds, 1e-9)
+        rate = train["count"] / max(seconds, 1e-9)
         val = evaluate(self.model, self.val_set, self.pipeline, c.eval_batch_size,
-                       progress=self.progress, desc="validation")
+                       progress=self.progress, desc="validation",
+                       world=self.parallel.evaluate_world)
         if not math.isfinite(val["loss"]):
             raise LossNotFinite(s.global_step, "the validation loss became NaN or infinite")
         record = {"epoch": s.epoch + 1, "train_loss": train["loss"], "train_acc": train["acc"],
@@ -338,7 +360,8 @@ class Trainer:
         """:func:`metrics.evaluate` of the current model on ``dataset`` (default: the test set)."""
         dataset = self.test_set if dataset is None else dataset
         return evaluate(self.model, dataset, self.pipeline, self.config.eval_batch_size,
-                        ten_crop=ten_crop, progress=self.progress, desc="test")
+                        ten_crop=ten_crop, progress=self.progress, desc="test",
+                        world=self.parallel.evaluate_world)
 
     # ---------------------------------------------------------------- where the run stands
     @property
@@ -370,12 +393,11 @@ class Trainer:
     def _write_epoch(self, is_best):
         """last.npz, then best.npz, then the history.  In this order: last.npz records which
         epoch best.npz must hold, so a crash between two writes is repaired on resume."""
-        if not self.writes:
-            return
-        self.save("last.npz")
+        self.save("last.npz")           # every process: a model held in parts is gathered
         if is_best:
             self.save("best.npz")
-        history.write_history(self.out_dir, self.state.history)
+        if self.writes:
+            history.write_history(self.out_dir, self.state.history)
 
     def save(self, name="last.npz", meter=None):
         """Write a checkpoint of the current state to ``out_dir/name``; returns its path
@@ -386,23 +408,24 @@ class Trainer:
         state whose loss, weights or optimizer state went NaN or infinite: that
         would replace a good checkpoint with a broken one.
         """
-        if not self.writes:
-            return None
         c, s = self.config, self.state
         partial = s.partial                 # the resumed epoch's numbers, not yet continued
         if meter is not None and meter.count:
             bad = meter.read()["first_bad"]
             if bad is not None:
                 raise LossNotFinite(bad + 1)
-            partial = meter.state()
-        meta = {**checkpoint.model_meta(self.model, c.model), **s.meta(), "partial": partial,
+            partial = self.parallel.total(meter.state())   # every process asks: a collective
+        model, optimizer = self.parallel.whole(self.model, self.optimizer)  # every process
+        if not self.writes:
+            return None
+        meta = {**checkpoint.model_meta(model, c.model), **s.meta(), "partial": partial,
                 "steps_per_epoch": self.steps_per_epoch, "classes": self.classes,
                 "config": dataclasses.asdict(c),
                 "pipeline": self.pipeline.config() if hasattr(self.pipeline, "config") else None,
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                 "extra_state": self.model.get_extra_state()}
         try:
-            return checkpoint.save(self.path(name), self.model, meta, self.optimizer, finite=True)
+            return checkpoint.save(self.path(name), model, meta, optimizer, finite=True)
         except NonFiniteError as err:
             raise LossNotFinite(s.global_step, f"the weights became NaN or infinite ({err})"
                                 ) from None
@@ -431,7 +454,10 @@ class Trainer:
         from the checkpoint, a branch that leaves the old run as it is.  Other
         arguments are as for ``Trainer``.  See resume.py.
         """
-        run = open_run(path, overrides, out_dir)           # claimed, read, checked
+        parallel = kwargs.get("parallel") or OneProcess()
+        with parallel.together("opening the run"):
+            run = open_run(path, overrides, out_dir,     # claimed, read, checked
+                           claim=getattr(parallel, "claim", RunFolder.claim))
         trainer = cls(run.config, run.folder, datasets=datasets, pipeline=pipeline,
                       state=run.state, **kwargs)          # restored from the checkpoint
         try:
@@ -447,8 +473,9 @@ class Trainer:
         c = self.config
         data = f"--data-dir {c.data_dir}" if c.data_dir else f"data set {c.dataset!r}"
         checkpoint.check_classes(ck, self.classes, data)
-        ck.load_model(self.model, c.model)
-        ck.load_optimizer(self.optimizer)
+        model, optimizer = self.parallel.whole(self.model, self.optimizer)
+        ck.load_model(model, c.model)
+        ck.load_optimizer(optimizer)
         ck.load_scheduler(self.scheduler)
         if self.state.step > self.steps_per_epoch:
             raise TinyAlexNetError(f"{ck.path}: saved at step {self.state.step} of an epoch "

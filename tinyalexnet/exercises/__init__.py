@@ -28,6 +28,7 @@ from .checkers import check_flatten  # lesson 10
 from .checkers import check_saliency  # lesson 11
 from .checkers import check_dead_fraction, check_lr_range_test, check_update_ratio  # lesson 12
 from .checkers import check_f23_matrices, check_winograd_tile  # lesson 13
+from .checkers import check_gather_backward  # lesson 14
 from .claims import ClaimFailed, expect
 from .report import ExerciseFailed, ExerciseResult, results, results_json, set_strict
 

@@ -1269,3 +1269,124 @@ def check_winograd_tile(winograd_tile, backend="numpy"):
             want = B.to_backend(_correlate_tile(d, g), backend)
             ex.compare(f"F({w.m}x{w.m}, 3x3): {n}x{n} tile -> {w.m}x{w.m} outputs", got, want)
     return ex.finish()
+
+
+# ---------------------------------------------------------------- lesson 14
+def two_towers(fn, args):
+    """Run ``fn(*args[rank], rank, swap)`` for rank 0 and 1 at once, in two threads, as two
+    processes would: ``swap(a)`` hands ``a`` to the other tower and returns what it handed
+    over (both must call it, the same number of times).  Returns ``(results, swaps)``; a
+    NotImplementedError or another exception in either tower is raised here."""
+    import threading
+    box, calls = [None, None], [0, 0]
+    barrier = threading.Barrier(2, timeout=3)      # a swap the other tower never makes
+    results, errors = [None, None], [None, None]
+
+    def swap_for(rank):
+        def swap(a, what=None):
+            calls[rank] += 1
+            box[rank] = B.as_numpy(a).copy()
+            barrier.wait()                           # both have put theirs down
+            got = box[1 - rank].copy()
+            barrier.wait()                           # both have picked theirs up
+            return B.to_backend(got, B.backend_of(a))
+        return swap
+
+    def run(rank):
+        try:
+            results[rank] = fn(*args[rank], rank, swap_for(rank))
+        except BaseException as err:              # noqa: B036 -- handed to the caller
+            errors[rank] = err
+            barrier.abort()                          # the other tower must not wait forever
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for err in errors:
+        if isinstance(err, NotImplementedError):
+            raise err
+    for err in errors:
+        if err is not None and not isinstance(err, threading.BrokenBarrierError):
+            raise err
+    if any(errors) or calls[0] != calls[1]:
+        raise RuntimeError(f"tower 0 called swap {calls[0]} times, tower 1 {calls[1]} times: "
+                           "both towers must swap at the same point, or each waits for the "
+                           "other forever")
+    return results, calls
+
+
+class _PeerInThreads:
+    """The package's Peer for ``two_towers``: ``rank``, ``other`` and its swap."""
+
+    def __init__(self, rank, swap):
+        self.rank, self.other, self.swap = rank, 1 - rank, swap
+
+
+GATHER_HINTS = {
+    "kept_own": "you kept only the gradient your own tower's layer sent back.  The other "
+                "tower's layer read your half of y too: its dy holds a part of dL/dx for you. "
+                "Send it the columns that are its half, and add what it sends you.",
+    "sent_mine": "you sent your own columns of dy.  The other tower needs ITS columns of your "
+                 "dy (what your layer owes its half); what comes back is its dy for yours.",
+    "halves": "tower r's half of y is columns r*C/2 .. (r+1)*C/2 (tower 0 holds the first "
+              "half): your result is the other tower's gradient.",
+    "averaged": "add the two parts, do not average them: L depends on x through both towers' "
+                "layers, and the chain rule sums over every path.",
+}
+
+
+def check_gather_backward(gather_backward):
+    """Exercise 14.1: the backward of the towers' all-gather, run on two towers at once.
+
+    Two towers hold x_0, x_1 (N, C/2, ...); forward, y = [x_0 | x_1] along axis 1 on both;
+    tower t's next layer gives L_t = sum(tanh(y) * R_t), L = L_0 + L_1.  Each tower gets
+    dy_t = dL_t/dy and must return dL/dx_t: compared with central differences of L
+    (float64) and with the package's ``model_parallel.Gather``.
+    """
+    from ..parallel.model_parallel import Gather
+    ex = Exercise("14.1", "gather_backward", hint="dL/dx_t = dy_0[:, cols_t] + dy_1[:, cols_t]: "
+                  "slice the other tower's columns of your dy, swap them, add what comes back "
+                  "to your own columns.")
+    cases = []
+    for k, shape in enumerate(((3, 10), (2, 6, 3, 4))):
+        half = shape[1] // 2
+        xs = [_rand((shape[0], half) + shape[2:], 260 + 2 * k + t) for t in (0, 1)]
+        rs = [_rand(shape, 270 + 2 * k + t) for t in (0, 1)]
+
+        def loss(x0=xs[0], x1=xs[1], rs=rs):
+            y = np.tanh(np.concatenate((x0, x1), axis=1))
+            return float((y * rs[0]).sum() + (y * rs[1]).sum())
+        y = np.concatenate(xs, axis=1)
+        dys = [(1 - np.tanh(y) ** 2) * r for r in rs]
+        numeric = [numerical_gradient(loss, xs[t]) for t in (0, 1)]
+        cases.append((shape, half, xs, dys, numeric))
+    with ex.attempt():
+        for shape, half, xs, dys, numeric in cases:
+            got, _ = two_towers(gather_backward, [(dys[0].copy(),), (dys[1].copy(),)])
+
+            def package(x, dy, rank, swap):
+                gather = Gather(_PeerInThreads(rank, swap))
+                gather.forward(x)
+                return gather.backward(dy)
+            want, _ = two_towers(package, [(xs[0], dys[0]), (xs[1], dys[1])])
+            ok = True
+            for t in (0, 1):
+                ok &= ex.compare(f"{shape}, tower {t}: vs numerical gradient", got[t],
+                                 numeric[t], GRAD_BOUND)
+                ok &= ex.compare(f"{shape}, tower {t}: vs model_parallel.Gather", got[t],
+                                 want[t])
+            if not ok and not ex.diagnoses:
+                cols = [slice(0, half), slice(half, 2 * half)]
+                mistakes = {
+                    "kept_own": [dys[t][:, cols[t]] for t in (0, 1)],
+                    "sent_mine": [dys[t][:, cols[t]] + dys[1 - t][:, cols[1 - t]] for t in (0, 1)],
+                    "halves": [want[1 - t] for t in (0, 1)],
+                    "averaged": [want[t] / 2 for t in (0, 1)]}
+                for name, wrong in mistakes.items():
+                    if all(tuple(got[t].shape) == tuple(wrong[t].shape)
+                           and rel_error(got[t], wrong[t]) <= REF_BOUND for t in (0, 1)):
+                        ex.diagnose(GATHER_HINTS[name])
+                        break
+    return ex.finish()

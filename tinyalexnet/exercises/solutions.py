@@ -147,3 +147,18 @@ def winograd_tile(d, g, AT, G, BT):
     U = G @ g @ G.T                   # the kernel, transformed: (n, n)
     V = BT @ d @ BT.T                 # the input tile, transformed: (n, n)
     return AT @ (U * V) @ AT.T        # n*n multiplications, then back to m x m outputs
+
+
+# ---------------------------------------------------------------- lesson 14: two towers
+def gather_backward(dy, rank, swap):
+    """The backward of the towers' all-gather, on tower ``rank`` (0 or 1).
+
+    Forward, both towers built y = [x_0 | x_1] (N, C, ...) along axis 1.  ``dy`` (N, C, ...)
+    is what this tower's next layer sends back: its part of dL/dy.  The other tower's layer
+    read y too, so dL/dx_rank = dy_0[:, cols_rank] + dy_1[:, cols_rank].  Send the other
+    tower its columns of my dy, receive its columns for mine (``swap``), add: (N, C/2, ...).
+    """
+    half = dy.shape[1] // 2
+    mine = slice(rank * half, (rank + 1) * half)
+    theirs = slice((1 - rank) * half, (2 - rank) * half)
+    return dy[:, mine] + swap(dy[:, theirs])

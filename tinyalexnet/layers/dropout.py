@@ -32,6 +32,10 @@ class Dropout(Module):
         self.p = check_setting("Dropout", "p", p)
         self.seed = check_setting("Dropout", "seed", seed)
         self.calls = 0  # how many masks this layer has drawn
+        # The number, in the whole batch, of this process's first image: 0 alone; under data
+        # parallelism (parallel/data.py) a process holding images 64..127 of a batch of 128
+        # draws, with 64, the mask bits one process holding all 128 draws for them.
+        self.first_image = 0
         self.fast = True        # fast.py's version (one kernel on a GPU) or functional.py's
 
     def extra_repr(self):
@@ -51,11 +55,12 @@ class Dropout(Module):
         if not self.training or self.p == 0.0:
             self._save(x.shape, None)
             return x
+        offset = self.first_image * (x.size // max(x.shape[0], 1))   # elements before ours
         if self.fast:
-            out, keep = fast.dropout_forward(x, self.p, self.seed, self.calls)
+            out, keep = fast.dropout_forward(x, self.p, self.seed, self.calls, offset)
         else:
             xp = get_array_module(x)
-            u = rng.uniform(xp, x.shape, self.seed, self.calls, dtype=x.dtype)
+            u = rng.uniform(xp, x.shape, self.seed, self.calls, dtype=x.dtype, offset=offset)
             keep = u >= self.p              # each unit survives with probability 1 - p
             out = functional.dropout_forward(x, keep, self.p)
         self.calls += 1

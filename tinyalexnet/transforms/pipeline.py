@@ -266,25 +266,36 @@ class Pipeline:
             constants = [xp.asarray(shift), constants[1]]
         return constants
 
-    def __call__(self, images, train, rng=None, xp=None):
+    def __call__(self, images, train, rng=None, xp=None, part=None):
         """Model input float32 (B, *input_shape) on ``xp`` (default: where the images are).
 
         ``train=True`` draws random crops/reflections and colour noise from
         ``rng`` (a NumPy Generator) when the pipeline augments; ``train=False``
         takes the centre view and uses no randomness.
+
+        ``part = (start, stop, total)``: the images are numbers start..stop of a batch of
+        ``total`` (data parallelism, parallel/data.py): the draws are made for the whole
+        batch and this part's rows kept, so that every image gets the crop, reflection and
+        colour noise it gets in one process.
         """
         x = self._to_device(images, xp)
         B = x.shape[0]
+        start, stop, total = part or (0, B, B)
+        if stop - start != B:
+            raise TinyAlexNetError(f"Pipeline: part {start}..{stop} of the batch is "
+                                   f"{stop - start} images, but {B} came")
+        rows = slice(start, stop)
         random_crops = train and self.augment
         if (random_crops or (train and self.lighting)) and rng is None:
             raise TinyAlexNetError("Pipeline: training augmentation needs rng, "
                                    "a numpy.random.Generator")
         top = left = flip = None        # None: the canvas's centre, without making the canvas
         if random_crops:
-            top, left, flip = random_crop_params(rng, B, self.canvas, self.crop_size, self.flip)
+            top, left, flip = (a[rows] for a in random_crop_params(
+                rng, total, self.canvas, self.crop_size, self.flip))
         offset = None
         if train and self.lighting:     # the shift lighting() would add, per image and channel
-            offset = lighting_offset(self.eigval, self.eigvec, lighting_alpha(rng, B))
+            offset = lighting_offset(self.eigval, self.eigvec, lighting_alpha(rng, total)[rows])
         # crop, then standardize (to_float, lighting, normalize): one kernel on a GPU
         return crop_standardize(x, self.padding, self.crop_size, self._constants(x, offset),
                                 top, left, flip)

@@ -1,0 +1,136 @@
+"""One process against N ranks: ``python -m tinyalexnet.parallel.speed``.
+
+    python -m tinyalexnet.parallel.speed --models alexnet_small alexnet32 --batch-sizes 32 128
+
+For each model and global batch size it times the same training step (Adam,
+NumPy) two ways, alternating, ``--rounds`` times each:
+
+- one process with ``--ranks`` BLAS threads (OPENBLAS_NUM_THREADS=N): the
+  cores split the work of each matrix product (and, for reference, the same
+  process with one thread: what the second thread adds);
+- ``--ranks`` processes under mpiexec (parallel/launch.py), one BLAS thread
+  each, data parallel: each takes B/N images, and one all-reduce a step sums
+  the gradients (parallel/allreduce.py, MPI through shared memory).
+
+It prints images per second of each (the best round: on a busy machine the
+best is the least disturbed), their ratio, and the milliseconds a step spends
+in the all-reduce (rank 0's wait included: a rank that finishes its part first
+waits there for the slower one), and the all-reduce by itself (the same buffer
+summed back to back, the ranks already in step: the transfer alone).  Each measurement runs in a fresh process,
+``--worker``, which prints one JSON line.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+from ..backend import numpy as np
+from . import launch
+
+
+def measure(model_name, batch, steps, warmup, data_parallel):
+    """Time ``steps`` training steps after ``warmup``; a dict of the numbers (this rank's)."""
+    from ..layers import SoftmaxCrossEntropy
+    from ..models import get_model
+    from ..optim import Adam
+    from .data import DataParallel
+    from .mpi import world
+    model = get_model(model_name, num_classes=10, in_channels=3, seed=0)
+    model.to("numpy")
+    optimizer, loss_fn = Adam(model, lr=1e-3), SoftmaxCrossEntropy()
+    strategy = DataParallel(world()) if data_parallel else None
+    rng = np.random.default_rng(0)
+    x_all = rng.standard_normal((batch, *model.input_shape)).astype(np.float32)
+    y_all = rng.integers(0, 10, batch)
+    in_allreduce = 0.0
+    for k in range(warmup + steps):
+        if k == warmup:
+            in_allreduce, start = 0.0, time.perf_counter()
+        part = strategy.begin_step(model, batch) if strategy else (0, batch, batch)
+        x, y = x_all[part[0]:part[1]], y_all[part[0]:part[1]]
+        loss_fn.forward(model.forward(x), y)
+        model.backward(loss_fn.backward())
+        if strategy:
+            t = time.perf_counter()
+            strategy.average_gradients(model, part)
+            in_allreduce += time.perf_counter() - t
+        optimizer.step()
+    seconds = time.perf_counter() - start
+    alone = 0.0
+    if strategy:                     # the sum by itself, back to back: the ranks in step
+        grads = model.flat_grads()
+        t = time.perf_counter()
+        for _ in range(steps):
+            strategy.world.exchange("timing", buf=grads)
+        alone = (time.perf_counter() - t) / steps
+    return {"model": model_name, "batch": batch, "ranks": strategy.size if strategy else 1,
+            "images_per_s": batch * steps / seconds, "step_ms": 1e3 * seconds / steps,
+            "allreduce_ms": 1e3 * in_allreduce / steps, "allreduce_alone_ms": 1e3 * alone,
+            "gradient_bytes": int(model.flat_grads().nbytes)}
+
+
+def run_one(model_name, batch, args, ranks, threads=None):
+    """One measurement in fresh processes: 1 process with ``threads`` BLAS threads (default
+    ``args.ranks``; ranks=1), or ``ranks`` data-parallel processes of one thread each."""
+    worker = ["--worker", "--models", model_name, "--batch-sizes", str(batch), "--steps",
+              str(args.steps), "--warmup", str(args.warmup)]
+    if ranks == 1:
+        cmd = [sys.executable, "-m", "tinyalexnet.parallel.speed", *worker]
+        env = launch.environment(threads=threads or args.ranks)
+    else:
+        cmd = launch.command(ranks, [*worker, "--data-parallel"], "tinyalexnet.parallel.speed")
+        env = launch.environment(threads=1)
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode or not lines:
+        raise SystemExit(f"error: {' '.join(cmd)} failed: {out.stderr.strip()[-500:]}")
+    return json.loads(lines[0])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m tinyalexnet.parallel.speed",
+                                description="images/s of 1 process with N BLAS threads against "
+                                            "N data-parallel ranks of 1 thread each")
+    p.add_argument("--models", nargs="+", default=["alexnet_small", "alexnet32"])
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=[32, 128])
+    p.add_argument("--ranks", type=int, default=2)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--data-parallel", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        result = measure(args.models[0], args.batch_sizes[0], args.steps, args.warmup,
+                         args.data_parallel)
+        if result["ranks"] == 1 or os.environ.get("OMPI_COMM_WORLD_RANK", "0") == "0":
+            print(json.dumps(result), flush=True)
+        return 0
+    print(f"training step, Adam, NumPy: 1 process x {args.ranks} BLAS threads against "
+          f"{args.ranks} ranks x 1 thread (data parallel, MPI); best of {args.rounds} "
+          f"alternating rounds of {args.steps} steps")
+    print(f"{'model':<14}{'batch':>6}{'1x1 img/s':>10}{f'1x{args.ranks} img/s':>10}{f'{args.ranks} ranks img/s':>15}"
+          f"{'ratio':>7}{'all-reduce ms':>15}{'of step':>9}{'alone ms':>10}{'grad MB':>9}")
+    for model_name in args.models:
+        for batch in args.batch_sizes:
+            runs = {"1x1": (1, 1), "1xN": (1, None), "N": (args.ranks, None)}
+            best = dict.fromkeys(runs)
+            for _ in range(args.rounds):
+                for key, (ranks, threads) in runs.items():    # alternating: 1x1, 1xN, N, ...
+                    r = run_one(model_name, batch, args, ranks, threads)
+                    if best[key] is None or r["images_per_s"] > best[key]["images_per_s"]:
+                        best[key] = r
+            single, one, many = best["1x1"], best["1xN"], best["N"]
+            print(f"{model_name:<14}{batch:>6}{single['images_per_s']:>10.0f}"
+                  f"{one['images_per_s']:>10.0f}"
+                  f"{many['images_per_s']:>15.0f}{many['images_per_s'] / one['images_per_s']:>7.2f}"
+                  f"{many['allreduce_ms']:>15.2f}{many['allreduce_ms'] / many['step_ms']:>9.0%}"
+                  f"{many['allreduce_alone_ms']:>10.2f}{one['gradient_bytes'] / 1e6:>9.2f}",
+                  flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
