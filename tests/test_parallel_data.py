@@ -417,3 +417,16 @@ def test_the_benchmark_prints_both_rates_and_the_gradient_size(capsys):
     assert float(row[2]) > 0 and float(row[3]) > 0 and float(row[4]) > 0
     parameters = get_model("alexnet_small", num_classes=10, in_channels=3).num_parameters()
     assert float(row[-1]) == pytest.approx(4 * parameters / 1e6, abs=0.005)    # float32 bytes
+
+
+def test_on_paper_counts_alexnets_parameters_and_the_ring_bytes(capsys):
+    """The counts from the layer shapes by hand (the paper's grouped conv2, conv4, conv5), and
+    the ring's 2(N-1)/N: 2 GPUs send the whole gradient, once."""
+    fc = (9216 * 4096 + 4096) + (4096 * 4096 + 4096) + (4096 * 1000 + 1000)
+    conv = ((96 * 3 * 11 * 11 + 96) + (256 * 48 * 25 + 256) + (384 * 256 * 9 + 384)
+            + (384 * 192 * 9 + 384) + (256 * 192 * 9 + 256))
+    assert speed.on_paper() == 0
+    out = capsys.readouterr().out
+    assert f"{fc + conv:,} parameters, {fc:,} in fc6-fc8" in out
+    row = next(line.split() for line in out.splitlines() if line.split()[:1] == ["2"])
+    assert float(row[1]) == pytest.approx(4 * (fc + conv) / 1e6, abs=0.05)

@@ -89,6 +89,64 @@ def run_one(model_name, batch, args, ranks, threads=None):
     return json.loads(lines[0])
 
 
+# Links, bytes per second in one direction (vendors' figures, BENCHMARKS.md "Parallel" cites
+# them): NVLink 4 on an H100 is 900 GB/s in all, both directions together.
+LINKS = (("NVLink 4 (H100)", 450e9), ("PCIe 5.0 x16", 64e9), ("InfiniBand NDR", 50e9),
+         ("PCIe 4.0 x16", 32e9))
+ASSUMED_FLOPS = 50e12        # achieved per GPU, an assumption (TF32 peak is ~495e12 dense)
+
+
+def on_paper(batch=128, counts=(2, 4, 8, 16, 64), flops=ASSUMED_FLOPS):
+    """What data parallelism moves per step for the paper's AlexNet, from the model's own
+    counts, and what Krizhevsky's 2014 hybrid (data parallel convolutions, model parallel
+    fc6-fc8) moves instead; printed as tables."""
+    from ..models import get_model
+    model = get_model("alexnet", num_classes=1000, in_channels=3)
+    params = fc = 0
+    for name, p, _ in model.named_parameters():
+        params += p.size
+        fc += p.size if name.startswith(("fc6", "fc7", "fc8")) else 0
+    conv = params - fc
+    per_image = 3 * 2 * 724_406_816          # forward multiply-adds x 2 FLOPs, x 3 with backward
+    step = batch * per_image / flops
+    grad = 4 * params
+    # fc6's input, fc7's and fc8's: the activations the fully connected layers exchange
+    fc_inputs = 256 * 6 * 6 + 4096 + 4096
+    print(f"AlexNet (paper, 1000 classes): {params:,} parameters, {fc:,} in fc6-fc8 "
+          f"({fc / params:.1%}), {conv:,} in conv1-conv5; its gradient in float32: "
+          f"{grad / 1e6:.1f} MB")
+    print(f"training: 3 x 2 x 724,406,816 = {per_image / 1e9:.2f} GFLOP per image; at an assumed "
+          f"{flops / 1e12:.0f} TFLOP/s per GPU a step of {batch} images takes {1e3 * step:.1f} ms")
+    print(f"ring all-reduce: each GPU sends (and receives) 2(N-1)/N x {grad / 1e6:.1f} MB a step")
+    print(f"{'N GPUs':>8}{'MB sent':>9}" + "".join(f"{name + ' ms':>22}" for name, _ in LINKS))
+    for n in counts:
+        sent = 2 * (n - 1) / n * grad
+        print(f"{n:>8}{sent / 1e6:>9.1f}" + "".join(f"{1e3 * sent / bw:>22.2f}" for _, bw in LINKS))
+    print(f"weak scaling ({batch} images per GPU, no overlap): step time / compute alone")
+    print(f"{'N GPUs':>8}" + "".join(f"{name:>22}" for name, _ in LINKS))
+    for n in counts:
+        sent = 2 * (n - 1) / n * grad
+        print(f"{n:>8}" + "".join(f"{(step + sent / bw) / step:>22.2f}" for _, bw in LINKS))
+    print(f"strong scaling (the paper's global batch of {batch}, {batch}/N per GPU, no overlap): "
+          f"speed-up over one GPU")
+    print(f"{'N GPUs':>8}" + "".join(f"{name:>22}" for name, _ in LINKS))
+    for n in counts:
+        sent = 2 * (n - 1) / n * grad
+        print(f"{n:>8}" + "".join(f"{step / (step / n + sent / bw):>22.2f}" for _, bw in LINKS))
+    print(f"hybrid (Krizhevsky 2014): conv gradients all-reduced, fc6-fc8 split by neuron, their "
+          f"inputs ({fc_inputs:,} floats per image) gathered and their gradients scattered back")
+    print(f"{'N GPUs':>8}{'data parallel MB':>18}{'hybrid MB':>11}{'of which fc':>13}")
+    for n in counts:
+        dp = 2 * (n - 1) / n * grad
+        acts = 2 * (n - 1) * batch * fc_inputs * 4
+        hybrid = 2 * (n - 1) / n * 4 * conv + acts
+        print(f"{n:>8}{dp / 1e6:>18.1f}{hybrid / 1e6:>11.1f}{acts / 1e6:>13.1f}")
+    even = 4 * fc / (fc_inputs * 4)
+    print(f"the hybrid moves fewer bytes while the global batch is below about {even:,.0f} "
+          f"images (N x per-GPU batch)")
+    return 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m tinyalexnet.parallel.speed",
                                 description="images/s of 1 process with N BLAS threads against "
@@ -99,15 +157,22 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--on-paper", action="store_true",
+                   help="print the bytes and times for the paper's AlexNet on GPUs instead")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--data-parallel", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.on_paper:
+        return on_paper()
     if args.worker:
         result = measure(args.models[0], args.batch_sizes[0], args.steps, args.warmup,
                          args.data_parallel)
         if result["ranks"] == 1 or os.environ.get("OMPI_COMM_WORLD_RANK", "0") == "0":
             print(json.dumps(result), flush=True)
         return 0
+    from ..machine import cores_available, cpu_name
+    print(f"{cpu_name()}, {cores_available()} cores; load average before: "
+          f"{os.getloadavg()[0]:.2f} (other programs' processes waiting for a core)")
     print(f"training step, Adam, NumPy: 1 process x {args.ranks} BLAS threads against "
           f"{args.ranks} ranks x 1 thread (data parallel, MPI); best of {args.rounds} "
           f"alternating rounds of {args.steps} steps")
