@@ -51,6 +51,16 @@ def below_true(scores, labels):
     return (scores < true[:, None]).sum(axis=1)
 
 
+def step_numbers(loss, logits, labels, thresholds, out):
+    """A step's row of the running numbers, into ``out`` (3,) on the device: the loss, and
+    how many rows have their true class in the top k for each k of ``RunningMeter.KS``
+    (``thresholds``: K - k each, on the device; rank <= k  <=>  below_true >= K - k).
+    Whole numbers <= the batch, exact in float32."""
+    out[0] = loss
+    out[1:] = (below_true(logits, labels)[:, None] >= thresholds).sum(axis=0)
+    return out
+
+
 class LossNotFinite(NonFiniteError):
     """The running loss was found NaN or infinite; ``step`` counts from 1 over the run."""
 
@@ -96,10 +106,17 @@ class RunningMeter:
         if self._thresholds is None:             # copied in once an epoch, not every step
             K = logits.shape[1]
             self._thresholds = xp.asarray(np.array([K - k for k in self.KS]))
-        row = self._rows[len(self._written)]
-        row[0] = loss
-        # the top-k counts, both at once; whole numbers <= the batch, exact in the row
-        row[1:] = (below_true(logits, labels_dev)[:, None] >= self._thresholds).sum(axis=0)
+        step_numbers(loss, logits, labels_dev, self._thresholds,
+                     out=self._rows[len(self._written)])
+        self._written.append((step, n))
+        self.count += n
+
+    def add_numbers(self, numbers, n, step):
+        """A step whose row ``step_numbers`` already made (``numbers``, (3,) on the device:
+        a replayed CUDA graph's), for ``n`` images: one copy into the next row."""
+        if self._rows is None or len(self._written) == self._rows.shape[0]:
+            self._grow(numbers.dtype)
+        self._rows[len(self._written)] = numbers
         self._written.append((step, n))
         self.count += n
 

@@ -20,7 +20,7 @@ runs ``fast.py``'s version: on a GPU one kernel draws the mask and applies it
 (``kernels/dropout.py``), with the same bits; elsewhere the same array code.
 """
 from ..backend import get_array_module
-from ..errors import CheckpointError
+from ..errors import CheckpointError, StateError
 from .. import rng
 from . import fast, functional
 from .module import Module, check_setting
@@ -32,6 +32,9 @@ class Dropout(Module):
         self.p = check_setting("Dropout", "p", p)
         self.seed = check_setting("Dropout", "seed", seed)
         self.calls = 0  # how many masks this layer has drawn
+        # graph.py: a 1-element int64 device array holding ``calls``, which a replayed CUDA
+        # graph advances (the kernel reads it); None: the host's count
+        self.counter = None
         self.fast = True        # fast.py's version (one kernel on a GPU) or functional.py's
 
     def extra_repr(self):
@@ -52,8 +55,12 @@ class Dropout(Module):
             self._save(x.shape, None)
             return x
         if self.fast:
-            out, keep = fast.dropout_forward(x, self.p, self.seed, self.calls)
+            counter = self.calls if self.counter is None else self.counter
+            out, keep = fast.dropout_forward(x, self.p, self.seed, counter)
         else:
+            if self.counter is not None:
+                raise StateError(f"{self.label()}: the readable path (fast=False) draws its "
+                                 "mask from the host's counter, not the device's")
             xp = get_array_module(x)
             u = rng.uniform(xp, x.shape, self.seed, self.calls, dtype=x.dtype)
             keep = u >= self.p              # each unit survives with probability 1 - p

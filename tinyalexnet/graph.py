@@ -1,0 +1,333 @@
+"""A training step replayed as CUDA graphs: the same work, far fewer launches from Python.
+
+On a GPU a small network's step costs the host one launch per array operation
+(about a hundred for alexnet32 at batch 64: ``tests/test_launch_budget.py``), each
+10-20 microseconds of Python and driver time.  A CUDA graph is a recording of
+those launches: captured once, then replayed by one call, which the GPU runs
+without asking the host for each kernel.  ``Trainer(..., cuda_graph=True)``
+(``train --cuda-graph``) does that::
+
+    step 1          eager, as always: the warm-up (CuPy compiles its kernels, the
+                    optimizer makes its state, the input constants reach the device)
+    step 2          the batch is copied into fixed input buffers, then the step
+                    (pipeline, forward, loss, backward, update, the step's running
+                    numbers) is *captured* on a non-blocking stream, then replayed
+    step 3, 4, ...  copy the batch into the same buffers, replay
+
+What a replay cannot do is run Python: every number that changes from step to
+step must already live on the device, and be changed there by the graph itself
+or by the host between two replays.  So, in graph mode:
+
+* Adam's step t and every Dropout layer's mask counter are entries of one int64
+  array on the device (``counters``); the graph's last operation adds one to all
+  of them (one launch), and the host mirrors the counts (``optimizer.steps``,
+  ``layer.calls``) without reading them back, so checkpoints stay exact;
+* the learning rate is a float64 device scalar read by the fused update kernel
+  (``kernels/adam.py``, ``kernels/sgd.py``); when a schedule changes
+  ``optimizer.lr`` between epochs the host writes it there before the next replay
+  (one fill, only when it changed).  A Python float given to a kernel during
+  capture would be baked into the graph forever;
+* the batch: images and labels are copied into the same two device buffers each
+  step (``ndarray.set``), which the graph reads.  The labels are checked on the
+  host before (the loss's check would read them back from the device);
+* the running numbers: the graph writes the step's loss and top-1/top-5 counts
+  into a fixed 3-element buffer; the host copies it into the epoch's meter row
+  (one launch: the row number is the host's).
+
+Why a chain of graphs, not one.  CuPy 14 refuses cuBLAS calls inside a capture:
+``cupy_backends/cuda/libs/cublas.pyx``, ``setStream``, which every cuBLAS routine
+calls first, raises ``NotImplementedError('calling cuBLAS API during stream
+capture is currently unsupported')`` when the stream is capturing (read in CuPy's
+v14 branch; its comment says most cuBLAS calls could be captured since CUDA 11.5,
+but CuPy has not enabled it).  So every matrix product of the step goes through
+:func:`matmul`, which during capture ends the current graph, runs the product
+eagerly and begins the next graph; a replay is then: graph, product, graph,
+product, ..., graph, each product run again with its captured arrays, writing
+into the array it made the first time (``out=``).  Products made anywhere else
+(``@`` in the readable layers, Winograd's products) make the capture fail, and
+the trainer falls back to eager steps with one line that says why.
+
+CuPy's memory pool during capture (``cupy/cuda/memory.pyx``,
+``SingleDeviceMemoryPool``): one arena of free blocks per stream, nothing special
+for capture; a block freed while capturing goes back to the capturing stream's
+arena and the next allocation on that stream may get it, and the pool may grow
+with ``cudaMalloc``, allowed because ``Stream.begin_capture`` uses the relaxed
+capture mode (``cupy/cuda/stream.pyx``).  A graph replays into the addresses it
+captured: so every block the graph uses must stay its own.  The capture therefore
+allocates from a pool of its own (``cupy.cuda.using_allocator(pool.malloc)``),
+kept by the StepGraph and used by nobody else afterwards, and the StepGraph keeps
+the arrays the products read and write.  During capture nothing runs on the GPU
+(the kernels are recorded, not executed), and host transfers are refused
+(``memory.pyx``: "the current stream is capturing, so H2D/D2H transfers are
+disallowed"): the step after capture is done by the first replay.
+
+The tests (``tests/test_graph.py``) replay the graph on the strict CuPy stand-in,
+which records each operation during capture and re-executes the recorded calls on
+the same buffers (``tests/strict_cupy.py``), and compare N replays with N eager
+steps bit for bit.
+"""
+from . import backend
+from .backend import numpy as np
+from .errors import TinyAlexNetError
+
+_cut = None       # during a capture: the function that cuts it at a matrix product
+
+
+def matmul(a, b, out=None):
+    """``xp.matmul(a, b, out=out)``: every cuBLAS product of the fast paths goes through
+    here, so that a capture in progress can be cut around it (see the module's doc)."""
+    if _cut is not None:
+        return _cut(a, b, out)
+    xp = backend.get_array_module(a)
+    return xp.matmul(a, b) if out is None else xp.matmul(a, b, out=out)
+
+
+class CannotCapture(TinyAlexNetError):
+    """Why a step cannot be replayed as a graph (one line; the trainer runs eagerly)."""
+
+
+class StepGraph:
+    """A device step captured once and replayed: a chain of CUDA graphs and the cuBLAS
+    products between them.
+
+    ``capture(body)`` runs ``body()`` (the device's work of one step, which must read
+    its inputs from fixed device buffers) under stream capture and returns what it
+    returned (arrays: filled by replays); ``replay()`` runs it again.
+    """
+
+    def __init__(self, xp):
+        if getattr(getattr(xp, "cuda", None), "Stream", None) is None:
+            raise CannotCapture("CUDA graphs need CuPy (the NumPy backend runs eagerly)")
+        self.xp = xp
+        self.stream = xp.cuda.Stream(non_blocking=True)   # capture needs a non-default stream
+        self.pool = xp.cuda.MemoryPool()     # the graph's own memory (see the module's doc)
+        self.segments = []                   # Graph objects and (a, b, out) products, in order
+
+    @property
+    def graphs(self):
+        return sum(1 for s in self.segments if not isinstance(s, tuple))
+
+    @property
+    def products(self):
+        return sum(1 for s in self.segments if isinstance(s, tuple))
+
+    def capture(self, body):
+        global _cut
+        xp, stream, segments = self.xp, self.stream, []
+
+        def cut(a, b, out):
+            segments.append(stream.end_capture())
+            r = xp.matmul(a, b) if out is None else xp.matmul(a, b, out=out)   # eager
+            segments.append((a, b, r))
+            stream.begin_capture()
+            return r
+
+        self._wait_for(xp.cuda.get_current_stream(), stream)
+        with xp.cuda.using_allocator(self.pool.malloc), stream:
+            stream.begin_capture()
+            _cut = cut
+            try:
+                outputs = body()
+            except BaseException:
+                _cut = None
+                try:
+                    stream.end_capture()
+                except Exception:   # the capture may already be invalid: its own error says why
+                    pass
+                raise
+            _cut = None
+            segments.append(stream.end_capture())
+        self.segments = segments
+        return outputs
+
+    def replay(self, before=None):
+        """One replay on the graph's stream, after the work queued so far on the current
+        stream; ``before()``, if given, runs first on the graph's stream (the batch's copies
+        into the input buffers).  The current stream's later work waits for the replay."""
+        xp = self.xp
+        current = xp.cuda.get_current_stream()
+        self._wait_for(current, self.stream)
+        with self.stream:
+            if before is not None:
+                before()
+            for s in self.segments:
+                if isinstance(s, tuple):
+                    a, b, r = s
+                    xp.matmul(a, b, out=r)
+                else:
+                    s.launch(self.stream)
+        self._wait_for(self.stream, current)
+
+    @staticmethod
+    def _wait_for(first, then):
+        """``then`` runs its later work after what ``first`` has queued (an event, no sync)."""
+        then.wait_event(first.record())
+
+
+# --------------------------------------------------------------------- the trainer's step
+
+class GraphStep:
+    """The Trainer's step as a StepGraph: fixed input buffers, counters on the device,
+    capture after ``warmup`` eager steps, replays, and the fallback to eager steps.
+
+    ``run(images, labels, rng, global_step)`` does one step and returns True, or False
+    when this step must run eagerly (the trainer then runs its own step).
+    """
+
+    warmup = 1          # eager steps before the capture
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self.graph = None
+        self.failed = None          # the reason, once the graph was given up
+        self.steps_seen = 0
+        self.batch_shape = None
+        self.fused_before = trainer.optimizer.fused
+        reason = self.reason_not()
+        if reason:
+            self.give_up(reason)
+        else:
+            # the fused update kernels read lr and t from the device: on from the first
+            # (warm-up) step, so that every step runs the same update
+            trainer.optimizer.fused = True
+
+    # ------------------------------------------------------------------ what can be captured
+    def reason_not(self):
+        """Why this trainer's step cannot be captured (a few words), or None."""
+        t = self.trainer
+        xp = t.xp
+        if getattr(getattr(xp, "cuda", None), "Stream", None) is None:
+            return "CUDA graphs need the cupy backend"
+        if getattr(t, "data_parallel", None):
+            return "the data-parallel step exchanges gradients between processes every step"
+        pipe = t.pipeline
+        if getattr(pipe, "augment", False) or getattr(pipe, "lighting", False):
+            return ("the pipeline's random crops and lighting are drawn on the host every "
+                    "step (not yet in device buffers)")
+        for name, layer in t.model.layers.items():
+            if not getattr(layer, "fast", True):
+                return f"layer {name} runs its readable path (fast=False), whose products " \
+                       f"are not cut out of the capture"
+            if getattr(layer, "use_winograd", False):
+                return f"layer {name} runs Winograd's products, not cut out of the capture"
+        return None
+
+    def give_up(self, reason):
+        self.failed = reason
+        self.detach()
+        self.trainer.log(f"cuda graph: not used ({reason}); training runs eagerly")
+
+    # ------------------------------------------------------------------ one step
+    def run(self, images, labels, rng, global_step):
+        if self.failed is not None:
+            return False
+        self.steps_seen += 1
+        if self.graph is None:
+            if self.steps_seen <= self.warmup:
+                return False
+            return self._capture_and_replay(images, labels, global_step)
+        if images.shape != self.batch_shape[0] or labels.shape != self.batch_shape[1]:
+            self._eager_in_graph_mode(images, labels, rng, global_step)   # a short last batch
+            return True
+        self._replay(images, labels, global_step)
+        return True
+
+    def _dropouts(self):
+        from .layers.dropout import Dropout
+        return [m for m in self.trainer.model.layers.values() if isinstance(m, Dropout)]
+
+    def _capture_and_replay(self, images, labels, global_step):
+        t = self.trainer
+        xp = t.xp
+        opt = t.optimizer
+        dropouts = self._dropouts()
+        saved = (opt.steps, [d.calls for d in dropouts])
+        try:
+            graph = StepGraph(xp)
+            self.images = xp.empty(images.shape, dtype=images.dtype)
+            self.labels = xp.empty(labels.shape, dtype=labels.dtype)
+            dtype = next(iter(t.model.named_parameters()))[1].dtype    # the loss's
+            self.stats = xp.zeros((3,), dtype=dtype)
+            # t for the coming update, then each Dropout layer's next mask number
+            self.counters = xp.asarray(np.array([opt.steps + 1] + saved[1], dtype=np.int64))
+            self.lr = xp.asarray(np.array([opt.lr], dtype=np.float64))
+            self._lr_written = opt.lr
+            thresholds = xp.asarray(np.array([len(t.classes) - k for k in (1, 5)]))
+            self._attach(dropouts)
+            self._copy_in(images, labels)
+
+            def body():
+                x = t.pipeline(self.images, train=True, xp=xp)
+                logits = t.model.forward(x)
+                loss = t.loss_fn.forward(logits, self.labels, labels_checked=True)
+                t.model.backward(t.loss_fn.backward())
+                t.optimizer.step()
+                from .metrics import step_numbers
+                step_numbers(loss, logits, self.labels, thresholds, out=self.stats)
+                self.counters += 1
+                return loss
+
+            graph.capture(body)
+        except Exception as err:
+            opt.steps, opt.fused = saved[0], self.fused_before
+            for d, calls in zip(dropouts, saved[1]):
+                d.calls = calls
+            self.give_up(f"the step could not be captured: {type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''}".rstrip(": "))
+            return False
+        # the capture ran nothing on the device: the host's counters go back, and the first
+        # replay does this step
+        opt.steps = saved[0]
+        for d, calls in zip(dropouts, saved[1]):
+            d.calls = calls
+        self.graph, self.batch_shape = graph, (images.shape, labels.shape)
+        t.log(f"cuda graph: captured ({graph.graphs} graphs and {graph.products} matrix "
+              f"products between them per step)")
+        self._replay(None, None, global_step)
+        return True
+
+    def _attach(self, dropouts):
+        """The device counters and learning rate, where the kernels read them."""
+        opt = self.trainer.optimizer
+        opt.lr_device, opt.step_device = self.lr, self.counters[0:1]
+        for k, d in enumerate(dropouts):
+            d.counter = self.counters[k + 1:k + 2]
+
+    def detach(self):
+        """Back to host numbers (eager steps read them as before)."""
+        t = self.trainer
+        opt = getattr(t, "optimizer", None)
+        if opt is not None:
+            opt.lr_device = opt.step_device = None
+        for d in self._dropouts() if getattr(t, "model", None) is not None else ():
+            d.counter = None
+
+    def _copy_in(self, images, labels):
+        self.trainer.loss_fn.check_label_values(labels, len(self.trainer.classes))
+        self.images.set(np.ascontiguousarray(images))
+        self.labels.set(np.ascontiguousarray(labels, dtype=self.labels.dtype))
+
+    def _replay(self, images, labels, global_step):
+        t = self.trainer
+        opt = t.optimizer
+        if opt.lr != self._lr_written:        # a schedule changed it: written before the replay
+            self.lr.fill(opt.lr)
+            self._lr_written = opt.lr
+        if images is None:
+            self.graph.replay()
+        else:
+            self.graph.replay(before=lambda: self._copy_in(images, labels))
+        opt.steps += 1                        # the host's mirror of the device counters
+        for d in self._dropouts():
+            d.calls += 1
+        t.meter.add_numbers(self.stats, self.batch_shape[1][0], global_step)
+
+    def _eager_in_graph_mode(self, images, labels, rng, global_step):
+        """A step whose batch does not fit the buffers: eager, on host numbers, then the
+        device counters follow (one launch)."""
+        self.detach()
+        try:
+            self.trainer._eager_device_step(images, labels, rng, global_step)
+        finally:
+            self._attach(self._dropouts())
+        self.counters += 1
