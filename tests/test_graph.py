@@ -202,3 +202,22 @@ def test_graph_matmul_is_xp_matmul_outside_a_capture(standin):
     got = standin.host_arrays(graph.matmul(a, a.T))
     x = np.arange(6.0).reshape(2, 3)
     assert np.array_equal(got, x @ x.T)
+
+
+def test_graph_option_reaches_the_trainer_and_numpy_says_why_not(tmp_path):
+    """``train --cuda-graph`` sets ``config.cuda_graph``; on NumPy the trainer trains eagerly
+    and says so in one line."""
+    import argparse
+    from tinyalexnet import cli
+    parser = argparse.ArgumentParser()
+    cli.add_train_arguments(parser)
+    assert parser.parse_args(["--cuda-graph"]).cuda_graph is True
+    assert parser.parse_args([]).cuda_graph is None            # the config's default: off
+    lines = []
+    data = _images(16)
+    config = make_config(model="alexnet_small", batch_size=8, backend="numpy", cuda_graph=True)
+    trainer = Trainer(config, tmp_path / "numpy", datasets=(data, data, data), progress=False,
+                      log=lines.append)
+    assert lines == ["cuda graph: not used (CUDA graphs need the cupy backend); "
+                     "training runs eagerly"]
+    assert trainer.graph.failed and not make_config().cuda_graph
