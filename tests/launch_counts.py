@@ -11,8 +11,7 @@ builds two Trainers on random 32x32 images, and counts one steady-state step of
 each with ``strict_cupy.count_launches``: the eager step (after one warm-up step),
 and a replayed step (after the warm-up and the capture).  A replayed step's
 launches are its graph launches, the cuBLAS products run between them (CuPy 14
-refuses them inside a capture: graph.py), the batch's two copies and the one copy
-of the step's numbers into the meter.
+refuses them inside a capture: graph.py) and the batch's two copies.
 """
 import contextlib
 import os

@@ -45,8 +45,8 @@ def make_trainer(tmp_path, name, cuda_graph, optimizer="adam", batch=8, n=24, mo
         pipe.__class__ = Float64Pipeline
     rule = dict(momentum=0.9, weight_decay=5e-4) if optimizer == "sgd" else {}
     config = make_config(model=model, batch_size=batch, optimizer=optimizer, backend="cupy",
-                         epochs=1, lr=0.01 if optimizer == "sgd" else 1e-3, cuda_graph=cuda_graph,
-                         **rule, **options)
+                         lr=0.01 if optimizer == "sgd" else 1e-3, cuda_graph=cuda_graph,
+                         **{"epochs": 1, **rule, **options})
     log = (lambda line: lines.append(line)) if lines is not None else None
     trainer = Trainer(config, tmp_path / name, datasets=(data, data, data), pipeline=pipe,
                       progress=False, log=log)
@@ -221,3 +221,27 @@ def test_graph_option_reaches_the_trainer_and_numpy_says_why_not(tmp_path):
     assert lines == ["cuda graph: not used (CUDA graphs need the cupy backend); "
                      "training runs eagerly"]
     assert trainer.graph.failed and not make_config().cuda_graph
+
+
+def test_graph_fit_two_epochs_equals_eager(standin, tmp_path):
+    """Trainer.fit, 2 epochs of 3 steps (the last batch of each short: run eagerly between
+    replays), the running numbers read every 2 steps (the graph's row number put back to 0
+    after each read), a new meter each epoch, the schedule dividing lr by 10 after epoch 1:
+    the history's numbers and every weight equal the eager run's, bit for bit."""
+    kernel_references.register(standin)
+    runs = {}
+    for name, cuda_graph in (("eager", False), ("graph", True)):
+        lines = []
+        t = make_trainer(tmp_path, name, cuda_graph, n=20, lines=lines, epochs=2,
+                         schedule="step", step_size=1, log_every=2)
+        t.fit()
+        runs[name] = (t, lines)
+    (eager, _), (replayed, lines) = runs["eager"], runs["graph"]
+    assert any("captured" in line for line in lines) and replayed.graph.failed is None, lines
+    keys = ("train_loss", "train_acc", "val_loss", "val_top1_error", "lr")
+    assert [[h[k] for k in keys] for h in replayed.history] == \
+        [[h[k] for k in keys] for h in eager.history]
+    assert replayed.history[1]["lr"] == pytest.approx(1e-4)     # the schedule did change it
+    replayed.meter = eager.meter = RunningMeter(eager.xp)
+    assert_same(state_of(standin, replayed), state_of(standin, eager))
+    assert replayed.optimizer.steps == 6

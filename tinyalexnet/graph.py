@@ -31,8 +31,9 @@ or by the host between two replays.  So, in graph mode:
   step (``ndarray.set``), which the graph reads.  The labels are checked on the
   host before (the loss's check would read them back from the device);
 * the running numbers: the graph writes the step's loss and top-1/top-5 counts
-  into a fixed 3-element buffer; the host copies it into the epoch's meter row
-  (one launch: the row number is the host's).
+  into the row of the meter's rows (a buffer of the graph's) whose number is the
+  last entry of ``counters``; the meter reads the rows as always and, after each
+  read, the host puts that number back to 0 (one fill per read, not per step).
 
 Why a chain of graphs, not one.  CuPy 14 refuses cuBLAS calls inside a capture:
 ``cupy_backends/cuda/libs/cublas.pyx``, ``setStream``, which every cuBLAS routine
@@ -248,8 +249,13 @@ class GraphStep:
             self.labels = xp.empty(labels.shape, dtype=labels.dtype)
             dtype = next(iter(t.model.named_parameters()))[1].dtype    # the loss's
             self.stats = xp.zeros((3,), dtype=dtype)
-            # t for the coming update, then each Dropout layer's next mask number
-            self.counters = xp.asarray(np.array([opt.steps + 1] + saved[1], dtype=np.int64))
+            # t for the coming update, each Dropout layer's next mask number, the meter's row
+            written = len(t.meter._written)
+            self.counters = xp.asarray(np.array([opt.steps + 1] + saved[1] + [written],
+                                                dtype=np.int64))
+            self.cursor = self.counters[-1:]
+            self.rows = xp.empty((max(t.read_every, 64), 3), dtype=dtype)
+            self._meter, self._cursor = None, written
             self.lr = xp.asarray(np.array([opt.lr], dtype=np.float64))
             self._lr_written = opt.lr
             thresholds = xp.asarray(np.array([len(t.classes) - k for k in (1, 5)]))
@@ -264,6 +270,7 @@ class GraphStep:
                 t.optimizer.step()
                 from .metrics import step_numbers
                 step_numbers(loss, logits, self.labels, thresholds, out=self.stats)
+                self.rows[self.cursor] = self.stats        # the row the device counts
                 self.counters += 1
                 return loss
 
@@ -307,9 +314,26 @@ class GraphStep:
         self.images.set(np.ascontiguousarray(images))
         self.labels.set(np.ascontiguousarray(labels, dtype=self.labels.dtype))
 
+    def _attach_meter(self):
+        """The epoch's meter keeps its rows in the graph's (a new meter each epoch)."""
+        meter = self.trainer.meter
+        if meter is self._meter:
+            return
+        k = len(meter._written)
+        meter.use_rows(self.rows, self._restart)
+        if self._cursor != k:         # (the last meter was left unread: a stop)
+            self.cursor.fill(k)
+            self._cursor = k
+        self._meter = meter
+
+    def _restart(self):
+        self.cursor.fill(0)
+        self._cursor = 0
+
     def _replay(self, images, labels, global_step):
         t = self.trainer
         opt = t.optimizer
+        self._attach_meter()
         if opt.lr != self._lr_written:        # a schedule changed it: written before the replay
             self.lr.fill(opt.lr)
             self._lr_written = opt.lr
@@ -320,14 +344,17 @@ class GraphStep:
         opt.steps += 1                        # the host's mirror of the device counters
         for d in self._dropouts():
             d.calls += 1
-        t.meter.add_numbers(self.stats, self.batch_shape[1][0], global_step)
+        self._cursor += 1
+        t.meter.add_written(self.batch_shape[1][0], global_step)
 
     def _eager_in_graph_mode(self, images, labels, rng, global_step):
         """A step whose batch does not fit the buffers: eager, on host numbers, then the
         device counters follow (one launch)."""
+        self._attach_meter()
         self.detach()
         try:
             self.trainer._eager_device_step(images, labels, rng, global_step)
         finally:
             self._attach(self._dropouts())
         self.counters += 1
+        self._cursor += 1
