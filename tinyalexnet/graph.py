@@ -7,11 +7,13 @@ those launches: captured once, then replayed by one call, which the GPU runs
 without asking the host for each kernel.  ``Trainer(..., cuda_graph=True)``
 (``train --cuda-graph``) does that::
 
-    step 1          eager, as always: the warm-up (CuPy compiles its kernels, the
-                    optimizer makes its state, the input constants reach the device)
-    step 2          the batch is copied into fixed input buffers, then the step
-                    (pipeline, forward, loss, backward, update, the step's running
-                    numbers) is *captured* on a non-blocking stream, then replayed
+    step 1          the warm-up: fixed input buffers and device counters are made,
+                    the batch is copied in, and the step's body (pipeline, forward,
+                    loss, backward, update, the step's running numbers, the counters)
+                    runs eagerly on them: CuPy compiles every kernel the capture will
+                    record, the optimizer makes its state
+    step 2          the batch is copied into the buffers, the body is *captured* on a
+                    non-blocking stream, then replayed
     step 3, 4, ...  copy the batch into the same buffers, replay
 
 What a replay cannot do is run Python: every number that changes from step to
@@ -81,6 +83,12 @@ def matmul(a, b, out=None):
         return _cut(a, b, out)
     xp = backend.get_array_module(a)
     return xp.matmul(a, b) if out is None else xp.matmul(a, b, out=out)
+
+
+def _one_line(err):
+    """``Type: first line of the message``."""
+    text = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 class CannotCapture(TinyAlexNetError):
@@ -168,20 +176,18 @@ class StepGraph:
 # --------------------------------------------------------------------- the trainer's step
 
 class GraphStep:
-    """The Trainer's step as a StepGraph: fixed input buffers, counters on the device,
-    capture after ``warmup`` eager steps, replays, and the fallback to eager steps.
+    """The Trainer's step as a StepGraph: fixed input buffers, counters on the device, a
+    warm-up step (the body run eagerly), the capture, replays, and the fallback to eager
+    steps.
 
     ``run(images, labels, rng, global_step)`` does one step and returns True, or False
     when this step must run eagerly (the trainer then runs its own step).
     """
 
-    warmup = 1          # eager steps before the capture
-
     def __init__(self, trainer):
         self.trainer = trainer
         self.graph = None
         self.failed = None          # the reason, once the graph was given up
-        self.steps_seen = 0
         self.batch_shape = None
         self.fused_before = trainer.optimizer.fused
         reason = self.reason_not()
@@ -216,81 +222,114 @@ class GraphStep:
     def give_up(self, reason):
         self.failed = reason
         self.detach()
+        self.trainer.optimizer.fused = self.fused_before
+        meter = getattr(self.trainer, "meter", None)
+        if meter is not None:
+            meter._restart = None         # its rows may grow again: eager steps fill them
         self.trainer.log(f"cuda graph: not used ({reason}); training runs eagerly")
 
     # ------------------------------------------------------------------ one step
     def run(self, images, labels, rng, global_step):
         if self.failed is not None:
             return False
-        self.steps_seen += 1
-        if self.graph is None:
-            if self.steps_seen <= self.warmup:
-                return False
-            return self._capture_and_replay(images, labels, global_step)
+        if self.batch_shape is None:
+            return self._warm_up(images, labels, global_step)
         if images.shape != self.batch_shape[0] or labels.shape != self.batch_shape[1]:
             self._eager_in_graph_mode(images, labels, rng, global_step)   # a short last batch
             return True
+        if self.graph is None:
+            return self._capture_and_replay(images, labels, global_step)
         self._replay(images, labels, global_step)
         return True
 
     def _dropouts(self):
         from .layers.dropout import Dropout
-        return [m for m in self.trainer.model.layers.values() if isinstance(m, Dropout)]
+        return [m for _, m in self.trainer.model.named_modules() if isinstance(m, Dropout)]
 
-    def _capture_and_replay(self, images, labels, global_step):
+    def _warm_up(self, images, labels, global_step):
+        """The first step: the fixed buffers and device counters made, then the step's body
+        run eagerly on them (every kernel the capture will record is compiled and loaded
+        now, and the optimizer makes its state: nothing new happens inside the capture)."""
         t = self.trainer
-        xp = t.xp
-        opt = t.optimizer
-        dropouts = self._dropouts()
-        saved = (opt.steps, [d.calls for d in dropouts])
+        xp, opt = t.xp, t.optimizer
+        t.loss_fn.check_label_values(labels, len(t.classes))     # a bad batch: its own error
+        reason = self.reason_not()                  # (a layer may have changed since)
+        if reason:
+            self.give_up(reason)
+            return False
         try:
-            graph = StepGraph(xp)
             self.images = xp.empty(images.shape, dtype=images.dtype)
             self.labels = xp.empty(labels.shape, dtype=labels.dtype)
             dtype = next(iter(t.model.named_parameters()))[1].dtype    # the loss's
-            self.stats = xp.zeros((3,), dtype=dtype)
+            self.stats = xp.empty((3,), dtype=dtype)
             # t for the coming update, each Dropout layer's next mask number, the meter's row
             written = len(t.meter._written)
-            self.counters = xp.asarray(np.array([opt.steps + 1] + saved[1] + [written],
-                                                dtype=np.int64))
+            self.counters = xp.asarray(np.array(
+                [opt.steps + 1] + [d.calls for d in self._dropouts()] + [written],
+                dtype=np.int64))
             self.cursor = self.counters[-1:]
             self.rows = xp.empty((max(t.read_every, 64), 3), dtype=dtype)
             self._meter, self._cursor = None, written
             self.lr = xp.asarray(np.array([opt.lr], dtype=np.float64))
             self._lr_written = opt.lr
-            thresholds = xp.asarray(np.array([len(t.classes) - k for k in (1, 5)]))
-            self._attach(dropouts)
+            self.thresholds = xp.asarray(np.array([len(t.classes) - k for k in (1, 5)]))
+            self._attach(self._dropouts())
+            self._attach_meter()
             self._copy_in(images, labels)
-
-            def body():
-                x = t.pipeline(self.images, train=True, xp=xp)
-                logits = t.model.forward(x)
-                loss = t.loss_fn.forward(logits, self.labels, labels_checked=True)
-                t.model.backward(t.loss_fn.backward())
-                t.optimizer.step()
-                from .metrics import step_numbers
-                step_numbers(loss, logits, self.labels, thresholds, out=self.stats)
-                self.rows[self.cursor] = self.stats        # the row the device counts
-                self.counters += 1
-                return loss
-
-            graph.capture(body)
         except Exception as err:
-            opt.steps, opt.fused = saved[0], self.fused_before
+            self.give_up(f"its buffers could not be made: {_one_line(err)}")
+            return False
+        try:
+            self._host_neutral(self._body)
+        except Exception as err:
+            self.give_up(f"the step's body failed on the device buffers: {_one_line(err)}")
+            return False
+        self.batch_shape = (images.shape, labels.shape)
+        self._advance(global_step)
+        return True
+
+    def _host_neutral(self, work):
+        """``work()`` (the body, run or captured) with the host's counts as they were after
+        it: they move in ``_advance``, once per step done on the device."""
+        opt, dropouts = self.trainer.optimizer, self._dropouts()
+        saved = (opt.steps, [d.calls for d in dropouts])
+        try:
+            return work()
+        finally:
+            opt.steps = saved[0]
             for d, calls in zip(dropouts, saved[1]):
                 d.calls = calls
-            self.give_up(f"the step could not be captured: {type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''}".rstrip(": "))
+
+    def _body(self):
+        """The device's work of one step, from the input buffers to the meter's row and the
+        counters: run eagerly once (the warm-up), then captured."""
+        from .metrics import step_numbers
+        t, xp = self.trainer, self.trainer.xp
+        x = t.pipeline(self.images, train=True, xp=xp)
+        logits = t.model.forward(x)
+        loss = t.loss_fn.forward(logits, self.labels, labels_checked=True)
+        t.model.backward(t.loss_fn.backward())
+        t.optimizer.step()
+        step_numbers(loss, logits, self.labels, self.thresholds, out=self.stats)
+        self.rows[self.cursor] = self.stats        # the row the device counts
+        self.counters += 1
+        return loss
+
+    def _capture_and_replay(self, images, labels, global_step):
+        t = self.trainer
+        t.loss_fn.check_label_values(labels, len(t.classes))
+        try:
+            # on the GPU the capture runs nothing: the first replay does this step (or, if
+            # the capture fails, the eager step)
+            graph = StepGraph(t.xp)
+            self._host_neutral(lambda: graph.capture(self._body))
+        except Exception as err:
+            self.give_up(f"the step could not be captured: {_one_line(err)}")
             return False
-        # the capture ran nothing on the device: the host's counters go back, and the first
-        # replay does this step
-        opt.steps = saved[0]
-        for d, calls in zip(dropouts, saved[1]):
-            d.calls = calls
-        self.graph, self.batch_shape = graph, (images.shape, labels.shape)
+        self.graph = graph
         t.log(f"cuda graph: captured ({graph.graphs} graphs and {graph.products} matrix "
               f"products between them per step)")
-        self._replay(None, None, global_step)
+        self._replay(images, labels, global_step)
         return True
 
     def _attach(self, dropouts):
@@ -331,21 +370,21 @@ class GraphStep:
         self._cursor = 0
 
     def _replay(self, images, labels, global_step):
-        t = self.trainer
-        opt = t.optimizer
+        opt = self.trainer.optimizer
         self._attach_meter()
         if opt.lr != self._lr_written:        # a schedule changed it: written before the replay
             self.lr.fill(opt.lr)
             self._lr_written = opt.lr
-        if images is None:
-            self.graph.replay()
-        else:
-            self.graph.replay(before=lambda: self._copy_in(images, labels))
-        opt.steps += 1                        # the host's mirror of the device counters
+        self.graph.replay(before=lambda: self._copy_in(images, labels))
+        self._advance(global_step)
+
+    def _advance(self, global_step):
+        """After a step on the device: the host's mirrors of the device counters move on."""
+        self.trainer.optimizer.steps += 1
         for d in self._dropouts():
             d.calls += 1
         self._cursor += 1
-        t.meter.add_written(self.batch_shape[1][0], global_step)
+        self.trainer.meter.add_written(self.batch_shape[1][0], global_step)
 
     def _eager_in_graph_mode(self, images, labels, rng, global_step):
         """A step whose batch does not fit the buffers: eager, on host numbers, then the
