@@ -26,7 +26,7 @@ import kernel_references  # noqa: E402
 import strict_cupy  # noqa: E402
 
 
-def _trainer(folder, model, batch, optimizer, cuda_graph):
+def _trainer(folder, model, batch, optimizer, cuda_graph, augment=False):
     from tinyalexnet.config import make_config
     from tinyalexnet.datasets import ArrayDataset
     from tinyalexnet.metrics import RunningMeter
@@ -36,7 +36,8 @@ def _trainer(folder, model, batch, optimizer, cuda_graph):
                         rng.integers(0, 10, 3 * batch), [f"c{k}" for k in range(10)])
     rule = dict(momentum=0.9, weight_decay=5e-4) if optimizer == "sgd" else {}
     config = make_config(model=model, batch_size=batch, optimizer=optimizer, backend="cupy",
-                         epochs=1, lr=0.01, cuda_graph=cuda_graph, **rule)
+                         epochs=1, lr=0.01, cuda_graph=cuda_graph, augment=augment,
+                         lighting=augment, **rule)
     trainer = Trainer(config, folder, datasets=(data, data, data), progress=False, log=None)
     trainer.meter = RunningMeter(trainer.xp)
     return trainer

@@ -36,11 +36,15 @@ class Float64Pipeline(Pipeline):
     def __call__(self, *args, **kwargs):
         return super().__call__(*args, **kwargs).astype("float64")
 
+    def from_staged(self, *args, **kwargs):
+        return super().from_staged(*args, **kwargs).astype("float64")
+
 
 def make_trainer(tmp_path, name, cuda_graph, optimizer="adam", batch=8, n=24, model="alexnet_small",
                  lines=None, float64=True, **options):
     data = _images(n)
-    pipe = Pipeline.for_dataset(data, (3, 32, 32), augment=options.get("augment", False))
+    pipe = Pipeline.for_dataset(data, (3, 32, 32), augment=options.get("augment", False),
+                                lighting=options.get("lighting", False))
     if float64:
         pipe.__class__ = Float64Pipeline
     rule = dict(momentum=0.9, weight_decay=5e-4) if optimizer == "sgd" else {}
@@ -95,15 +99,19 @@ def assert_same(a, b):
             assert a[key] == b[key], key
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_graph_replays_equal_eager_steps_bit_for_bit(standin, tmp_path, optimizer):
+@pytest.mark.parametrize("optimizer, augment", [("adam", False), ("sgd", False), ("sgd", True)],
+                         ids=["adam", "sgd", "sgd augmented"])
+def test_graph_replays_equal_eager_steps_bit_for_bit(standin, tmp_path, optimizer, augment):
     """alexnet_small (two Dropout layers), float64: 6 steps, the learning rate divided by
     ten after step 3 (as a schedule does between epochs): the graph trainer (1 warm-up
-    step, the capture, replays) ends exactly where the eager one does."""
+    step, the capture, replays) ends exactly where the eager one does; with the paper's
+    augmentation too (random crops, reflections, PCA lighting: drawn on the host each
+    step from the step's generator, copied into the graph's input buffers)."""
     kernel_references.register(standin)
     lines = []
-    eager = make_trainer(tmp_path, "eager", False, optimizer)
-    replayed = make_trainer(tmp_path, "graph", True, optimizer, lines=lines)
+    aug = dict(augment=True, lighting=True) if augment else {}
+    eager = make_trainer(tmp_path, "eager", False, optimizer, **aug)
+    replayed = make_trainer(tmp_path, "graph", True, optimizer, lines=lines, **aug)
     changes = {3: eager.optimizer.lr / 10}
     run_steps(eager, 6, changes)
     run_steps(replayed, 6, changes)
@@ -172,8 +180,11 @@ def test_graph_falls_back_with_one_line(standin, tmp_path):
     assert trainer.optimizer.steps == 3
 
     lines.clear()
-    make_trainer(tmp_path, "augmented", True, lines=lines, float64=False, augment=True)
-    assert [line for line in lines if "random crops" in line], lines
+    small = _images(16, side=16)                    # 16 -> 32: the pipeline resizes first
+    config = make_config(model="alexnet_small", batch_size=8, backend="cupy", cuda_graph=True)
+    Trainer(config, tmp_path / "resized", datasets=(small, small, small), progress=False,
+            log=lines.append)
+    assert [line for line in lines if "resizes" in line and "not used" in line], lines
 
 
 def test_graph_capture_that_fails_falls_back(standin, tmp_path, monkeypatch):

@@ -29,9 +29,12 @@ or by the host between two replays.  So, in graph mode:
   ``optimizer.lr`` between epochs the host writes it there before the next replay
   (one fill, only when it changed).  A Python float given to a kernel during
   capture would be baked into the graph forever;
-* the batch: images and labels are copied into the same two device buffers each
-  step (``ndarray.set``), which the graph reads.  The labels are checked on the
-  host before (the loss's check would read them back from the device);
+* the batch: images and labels are copied into the same device buffers each step
+  (``ndarray.set``), which the graph reads, and so are the augmentation's draws
+  (random crops and reflections as the crop kernel's table, the lighting's shift):
+  drawn on the host from the step's generator, as the eager step draws them
+  (``Pipeline.staged`` / ``from_staged``).  The labels are checked on the host
+  before (the loss's check would read them back from the device);
 * the running numbers: the graph writes the step's loss and top-1/top-5 counts
   into the row of the meter's rows (a buffer of the graph's) whose number is the
   last entry of ``counters``; the meter reads the rows as always and, after each
@@ -69,6 +72,8 @@ which records each operation during capture and re-executes the recorded calls o
 the same buffers (``tests/strict_cupy.py``), and compare N replays with N eager
 steps bit for bit.
 """
+import copy
+
 from . import backend
 from .backend import numpy as np
 from .errors import TinyAlexNetError
@@ -208,9 +213,10 @@ class GraphStep:
         if getattr(t, "data_parallel", None):
             return "the data-parallel step exchanges gradients between processes every step"
         pipe = t.pipeline
-        if getattr(pipe, "augment", False) or getattr(pipe, "lighting", False):
-            return ("the pipeline's random crops and lighting are drawn on the host every "
-                    "step (not yet in device buffers)")
+        if not hasattr(pipe, "staged"):
+            return f"the pipeline ({type(pipe).__name__}) has no fixed input buffers (staged)"
+        if getattr(pipe, "resize", None) is not None:
+            return "the pipeline resizes the images on the device before cropping them"
         for name, layer in t.model.layers.items():
             if not getattr(layer, "fast", True):
                 return f"layer {name} runs its readable path (fast=False), whose products " \
@@ -233,33 +239,43 @@ class GraphStep:
         if self.failed is not None:
             return False
         if self.batch_shape is None:
-            return self._warm_up(images, labels, global_step)
+            return self._warm_up(images, labels, rng, global_step)
         if images.shape != self.batch_shape[0] or labels.shape != self.batch_shape[1]:
             self._eager_in_graph_mode(images, labels, rng, global_step)   # a short last batch
             return True
+        staged = self._staged(images, labels, rng)
         if self.graph is None:
-            return self._capture_and_replay(images, labels, global_step)
-        self._replay(images, labels, global_step)
+            return self._capture_and_replay(staged, global_step)
+        self._replay(staged, global_step)
         return True
+
+    def _staged(self, images, labels, rng):
+        """The step's host arrays for the input buffers, labels checked (a bad batch raises
+        its own one-line error, as the eager step would)."""
+        t = self.trainer
+        t.loss_fn.check_label_values(labels, len(t.classes))
+        rng = copy.deepcopy(rng)      # the caller's stays as it was, for an eager step instead
+        return {"images": images, "labels": labels, **t.pipeline.staged(images, True, rng)}
 
     def _dropouts(self):
         from .layers.dropout import Dropout
         return [m for _, m in self.trainer.model.named_modules() if isinstance(m, Dropout)]
 
-    def _warm_up(self, images, labels, global_step):
+    def _warm_up(self, images, labels, rng, global_step):
         """The first step: the fixed buffers and device counters made, then the step's body
         run eagerly on them (every kernel the capture will record is compiled and loaded
         now, and the optimizer makes its state: nothing new happens inside the capture)."""
         t = self.trainer
         xp, opt = t.xp, t.optimizer
-        t.loss_fn.check_label_values(labels, len(t.classes))     # a bad batch: its own error
         reason = self.reason_not()                  # (a layer may have changed since)
         if reason:
             self.give_up(reason)
             return False
+        staged = self._staged(images, labels, rng)
         try:
-            self.images = xp.empty(images.shape, dtype=images.dtype)
-            self.labels = xp.empty(labels.shape, dtype=labels.dtype)
+            # the input buffers: images, labels, and the pipeline's crop table and shift
+            self.inputs = {k: xp.empty(a.shape, dtype=a.dtype) for k, a in staged.items()}
+            self.images, self.labels = self.inputs["images"], self.inputs["labels"]
             dtype = next(iter(t.model.named_parameters()))[1].dtype    # the loss's
             self.stats = xp.empty((3,), dtype=dtype)
             # t for the coming update, each Dropout layer's next mask number, the meter's row
@@ -275,7 +291,7 @@ class GraphStep:
             self.thresholds = xp.asarray(np.array([len(t.classes) - k for k in (1, 5)]))
             self._attach(self._dropouts())
             self._attach_meter()
-            self._copy_in(images, labels)
+            self._copy_in(staged)
         except Exception as err:
             self.give_up(f"its buffers could not be made: {_one_line(err)}")
             return False
@@ -304,8 +320,9 @@ class GraphStep:
         """The device's work of one step, from the input buffers to the meter's row and the
         counters: run eagerly once (the warm-up), then captured."""
         from .metrics import step_numbers
-        t, xp = self.trainer, self.trainer.xp
-        x = t.pipeline(self.images, train=True, xp=xp)
+        t = self.trainer
+        pipeline_inputs = {k: a for k, a in self.inputs.items() if k not in ("images", "labels")}
+        x = t.pipeline.from_staged(self.images, pipeline_inputs)
         logits = t.model.forward(x)
         loss = t.loss_fn.forward(logits, self.labels, labels_checked=True)
         t.model.backward(t.loss_fn.backward())
@@ -315,9 +332,8 @@ class GraphStep:
         self.counters += 1
         return loss
 
-    def _capture_and_replay(self, images, labels, global_step):
+    def _capture_and_replay(self, staged, global_step):
         t = self.trainer
-        t.loss_fn.check_label_values(labels, len(t.classes))
         try:
             # on the GPU the capture runs nothing: the first replay does this step (or, if
             # the capture fails, the eager step)
@@ -329,7 +345,7 @@ class GraphStep:
         self.graph = graph
         t.log(f"cuda graph: captured ({graph.graphs} graphs and {graph.products} matrix "
               f"products between them per step)")
-        self._replay(images, labels, global_step)
+        self._replay(staged, global_step)
         return True
 
     def _attach(self, dropouts):
@@ -348,10 +364,11 @@ class GraphStep:
         for d in self._dropouts() if getattr(t, "model", None) is not None else ():
             d.counter = None
 
-    def _copy_in(self, images, labels):
-        self.trainer.loss_fn.check_label_values(labels, len(self.trainer.classes))
-        self.images.set(np.ascontiguousarray(images))
-        self.labels.set(np.ascontiguousarray(labels, dtype=self.labels.dtype))
+    def _copy_in(self, staged):
+        """The step's host arrays into the input buffers (one copy each)."""
+        for name, a in staged.items():
+            buffer = self.inputs[name]
+            buffer.set(np.ascontiguousarray(a, dtype=buffer.dtype))
 
     def _attach_meter(self):
         """The epoch's meter keeps its rows in the graph's (a new meter each epoch)."""
@@ -369,13 +386,13 @@ class GraphStep:
         self.cursor.fill(0)
         self._cursor = 0
 
-    def _replay(self, images, labels, global_step):
+    def _replay(self, staged, global_step):
         opt = self.trainer.optimizer
         self._attach_meter()
         if opt.lr != self._lr_written:        # a schedule changed it: written before the replay
             self.lr.fill(opt.lr)
             self._lr_written = opt.lr
-        self.graph.replay(before=lambda: self._copy_in(images, labels))
+        self.graph.replay(before=lambda: self._copy_in(staged))
         self._advance(global_step)
 
     def _advance(self, global_step):
