@@ -11,7 +11,10 @@ them.  The most valuable steps come first:
 
   1. check       python -m tinyalexnet check --backend cupy
   2. graph_step  eager against CUDA graphs (graph.py): ms per alexnet32 b64 Adam step,
-                 the same Trainer step both ways, timed in alternating blocks; and the
+                 the same Trainer step eagerly (as trained by default, and with the
+                 fused update graph mode runs) and replayed, timed in alternating
+                 blocks; the weights of the graph and the fused eager run after the
+                 same steps (their largest relative difference: 0 expected); and the
                  launches per step of both, counted by the CPU stand-in
                  (tests/launch_counts.py)
   3. train       alexnet32 on Fashion-MNIST, recipe adam15 (Adam 1e-3, batch 64, 15 epochs,
@@ -284,11 +287,14 @@ def graph_step(be, model, batch, steps, rounds=3):
     data = ArrayDataset(rng.integers(0, 256, (4 * batch, 3, 32, 32)).astype(np.uint8),
                         rng.integers(0, 10, 4 * batch), [f"c{k}" for k in range(10)])
     trainers, lines = {}, []
-    for name, graph in (("eager", False), ("graph", True)):
+    # eager as trained by default; eager with the fused update kernel (what graph mode runs:
+    # the same computation, launched one kernel at a time); replayed as CUDA graphs
+    for name, graph in (("eager", False), ("eager_fused", False), ("graph", True)):
         config = make_config(recipe="adam15", model=model, batch_size=batch, backend=be,
                              cuda_graph=graph)
         t = Trainer(config, tempfile.mkdtemp(prefix=f"graph-step-{name}-"),
                     datasets=(data, data, data), progress=False, log=lines.append)
+        t.optimizer.fused = t.optimizer.fused or name == "eager_fused"
         t.meter = RunningMeter(t.xp)
         trainers[name] = t
     batches = [data.get_batch(np.arange(k * batch, (k + 1) * batch)) for k in range(4)]
@@ -317,6 +323,13 @@ def graph_step(be, model, batch, steps, rounds=3):
     for name in trainers:
         print(f"{name}_ms_per_step {min(times[name]):.3f}")
     print(f"speedup {min(times['eager']) / min(times['graph']):.3f}")
+    # the same steps on the same batches: graph and eager_fused should hold the same weights
+    worst = 0.0
+    for (_, p, _), (_, q, _) in zip(trainers["graph"].model.named_parameters(),
+                                    trainers["eager_fused"].model.named_parameters()):
+        p, q = backend.as_numpy(p).astype(np.float64), backend.as_numpy(q).astype(np.float64)
+        worst = max(worst, float(np.abs(p - q).max() / max(np.abs(q).max(), 1e-30)))
+    print(f"graph_vs_eager_fused_max_rel_diff {worst:.3g}")
     try:                                               # counted on the CPU stand-in
         import launch_counts
         counts = launch_counts.eager_vs_graph(model, batch, "adam", show=False)

@@ -97,6 +97,7 @@ def test_the_rehearsal_reads_the_numbers_of_each_step(rehearsal):
     assert step["graph_used"] == "yes", step
     assert step["eager_ms_per_step"] > 0 and step["graph_ms_per_step"] > 0
     assert step["graph_launches_per_step"] < step["eager_launches_per_step"], step
+    assert step["graph_vs_eager_fused_max_rel_diff"] == 0, step    # the same steps, bit for bit
 
 
 def test_graph_run_step_limits_fit_the_budget(gpu_run, tmp_path):
