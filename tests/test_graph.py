@@ -256,3 +256,23 @@ def test_graph_fit_two_epochs_equals_eager(standin, tmp_path):
     replayed.meter = eager.meter = RunningMeter(eager.xp)
     assert_same(state_of(standin, replayed), state_of(standin, eager))
     assert replayed.optimizer.steps == 6
+
+
+def test_graph_run_resumed_from_its_checkpoint_ends_as_one_run(standin, tmp_path):
+    """Graph mode's counters live on the device and their host mirrors go into the
+    checkpoint: a run stopped after epoch 1 and resumed (a new capture) ends with the weights
+    of a run that was never stopped, bit for bit."""
+    kernel_references.register(standin)
+    whole = make_trainer(tmp_path, "whole", True, n=20, float64=False, epochs=2)
+    whole.fit()
+    first = make_trainer(tmp_path, "part", True, n=20, float64=False, epochs=1)
+    first.fit()
+    data = first.train_set
+    resumed = Trainer.resume(tmp_path / "part", overrides={"epochs": 2},
+                             datasets=(data, data, data), progress=False, log=None)
+    resumed.fit()
+    assert resumed.graph.graph is not None and resumed.graph.failed is None
+    for (name, p, _), (_, q, _) in zip(whole.model.named_parameters(),
+                                       resumed.model.named_parameters()):
+        assert np.array_equal(standin.host_arrays(p), standin.host_arrays(q)), name
+    assert resumed.optimizer.steps == whole.optimizer.steps == 6
