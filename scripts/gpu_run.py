@@ -9,18 +9,29 @@ writes its log to OUT_DIR; OUT_DIR/summary.md (to read) and OUT_DIR/summary.json
 (the same numbers) are written after every step, so a run cut short still leaves
 them.  The most valuable steps come first:
 
-  1. check     python -m tinyalexnet check --backend cupy
-  2. pytest    the suite's CuPy cases with the GPU visible (counted from JUnit XML)
-  3. bench     alexnet, batch 128, against PyTorch/cuDNN, TF32 off on both sides
-  4. bench     the same with TF32 on for both; peak GPU memory of both; per-layer table
-  5. train     alexnet32 on Fashion-MNIST, recipe adam15 (Adam 1e-3, batch 64, 15 epochs,
-               as in a published PyTorch/TensorFlow CIFAR-10 comparison): time end to
-               end (process start to exit, data loading included) and test accuracy
-  6. train     the paper's alexnet at 227x227 (upsampled), 2 epochs: images/s, accuracy
+  1. check       python -m tinyalexnet check --backend cupy
+  2. graph_step  eager against CUDA graphs (graph.py): ms per alexnet32 b64 Adam step,
+                 the same Trainer step eagerly (as trained by default, and with the
+                 fused update graph mode runs) and replayed, timed in alternating
+                 blocks; the weights of the graph and the fused eager run after the
+                 same steps (their largest relative difference: 0 expected); and the
+                 launches per step of both, counted by the CPU stand-in
+                 (tests/launch_counts.py)
+  3. train       alexnet32 on Fashion-MNIST, recipe adam15 (Adam 1e-3, batch 64, 15 epochs,
+                 as in a published PyTorch/TensorFlow CIFAR-10 comparison) with
+                 --cuda-graph: time end to end (process start to exit, data loading
+                 included) and test accuracy
+  4. train     the same run eagerly (without --cuda-graph)
+  5. pytest    the suite's CuPy cases with the GPU visible (counted from JUnit XML)
+  6. bench     alexnet, batch 128, against PyTorch/cuDNN, TF32 off on both sides; peak
+               GPU memory of both; per-layer table
 
 plus a first step that records the machine (nvidia-smi, versions).  Each step
-has its own time limit, and the whole run a budget (``--budget``, 470 s: the run
-fits in 8 minutes): a step that hangs is stopped (Ctrl-C first, so training
+has its own time limit, and the limits add up to no more than the whole run's
+budget (``--budget``, 470 s: the run fits in 8 minutes; tests/test_gpu_run.py
+checks the sum, so a new step must take its seconds from another).  The TF32
+bench and the 227x227 training of earlier plans no longer fit the budget: run
+them by hand (README, "Using a GPU").  A step that hangs is stopped (Ctrl-C first, so training
 saves its checkpoint and history, then killed) and the next one starts; a step
 that would start with too little budget left is skipped and says so.
 
@@ -88,29 +99,28 @@ def plan(data_dir, out, runs, rehearse, be="cupy", python=(sys.executable,)):
     pytest += (["tests/test_rng.py", "-k", "numpy" if be == "numpy" else "cupy"] if tiny
                else ["-k", "cupy and not lesson and not standin"])   # the [cupy] cases
     alexnet32 = os.path.join(runs, "alexnet32-fashion-mnist")
-    alexnet227 = os.path.join(runs, "alexnet227-fashion-mnist")
+    adam15 = train + ["--recipe", "adam15", "--model", "alexnet_small" if tiny else "alexnet32"]
+    adam15 += ["--batch-size", "32", "--epochs", "2"] if tiny else []
+    graph_step = py + [os.path.abspath(__file__), "--graph-step", be]
+    graph_step += ["alexnet_small", "8", "2"] if tiny else ["alexnet32", "64", "50"]
     return [
-        Step("machine", "the machine", py + [os.path.abspath(__file__), "--describe"], 30,
+        Step("machine", "the machine", py + [os.path.abspath(__file__), "--describe"], 20,
              read_machine),
         Step("check", f"check --backend {be}", py + ["-m", "tinyalexnet", "check", "--backend", be]
              + (["--models", "alexnet_small", "--speed-model", "alexnet_small", "--speed-batch",
                  "8"] if tiny
-                else []), 90, read_check),
-        Step("pytest", "the suite's CuPy cases", pytest, 100, read_pytest(out)),
+                else []), 60, read_check),
+        Step("graph_step", "eager vs CUDA graph step, alexnet32 b64 Adam", graph_step, 50,
+             read_graph_step),
+        Step("train_graph", "train alexnet32, recipe adam15 (Adam 1e-3, batch 64, 15 epochs), "
+             "--cuda-graph", adam15 + ["--cuda-graph", "--out", alexnet32 + "-graph"], 110,
+             read_train, alexnet32 + "-graph"),
+        Step("train_alexnet32", "train alexnet32, recipe adam15, eager",
+             adam15 + ["--out", alexnet32], 120, read_train, alexnet32),
+        Step("pytest", "the suite's CuPy cases", pytest, 60, read_pytest(out)),
         Step("bench_fp32", "bench alexnet 128 vs PyTorch, TF32 off",
-             bench + ["--tf32", "off", "--json", os.path.join(out, "bench_tf32_off.json")], 75,
+             bench + ["--tf32", "off", "--json", os.path.join(out, "bench_tf32_off.json")], 50,
              read_bench(os.path.join(out, "bench_tf32_off.json"))),
-        Step("bench_tf32", "bench alexnet 128 vs PyTorch, TF32 on",
-             bench + ["--tf32", "on", "--json", os.path.join(out, "bench_tf32_on.json")], 60,
-             read_bench(os.path.join(out, "bench_tf32_on.json"))),
-        Step("train_alexnet32", "train alexnet32, recipe adam15 (Adam 1e-3, batch 64, 15 "
-             "epochs)",
-             train + ["--recipe", "adam15", "--model", "alexnet_small" if tiny else "alexnet32",
-                      "--out", alexnet32] + (["--batch-size", "32", "--epochs", "2"] if tiny
-                                             else []), 200, read_train, alexnet32),
-        Step("train_alexnet227", "train alexnet 227x227, 2 epochs",
-             train + ["--model", "alexnet_small" if tiny else "alexnet", "--epochs", "1" if tiny else "2",
-                      "--out", alexnet227], 150, read_train, alexnet227),
     ]
 
 
@@ -246,6 +256,88 @@ def read_bench(path):
             numbers["layers"] = r["layers"]
         return numbers
     return read
+
+
+def read_graph_step(step, log):
+    """The ``name value`` lines ``--graph-step`` prints."""
+    numbers = {}
+    for m in re.finditer(r"^(\w+) (\S+)$", _text(log), re.M):
+        value = m.group(2)
+        try:
+            value = float(value) if "." in value else int(value)
+        except ValueError:
+            pass
+        numbers[m.group(1)] = value
+    return numbers
+
+
+def graph_step(be, model, batch, steps, rounds=3):
+    """Print ms per training step of one Trainer step, eager and replayed as CUDA graphs
+    (``cuda_graph=True``), timed in alternating blocks of ``steps`` steps on random
+    32x32 images; then the launches per step of both, counted by the CPU stand-in."""
+    sys.path.insert(0, ROOT)
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    import numpy as np
+    from tinyalexnet import backend
+    from tinyalexnet.config import make_config
+    from tinyalexnet.datasets import ArrayDataset
+    from tinyalexnet.metrics import RunningMeter
+    from tinyalexnet.train import Trainer
+    rng = np.random.default_rng(0)
+    data = ArrayDataset(rng.integers(0, 256, (4 * batch, 3, 32, 32)).astype(np.uint8),
+                        rng.integers(0, 10, 4 * batch), [f"c{k}" for k in range(10)])
+    trainers, lines = {}, []
+    # eager as trained by default; eager with the fused update kernel (what graph mode runs:
+    # the same computation, launched one kernel at a time); replayed as CUDA graphs
+    for name, graph in (("eager", False), ("eager_fused", False), ("graph", True)):
+        config = make_config(recipe="adam15", model=model, batch_size=batch, backend=be,
+                             cuda_graph=graph)
+        t = Trainer(config, tempfile.mkdtemp(prefix=f"graph-step-{name}-"),
+                    datasets=(data, data, data), progress=False, log=lines.append)
+        t.optimizer.fused = t.optimizer.fused or name == "eager_fused"
+        t.meter = RunningMeter(t.xp)
+        trainers[name] = t
+    batches = [data.get_batch(np.arange(k * batch, (k + 1) * batch)) for k in range(4)]
+    done = {name: 0 for name in trainers}
+
+    def run(name, n):
+        t = trainers[name]
+        for _ in range(n):
+            t._train_step(done[name] % 4, *batches[done[name] % 4])
+            done[name] += 1
+        t.meter.read()                                 # the one read: the device has finished
+        backend.synchronize(t.xp)
+
+    for name in trainers:
+        run(name, 3)                                   # warm-up (and the capture)
+    times = {name: [] for name in trainers}
+    for _ in range(rounds):
+        for name in trainers:
+            start = time.perf_counter()
+            run(name, steps)
+            times[name].append((time.perf_counter() - start) * 1000 / steps)
+    for line in lines:
+        print(f"# {line}")
+    graph_used = trainers["graph"].graph.graph is not None
+    print(f"graph_used {'yes' if graph_used else 'no'}")
+    for name in trainers:
+        print(f"{name}_ms_per_step {min(times[name]):.3f}")
+    print(f"speedup {min(times['eager']) / min(times['graph']):.3f}")
+    # the same steps on the same batches: graph and eager_fused should hold the same weights
+    worst = 0.0
+    for (_, p, _), (_, q, _) in zip(trainers["graph"].model.named_parameters(),
+                                    trainers["eager_fused"].model.named_parameters()):
+        p, q = backend.as_numpy(p).astype(np.float64), backend.as_numpy(q).astype(np.float64)
+        worst = max(worst, float(np.abs(p - q).max() / max(np.abs(q).max(), 1e-30)))
+    print(f"graph_vs_eager_fused_max_rel_diff {worst:.3g}")
+    try:                                               # counted on the CPU stand-in
+        import launch_counts
+        counts = launch_counts.eager_vs_graph(model, batch, "adam", show=False)
+        print(f"eager_launches_per_step {counts['eager'].count}")
+        print(f"graph_launches_per_step {counts['graph'].count}")
+    except Exception as err:      # pytest or the stand-in missing: the times still stand
+        print(f"# launch counts not available: {type(err).__name__}: {err}")
+    return 0
 
 
 def read_train(step, log):
@@ -406,9 +498,14 @@ def main(argv=None):
     parser.add_argument("--bundle", help="also copy summary.md, summary.json and a .tar.gz of "
                                          "every log into this folder")
     parser.add_argument("--describe", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--graph-step", nargs=4, metavar=("BACKEND", "MODEL", "BATCH", "STEPS"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.describe:
         return describe()
+    if args.graph_step:
+        be, model, batch, steps = args.graph_step
+        return graph_step(be, model, int(batch), int(steps))
     if args.rehearse and args.out_dir is None:        # --rehearse OUT_DIR: no data needed
         args.data_dir, args.out_dir = None, args.data_dir
     if not args.out_dir or (not args.data_dir and not args.rehearse):

@@ -81,9 +81,11 @@ def _relu_backward(grid, block, args):
 
 
 def _dropout_forward(grid, block, args):
-    x, out, keep, key1, key2, offset, p, divisor, n = args
+    x, out, keep, key1, key2, counter_d, offset, p, divisor, n = args
     _covers(dropout.FORWARD.name, grid, block, n)
     x, out, keep = (_host(a) for a in (x, out, keep))
+    if not (isinstance(counter_d, np.uint64) and counter_d == 0):     # read from the device
+        key2 = rng.keys_from(int(key1), int(_device_or_value(counter_d, None)))
     index = np.arange(x.size, dtype=np.uint32) + np.uint32(offset)
     h = rng._mix(index ^ np.uint32(key1), np)
     h = rng._mix(h + np.uint32(key2), np)

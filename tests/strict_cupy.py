@@ -26,6 +26,19 @@ array library built on NumPy that keeps CuPy 14's rules:
 * only the names CuPy 14 has exist, on the module, its submodules and its arrays
   (``cupy_names.json``, taken from the real package by ``cupy_names_make.py``);
   a name CuPy has that the stand-in lacks says so, rather than pretending;
+* stream capture as CUDA and CuPy 14 do it (``Stream.begin_capture()`` /
+  ``end_capture()`` -> ``Graph``, ``Graph.launch()``): during capture every
+  operation runs *and* is recorded as a call over its buffers (the NumPy arrays
+  behind the stand-in arrays, Python numbers as they were); a launch re-executes
+  the recorded calls on the same buffers, without the Python that made them, and
+  counts one launch.  So the classic graph bugs happen here as on a GPU: a Python
+  number baked into a call, a counter that never advances, a mask that repeats, a
+  buffer replaced after capture (the graph keeps using the old one).  Inside a
+  capture a host read or a host-to-device copy raises ``RuntimeError`` (CuPy's
+  ``memory.pyx``: "the current stream is capturing, so D2H/H2D transfers are
+  disallowed"), a stream synchronize raises, and a cuBLAS product (``matmul``,
+  ``dot``, ``@``...) raises ``NotImplementedError`` as CuPy 14's
+  ``cupy_backends/cuda/libs/cublas.pyx`` ``setStream`` does;
 * the CUDA calls the package makes behave plausibly: ``cuda.get_current_stream()
   .synchronize()``, ``cuda.Event`` / ``get_elapsed_time`` (host clock),
   ``cuda.Device``, ``cuda.runtime.getDeviceProperties``, ``get_default_memory_pool()``
@@ -127,6 +140,9 @@ def _site():
 
 def _host_read(kind):
     """Every device-to-host read goes through here: counted, or refused."""
+    if _capture is not None and not _replaying():
+        raise RuntimeError(f"the current stream is capturing, so D2H transfers are disallowed "
+                           f"({kind} at {_site()})")
     if not getattr(_local, "allowed", True):
         raise DeviceSynchronized(f"Device synchronization was detected while disallowed: "
                                  f"{kind} at {_site()}")
@@ -138,6 +154,9 @@ def _host_read(kind):
 
 def _wait(kind):
     """A wait for the device that reads nothing (stream/event synchronize): counted apart."""
+    if _capture is not None and not _replaying():
+        raise CUDARuntimeError(f"cudaErrorStreamCaptureUnsupported: operation not permitted "
+                               f"when stream is capturing ({kind} at {_site()})")
     if _recorders:
         site = _site()
         for r in _recorders:
@@ -419,6 +438,7 @@ def _launch(name, n=1, arrays=()):
 
 def _copy_in(what, nbytes):
     """Record one host-to-device copy of ``nbytes`` bytes."""
+    _no_copy_in_capture(what)
     if not _counting():
         return
     site, who = _site(), _whose()
@@ -426,6 +446,132 @@ def _copy_in(what, nbytes):
         r.copies[(what, site)] += 1
         r.copy_bytes[(what, site)] += int(nbytes)
         r.copy_owners[who] += 1
+
+
+# ---------------------------------------------------------------------------- stream capture
+# CUDA graphs, as CuPy 14 makes them (cupy/cuda/stream.pyx: Stream.begin_capture,
+# end_capture; cupy/cuda/graph.pyx: Graph.launch).  While a stream captures, each
+# operation made on it runs (so that the Python around it sees results, as the
+# host does on a GPU, where the work is only recorded: the values seen there are
+# not computed yet -- code that reads them back fails, below) and is recorded as
+# ``(call, results)``: ``call()`` recomputes the operation from the same input
+# buffers, ``results`` are the arrays it wrote, into which a replay copies.
+
+_capture = None                  # the _Capture in progress (one at a time), or None
+
+CUBLAS = frozenset(("matmul", "dot", "tensordot", "vdot", "inner", "einsum", "kron"))
+
+
+class _Capture:
+    """A capture in progress.  On a GPU the captured kernels are recorded, not run: the
+    device's memory is as it was when the capture ends, and arrays made during it hold
+    whatever their memory held.  The stand-in runs each operation (the Python around it
+    needs shapes, and a kernel's reference its inputs), so it keeps a copy of every live
+    array when the capture begins and puts it back when it ends, and fills the arrays made
+    meanwhile with 0xFF bytes (NaN in floats, -1 in integers): code that counts on the
+    capture having done the step fails here as on a GPU."""
+
+    def __init__(self, stream):
+        self.stream, self.calls = stream, []
+        self.saved = {}
+        for key, (_, ref) in list(_pool._live.items()):
+            root = ref()
+            if root is not None:
+                self.saved[key] = (ref, root.copy())
+
+    def undo(self):
+        for key, (_, ref) in list(_pool._live.items()):
+            root = ref()
+            if root is None:
+                continue
+            saved = self.saved.get(key)
+            if saved is not None and saved[0]() is root:
+                np.copyto(root, saved[1])
+            elif root.flags.c_contiguous or root.flags.f_contiguous:
+                root.reshape(-1, order="A").view(np.uint8)[...] = 0xFF
+        self.saved = {}
+
+
+def _replaying():
+    return getattr(_local, "replaying", 0) > 0
+
+
+def _record(call, results=None):
+    """Record one operation of the capture in progress (none outside one, none inside a
+    kernel's reference or a replay: the outer operation is the one recorded)."""
+    if _capture is None or getattr(_local, "quiet", 0) or _replaying():
+        return
+    if _current_stream is not _capture.stream:
+        raise CUDARuntimeError("cudaErrorStreamCaptureImplicit: operation would make the legacy "
+                               "stream depend on a capturing blocking stream (work issued on "
+                               f"another stream during capture, at {_site()})")
+    _capture.calls.append((call, results))
+
+
+def _no_cublas(name):
+    if _capture is not None and not _replaying():
+        raise NotImplementedError("calling cuBLAS API during stream capture is currently "
+                                  f"unsupported ({name} at {_site()})")
+
+
+def _no_copy_in_capture(what):
+    if _capture is not None and not _replaying():
+        raise RuntimeError(f"the current stream is capturing, so H2D transfers are disallowed "
+                           f"({what} at {_site()})")
+
+
+def _store(results, raw):
+    """A replay's results into the arrays the capture made (a graph writes where it wrote)."""
+    if isinstance(results, ndarray):
+        target = results._a
+        if raw is target or raw is None:
+            return
+        np.copyto(target, np.asarray(raw), casting="unsafe")
+    elif isinstance(results, (tuple, list)) and isinstance(raw, (tuple, list)):
+        for r, v in zip(results, raw):
+            _store(r, v)
+
+
+class Graph:
+    """cupy.cuda.Graph: made by ``Stream.end_capture()``; ``launch()`` replays the recorded
+    calls on their buffers (one launch, whatever they are)."""
+
+    def __init__(self, *args, **kwargs):
+        raise NotImplementedError("currently this class cannot be initiated by the user and "
+                                  "must be created via stream capture")
+
+    @classmethod
+    def _from_calls(cls, calls):
+        g = object.__new__(cls)
+        g._calls = calls
+        return g
+
+    def launch(self, stream=None):
+        if _capture is not None and not _replaying():
+            raise CUDARuntimeError("strict CuPy stand-in: a graph launched inside a capture is "
+                                   "not emulated")
+        _launch("graph launch", 1)
+        _local.replaying = getattr(_local, "replaying", 0) + 1
+        try:
+            with _quiet():
+                for call, results in self._calls:
+                    _store(results, call())
+        finally:
+            _local.replaying -= 1
+
+    def upload(self, stream=None):
+        pass
+
+    def __len__(self):                  # the stand-in's own: how many calls were recorded
+        return len(self._calls)
+
+
+@contextlib.contextmanager
+def using_allocator(allocator=None):
+    """cupy.cuda.using_allocator: the stand-in's arrays are NumPy's whatever it is."""
+    if allocator is not None and not callable(allocator):
+        raise TypeError("allocator must be callable")
+    yield
 
 
 # ---------------------------------------------------------------------------- the rules
@@ -672,6 +818,11 @@ class MemoryPool:
     def free_all_blocks(self, stream=None):
         self._held = self._used
 
+    def malloc(self, size):
+        """The allocator ``cuda.using_allocator`` is given; the stand-in's arrays are NumPy's
+        (never called)."""
+        raise NotImplementedError("strict CuPy stand-in: MemoryPool.malloc is not emulated")
+
     def set_limit(self, size=None, fraction=None):
         if fraction is not None:
             size = int(DEVICE_MEMORY * fraction)
@@ -846,7 +997,12 @@ def _binary(name, reflected=False):
                 other, (ndarray, np.ndarray, bool, int, float, complex, np.generic))):
             return NotImplemented
         o = _operand(other)
+        if name == "matmul":
+            _no_cublas("@")
         r = op(o, self._a) if reflected else op(self._a, o)
+        a = self._a
+        result = _wrap(r)
+        _record((lambda: op(o, a)) if reflected else (lambda: op(a, o)), result)
         if _launch_recorders:
             if name == "matmul":
                 _launch(name, _matmul_launches(*((o, self._a) if reflected else (self._a, o)),
@@ -854,7 +1010,7 @@ def _binary(name, reflected=False):
             else:
                 _launch(name, 1 if np.size(r[0] if isinstance(r, tuple) else r) else 0,
                         (self._a, o) + (r if isinstance(r, tuple) else (r,)))
-        return _wrap(r)
+        return result
     return method
 
 
@@ -863,7 +1019,9 @@ def _inplace(name):
 
     def method(self, other):
         o = _operand(other)
-        op(self._a, o, out=self._a)
+        a = self._a
+        op(a, o, out=a)
+        _record(lambda: op(a, o, out=a))
         _launch(name, 1 if self._a.size else 0, (self._a, o))
         return self
     return method
@@ -871,9 +1029,12 @@ def _inplace(name):
 
 def _unary(op):
     def method(self):
-        r = op(self._a)
+        a = self._a
+        r = op(a)
         _launch(op.__name__, 1 if r.size else 0, (self._a, r))
-        return _wrap(r)
+        result = _wrap(r)
+        _record(lambda: op(a), result)
+        return result
     return method
 
 
@@ -972,12 +1133,16 @@ class ndarray:
         if method == "__call__" and ufunc.__name__ in self._OPERATOR_UFUNCS and len(inputs) == 2 \
                 and "out" not in kwargs:
             operands = [_operand(v) for v in inputs]
+            if ufunc.__name__ == "matmul":
+                _no_cublas("@")
             r = ufunc(*operands)
             if _launch_recorders:
                 arrays = [v for v in operands if isinstance(v, np.ndarray)]
                 _launch(ufunc.__name__, _matmul_launches(*operands, None)
                         if ufunc.__name__ == "matmul" else 1, arrays)
-            return _wrap(r)
+            result = _wrap(r)
+            _record(functools.partial(ufunc, *operands), result)
+            return result
         raise TypeError(f"strict CuPy stand-in: numpy.{ufunc.__name__}.{method} was given a "
                         f"device array; use xp.{ufunc.__name__} with xp = get_array_module(x)")
 
@@ -1077,10 +1242,15 @@ class ndarray:
             key = (key,)
         r = self._a[key]
         if isinstance(r, np.generic):
-            r = self._a[key + (Ellipsis,)]      # CuPy: a 0-d view, never a scalar
+            key = key + (Ellipsis,)
+            r = self._a[key]                    # CuPy: a 0-d view, never a scalar
         if _launch_recorders:
             _launch("getitem", _getitem_launches(key, r), (self._a, r))
-        return _wrap(r)
+        result = _wrap(r)
+        if _index_arrays(key):                  # a gather (a view needs no replay)
+            a = self._a
+            _record(lambda: a[key], result)
+        return result
 
     def __setitem__(self, key, value):
         key = _index(key)
@@ -1096,9 +1266,12 @@ class ndarray:
                 raise ValueError("non-scalar numpy.ndarray cannot be used for fill")
             value = v[()]
         elif isinstance(value, np.ndarray) or isinstance(value, (list, tuple)):
+            _no_copy_in_capture("assigned value")
             value = np.array(value)             # CuPy copies it to the device
         n = _setitem_launches(key, self._a, given) if _launch_recorders else 0
         self._a[key] = value
+        a = self._a
+        _record(lambda: a.__setitem__(key, value))
         _launch("setitem", n, (self._a,))
 
     def __delitem__(self, key):
@@ -1106,11 +1279,12 @@ class ndarray:
 
     def __copy__(self):
         _launch("copy", 1 if self._a.size else 0, (self._a,))
-        return _wrap(self._a.copy())
+        result = _wrap(self._a.copy())
+        _record(self._a.copy, result)
+        return result
 
     def __deepcopy__(self, memo):
-        _launch("copy", 1 if self._a.size else 0, (self._a,))
-        return _wrap(self._a.copy())
+        return self.__copy__()
 
     # ---------------------------------------------------------------- attributes
     @property
@@ -1178,13 +1352,16 @@ class ndarray:
         if isinstance(value, ndarray):
             if value.shape != ():
                 raise ValueError("non-scalar cupy.ndarray cannot be used for fill")
-            self._a[...] = value._a
+            a, v = self._a, value._a
+            a[...] = v
+            _record(lambda: a.__setitem__(Ellipsis, v))
             _launch("fill", 1 if self._a.size else 0, (self._a,))
             return
         v = np.asarray(value, dtype=self._a.dtype)
         if v.shape != ():
             raise ValueError("non-scalar numpy.ndarray cannot be used for fill")
         self._a.fill(v[()])
+        _record(functools.partial(self._a.fill, v[()]))        # the number, baked in
         _launch("fill", 1 if self._a.size else 0, (self._a,))
 
     def astype(self, dtype, order="K", casting=None, subok=None, copy=True):
@@ -1192,7 +1369,9 @@ class ndarray:
         if a is self._a:
             return self
         _launch("astype", 1 if a.size else 0, (self._a, a))
-        return _wrap(a)
+        result = _wrap(a)
+        _record(functools.partial(self._a.astype, a.dtype, order=order), result)
+        return result
 
     def nonzero(self):
         _host_read("nonzero()")
@@ -1213,20 +1392,25 @@ class ndarray:
 
         def method(self, *args, **kwargs):
             target = getattr(self._a, name)
+            if name in CUBLAS:
+                _no_cublas(f"ndarray.{name}")
             if not kwargs:
                 unwrapped = [_unwrap(a, where) for a in args]
                 r = target(*unwrapped)
                 if _launch_recorders:
                     _count_call(name, [self._a] + unwrapped, {}, r)
-                return _wrap_result(r)
+                result = _wrap_result(r)
+                _record(functools.partial(target, *unwrapped), result)
+                return result
             out = kwargs.get("out")
             unwrapped, kw = [_unwrap(a, where) for a in args], _unwrap_kwargs(kwargs, where)
             r = target(*unwrapped, **kw)
             if _launch_recorders:
                 _count_call(name, [self._a] + unwrapped, kw, r)
-            if out is not None and r is getattr(out, "_a", None):
-                return out
-            return _wrap_result(r)
+            result = out if out is not None and r is getattr(out, "_a", None) \
+                else _wrap_result(r)
+            _record(functools.partial(target, *unwrapped, **kw), result)
+            return result
         method.__name__ = name
         setattr(ndarray, name, method)
         return method.__get__(self)
@@ -1293,12 +1477,17 @@ def _function(np_func, name, module="cupy", accepted=None):
         accepted = NAMES["keywords"].get(module, {}).get(name)
 
     def f(*args, **kwargs):
+        if name in CUBLAS:
+            _no_cublas(name)
         if not kwargs:
             unwrapped = [_unwrap(a, name) for a in args]
             r = np_func(*unwrapped)
             if _launch_recorders:
                 _count_call(name, unwrapped, {}, r)
-            return _wrap_result(r)
+            result = _wrap_result(r)
+            if name not in _ALLOCATING:
+                _record(functools.partial(np_func, *unwrapped), result)
+            return result
         _check_keywords(name, kwargs, accepted)
         out = kwargs.get("out")
         if out is not None and not isinstance(out, ndarray):
@@ -1307,9 +1496,10 @@ def _function(np_func, name, module="cupy", accepted=None):
         r = np_func(*unwrapped, **kw)
         if _launch_recorders:
             _count_call(name, unwrapped, kw, r)
-        if out is not None and r is out._a:
-            return out
-        return _wrap_result(r)
+        result = out if out is not None and r is out._a else _wrap_result(r)
+        if name not in _ALLOCATING:
+            _record(functools.partial(np_func, *unwrapped, **kw), result)
+        return result
     f.__name__ = f.__qualname__ = name
     f.__doc__ = f"Stand-in for cupy.{name} (NumPy's, on device arrays)."
     return f
@@ -1370,13 +1560,19 @@ def _to_device(obj, dtype=None, copy=True, order="K", ndmin=0):
             return obj
         r = np.array(a, dtype=dtype, copy=True, order=order, ndmin=ndmin)
         _launch("astype" if r.dtype != a.dtype else "copy", 1 if r.size else 0, (a, r))
-        return _wrap(r)
+        result = _wrap(r)
+        _record(functools.partial(np.array, a, dtype=r.dtype, copy=True, order=order,
+                                  ndmin=ndmin), result)
+        return result
     parts = None
     if isinstance(obj, (list, tuple)):
         parts = _arrays_in([_unwrap_nested(obj)]) if _contains_device(obj) else None
         obj = _unwrap_nested(obj)
     a = np.array(obj, dtype=dtype, copy=True, order=order, ndmin=ndmin)
     if parts:                                   # device arrays gathered on the device
+        if _capture is not None:
+            raise NotImplementedError("strict CuPy stand-in: cupy.array of a list of device "
+                                      "arrays inside a capture is not emulated")
         _launch("array", _concatenate_launches(parts, a.dtype, a.ndim), (a,))
     elif a.nbytes:
         _copy_in("asarray", a.nbytes)
@@ -1415,7 +1611,9 @@ def ascontiguousarray(a, dtype=None):
                         f"got {type(a).__name__})")
     r = np.ascontiguousarray(a._a, dtype=dtype)
     _launch("ascontiguousarray", 0 if r is a._a or not r.size else 1, (a._a, r))
-    return _wrap(r)
+    result = _wrap(r)
+    _record(functools.partial(np.ascontiguousarray, a._a, dtype=r.dtype), result)
+    return result
 
 
 def asnumpy(a, stream=None, order="C", out=None, blocking=True):
@@ -1440,7 +1638,10 @@ def _truth(np_func, name):
         with _quiet():
             r = f(*args, **kwargs)
         _launch(name, 2)                        # an element-wise comparison, then all()
-        return _wrap(np.asarray(r))
+        result = _wrap(np.asarray(r))
+        _record(lambda: np.asarray(np_func(*[_unwrap(a, name) for a in args],
+                                           **_unwrap_kwargs(kwargs, name))), result)
+        return result
     g.__name__ = name
     return g
 
@@ -1467,7 +1668,23 @@ def _run_kernel(kind, name, args, kwargs):
     reference = _kernel_reference(kind, name)
     _launch(f"{kind} {name}", 1, [a._a for a in _flat(args) if isinstance(a, ndarray)])
     with _quiet():
-        return reference(*args, **kwargs)
+        result = reference(*args, **kwargs)
+    # replayed by calling the reference again with the same arguments: the same buffers,
+    # and the scalars (a NumPy number given for the learning rate...) as they were
+    _record(lambda: _kernel_again(reference, args, kwargs, result),
+            None if result is None else result)
+    return result
+
+
+def _kernel_again(reference, args, kwargs, result):
+    """A kernel's reference run again in a replay; its fresh outputs are copied into the
+    capture's (``_store``), those it wrote in place are already where they belong."""
+    out = reference(*args, **kwargs)
+    if isinstance(out, ndarray):
+        return out._a
+    if isinstance(out, (tuple, list)):
+        return type(out)(o._a if isinstance(o, ndarray) else o for o in out)
+    return out
 
 
 def _flat(values):
@@ -1522,7 +1739,9 @@ def fuse(*args, **kwargs):
         def run(*a, **k):
             _launch(f"fuse {f.__name__}", 1, [v._a for v in a if isinstance(v, ndarray)])
             with _quiet():
-                return f(*a, **k)
+                result = f(*a, **k)
+            _record(lambda: _kernel_again(f, a, k, result), result)
+            return result
         return run
     if len(args) == 1 and callable(args[0]) and not kwargs:
         return fused(args[0])
@@ -1565,9 +1784,13 @@ class Stream:
     """cupy.cuda.Stream: work runs at once in the stand-in; synchronize is a counted wait."""
 
     null = None
+    _made = 0
 
     def __init__(self, null=False, non_blocking=False, ptds=False, priority=None):
-        self.ptr = 0
+        Stream._made += 1
+        self.ptr = 0 if null else 0x1000 + Stream._made     # 0: the legacy default stream
+        self.non_blocking = bool(non_blocking)
+        self._previous = []
 
     def synchronize(self):
         _wait("Stream.synchronize()")
@@ -1581,17 +1804,51 @@ class Stream:
         pass
 
     def use(self):
+        global _current_stream
+        _current_stream = self
         return self
 
     def __enter__(self):
+        global _current_stream
+        self._previous.append(_current_stream)
+        _current_stream = self
         return self
 
     def __exit__(self, *exc):
+        global _current_stream
+        _current_stream = self._previous.pop()
         return False
 
     @property
     def done(self):
         return True
+
+    @property
+    def is_non_blocking(self):
+        return self.non_blocking
+
+    def begin_capture(self, mode=None):
+        global _capture
+        if self.ptr == 0:
+            raise RuntimeError("cannot capture on the default (legacy) stream")
+        if not self.non_blocking:
+            raise CUDARuntimeError("strict CuPy stand-in: capture on a blocking stream: the "
+                                   "legacy stream's work would join it (make it with "
+                                   "non_blocking=True)")
+        if _capture is not None:
+            raise CUDARuntimeError("cudaErrorIllegalState: a stream is already capturing")
+        _capture = _Capture(self)
+
+    def end_capture(self):
+        global _capture
+        if _capture is None or _capture.stream is not self:
+            raise CUDARuntimeError("cudaErrorIllegalState: the stream is not capturing")
+        done, _capture = _capture, None
+        done.undo()
+        return Graph._from_calls(done.calls)
+
+    def is_capturing(self):
+        return _capture is not None and _capture.stream is self
 
 
 Stream.null = Stream(null=True)
@@ -1716,6 +1973,7 @@ cuda_runtime = _Namespace("cupy.cuda.runtime", {
 
 cuda = _Namespace("cupy.cuda", {
     "Device": _Device, "Event": Event, "Stream": Stream, "MemoryPool": MemoryPool,
+    "Graph": Graph, "using_allocator": using_allocator,
     "MemoryHook": MemoryHook, "memory": cuda_memory, "runtime": cuda_runtime,
     "get_current_stream": get_current_stream, "get_elapsed_time": get_elapsed_time,
     "is_available": lambda: True, "get_device_id": lambda: 0,
@@ -1796,14 +2054,19 @@ def _scatter_add(a, slices, value):
     key = _index(slices)
     n = (_setitem_launches(key, a._a, value) if _index_arrays(key) else 1) \
         if _launch_recorders else 0
-    np.add.at(a._a, key, _operand(value))
+    target, v = a._a, _operand(value)
+    np.add.at(target, key, v)
+    _record(lambda: np.add.at(target, key, v))
     _launch("scatter_add", n, (a._a,))
 
 
 def _rsqrt(x):
-    r = 1 / np.sqrt(_unwrap(x, "rsqrt"))
+    a = _unwrap(x, "rsqrt")
+    r = 1 / np.sqrt(a)
     _launch("rsqrt", 1, (r,))
-    return _wrap(r)
+    result = _wrap(r)
+    _record(lambda: 1 / np.sqrt(a), result)
+    return result
 
 
 # ============================================================================ installing

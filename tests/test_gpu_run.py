@@ -19,8 +19,8 @@ import pytest
 from tinyalexnet.models import get_model
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "gpu_run.py"
-STEPS = ["machine", "check", "pytest", "bench_fp32", "bench_tf32", "train_alexnet32",
-         "train_alexnet227"]
+STEPS = ["machine", "check", "graph_step", "train_graph", "train_alexnet32", "pytest",
+         "bench_fp32"]
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_the_rehearsal_reads_the_numbers_of_each_step(rehearsal):
     assert "ms fused" in steps["check"]["fused_adam"]
     assert steps["pytest"]["cupy_cases"]["passed"] > 0
     assert steps["pytest"]["cupy_cases"]["failed"] == steps["pytest"]["cupy_cases"]["skipped"] == 0
-    for bench, tf32 in (("bench_fp32", "off"), ("bench_tf32", "on")):
+    for bench, tf32 in (("bench_fp32", "off"),):
         assert steps[bench]["images_per_s"]["tinyalexnet"] > 0
         assert steps[bench]["tf32"] == {"tinyalexnet": tf32}
         assert steps[bench]["peak_memory_bytes"]["tinyalexnet"] > 0   # the pool's hook
@@ -87,6 +87,31 @@ def test_the_rehearsal_reads_the_numbers_of_each_step(rehearsal):
     assert [h["epoch"] for h in history] == [1, 2]
     log = (out / _steps(out)["train_alexnet32"]["log"]).read_text()
     assert log.count("(includes CuPy's kernel compilation)") == 1     # epoch 1 only
+    # the same run with --cuda-graph: captured on the stand-in, and trained as far
+    graphed = steps["train_graph"]
+    assert graphed["epochs_done"] == 2 and 0 <= graphed["test_accuracy"] <= 1
+    log = (out / _steps(out)["train_graph"]["log"]).read_text()
+    assert "cuda graph: captured" in log and "not used" not in log, log
+    # eager against graph, side by side, and the stand-in's launch counts
+    step = steps["graph_step"]
+    assert step["graph_used"] == "yes", step
+    assert step["eager_ms_per_step"] > 0 and step["graph_ms_per_step"] > 0
+    assert step["graph_launches_per_step"] < step["eager_launches_per_step"], step
+    assert step["graph_vs_eager_fused_max_rel_diff"] == 0, step    # the same steps, bit for bit
+
+
+def test_graph_run_step_limits_fit_the_budget(gpu_run, tmp_path):
+    """The limits of the GPU run's steps (the CUDA-graph steps included) add up to no more
+    than its budget, in the GPU plan and in the rehearsal's: every step gets its full
+    limit, whatever the steps before it took."""
+    for rehearse in (False, True):
+        steps = gpu_run.plan(str(tmp_path), str(tmp_path), str(tmp_path), rehearse)
+        names = [s.name for s in steps]
+        assert names == STEPS
+        assert sum(s.limit for s in steps) <= gpu_run.BUDGET, [(s.name, s.limit) for s in steps]
+        assert {"graph_step", "train_graph"} <= set(names)
+        assert "--cuda-graph" in steps[names.index("train_graph")].argv
+        assert "--cuda-graph" not in steps[names.index("train_alexnet32")].argv
 
 
 def test_the_markdown_summary_holds_the_table_and_the_layers(rehearsal):

@@ -132,6 +132,18 @@ def test_cpu_exec_dropout_offset_is_the_element_number(gpu, offset):
     _same_bits(out, functional.dropout_forward(x, want_keep, 0.5))
 
 
+@pytest.mark.parametrize("counter", [0, 1, 7, 2 ** 31 + 5, 2 ** 40 + 3])
+def test_cpu_exec_dropout_counter_read_from_the_device(gpu, counter):
+    """The mask number in device memory (a replayed CUDA graph's, graph.py): the kernel forms
+    key2 from it in uint32 and draws rng.uniform's mask for that number, bit for bit."""
+    x = _rand((4, 70), 6, "float32")
+    out, keep = fast.dropout_forward(gpu.asarray(x), 0.5, 11,
+                                     gpu.asarray(np.array([counter], dtype=np.int64)))
+    want_keep = rng.uniform(np, x.shape, 11, counter) >= 0.5
+    _same_bits(keep, want_keep)
+    _same_bits(out, functional.dropout_forward(x, want_keep, 0.5))
+
+
 def test_cpu_exec_dropout_offset_wraps_as_uint32(gpu):
     # rng.uniform's numbering is uint32: element 2^32 is element 0 again.
     x = _rand((3, 5), 5, "float32")
@@ -459,6 +471,10 @@ def _offset_check(xp):
     test_cpu_exec_dropout_offset_is_the_element_number(xp, 256 * 3 + 17)
 
 
+def _counter_check(xp):
+    test_cpu_exec_dropout_counter_read_from_the_device(xp, 2 ** 31 + 5)
+
+
 def _lrn_check(xp):
     test_cpu_exec_lrn(xp, "float64", *LRN_CASES[1])
 
@@ -510,6 +526,11 @@ PLANTED = [
     ("dropout multiplier", kernels.dropout.FORWARD, "0x846ca68bu", "0x846ca68cu", _dropout_check),
     ("dropout no offset", kernels.dropout.FORWARD, "(unsigned int)i + offset",
      "(unsigned int)i", _offset_check),
+    ("dropout device counter not read", kernels.dropout.FORWARD, "counter_device\n        ?",
+     "0\n        ?", _counter_check),
+    ("dropout device counter unmixed", kernels.dropout.FORWARD,
+     "(unsigned long long)*counter_device * 0x9E3779B9ull", "(unsigned long long)*counter_device",
+     _counter_check),
     ("dropout scale", kernels.dropout.FORWARD, "(real)kept / scale_divisor", "(real)kept",
      _dropout_check),
     ("lrn window edge", kernels.lrn.FORWARD, "if (c + d < C)  { real a",

@@ -153,3 +153,54 @@ def test_evaluation_reads_once_and_copies_each_batch_once(standin, tmp_path, ten
     tables = 3 * 3 if ten_crop else 0       # stacking 10 crops: CuPy copies 3 small tables
     assert launches.copies_in == images_and_labels + tables, launches
     check_budget(per_batch, budget, "evaluate" + (" ten-crop" if ten_crop else ""))
+
+
+# The same steps replayed as CUDA graphs (graph.py; Trainer(cuda_graph=True)): a replayed
+# step is its graph launches and the cuBLAS products between them (CuPy 14 refuses cuBLAS in
+# a capture), and the batch's two copies; the step's running numbers are written by the graph.
+# name, model, batch, optimizer, augmentation (crops, flips, lighting), budget
+GRAPH_SCENARIOS = [
+    ("alexnet32 b64 adam cuda graph", "alexnet32", 64, "adam", False, 47),
+    ("alexnet32 b64 sgd cuda graph", "alexnet32", 64, "sgd", False, 47),
+    ("alexnet32 b64 sgd augmented cuda graph", "alexnet32", 64, "sgd", True, 47),
+]
+
+
+@pytest.mark.parametrize("label, model, batch, optimizer, augment, budget", GRAPH_SCENARIOS,
+                         ids=[s[0] for s in GRAPH_SCENARIOS])
+def test_launches_per_replayed_graph_step(standin, tmp_path, label, model, batch, optimizer,
+                                          augment, budget):
+    """A replayed step (after the warm-up and the capture): within budget, nothing read back,
+    only the batch copied in, and every launch a graph launch or a product; the products as
+    many as the step makes, counted on the eager step."""
+    import launch_counts
+    kernel_references.register(standin)
+    eager = launch_counts.count_step(
+        launch_counts._trainer(tmp_path / "eager", model, batch, optimizer, False, augment), 1)
+    trainer = launch_counts._trainer(tmp_path / "graph", model, batch, optimizer, True, augment)
+    launches = launch_counts.count_step(trainer, 2)
+    graphs, products = launches.names["graph launch"], launches.names["matmul"]
+    batch_bytes = batch * 3 * 32 * 32 + batch * 8
+    # with augmentation also each image's crop table (int32 columns and rows) and its
+    # lighting shift (float32 per channel), drawn on the host, copied into their buffers
+    extra = batch * (32 + 32) * 4 + batch * 3 * 4 if augment else 0
+    print(f"\n{label}: {launches.count} launches ({graphs} graph launches, {products} cuBLAS "
+          f"products between them), {launches.reads.count} device-to-host reads, "
+          f"{launches.copies_in} host-to-device copies ({launches.bytes_in:,} bytes; the batch "
+          f"is {batch_bytes:,}) per training step; eager: {eager.count} launches, "
+          f"{eager.copies_in} copies ({eager.bytes_in:,} bytes)")
+    print(table_of_owners(launches))
+    assert trainer.graph.graph is not None, trainer.graph.failed
+    assert launches.reads.count == 0, launches.reads
+    assert (launches.copies_in, launches.bytes_in) == (4 if augment else 2,
+                                                       batch_bytes + extra), launches
+    assert (launches.copies_in, launches.bytes_in) == (eager.copies_in, eager.bytes_in)
+    assert products == eager.names["matmul"], (products, eager.names["matmul"])
+    assert graphs == products + 1                       # graph, product, graph, ..., graph
+    assert launches.count == graphs + products, launches
+    check_budget(launches.count, budget, label)
+
+
+def table_of_owners(launches):
+    return "\n".join(f"    {o + '.' + m if m else o:<28s} {n:>5}"
+                     for (o, m), n in launches.owners.most_common())

@@ -424,3 +424,88 @@ def test_launches_are_told_by_site_owner_and_float64(m):
     assert counted.owners == {("conv9", "forward"): 3}
     assert counted.of("conv9") == 3 and counted.at("test_strict_cupy.py") == 3
     assert "3 launches (3 in float64)" in str(counted)
+
+
+# ---------------------------------------------------------------------------- stream capture
+def _capture(fn):
+    """Capture ``fn()`` on a non-blocking stream: (graph, what fn returned)."""
+    stream = S.cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        stream.begin_capture()
+        out = fn()
+        graph = stream.end_capture()
+    return graph, out
+
+
+def test_graph_capture_runs_nothing_and_a_replay_runs_the_recorded_calls():
+    """As on a GPU: the capture leaves the device as it was (arrays made during it hold
+    garbage: NaN), and each launch re-runs the calls on the same buffers, one launch."""
+    cp = S.cupy
+    w = cp.asarray(np.arange(4.0))
+    graph, y = _capture(lambda: _step(w))
+    assert np.array_equal(S.host_arrays(w), np.arange(4.0))          # not run
+    assert np.isnan(S.host_arrays(y)).all()                            # not yet computed
+    with S.count_launches() as launches:
+        graph.launch()
+    assert launches.count == 1 and launches.names["graph launch"] == 1
+    want = np.arange(4.0)
+    want = want - 0.5 * (want * 2.0 + 1.0)                             # _step, by hand
+    assert np.array_equal(S.host_arrays(w), want)
+    assert np.array_equal(S.host_arrays(y), np.arange(4.0) * 2.0 + 1.0)
+    graph.launch()                                                     # again: from the new w
+    assert np.array_equal(S.host_arrays(w), want - 0.5 * (want * 2.0 + 1.0))
+
+
+def _step(w, lr=0.5):
+    y = w * 2.0 + 1.0
+    w -= lr * y
+    return y
+
+
+def test_graph_replay_keeps_python_numbers_as_they_were_captured():
+    """A Python number is baked into the graph: changing it later changes nothing; a value
+    in a device array that the host rewrites between launches does."""
+    cp = S.cupy
+    w, lr_device = cp.zeros(3), cp.asarray(np.array([1.0]))
+    box = {"lr": 1.0}
+    graph, _ = _capture(lambda: (w.__isub__(box["lr"]), w.__isub__(lr_device)))
+    box["lr"] = 100.0                   # the host's number: not seen by the replay
+    lr_device.fill(10.0)                # the device's: seen
+    graph.launch()
+    assert np.array_equal(S.host_arrays(w), np.full(3, -11.0))
+
+
+def test_graph_capture_refuses_reads_copies_in_and_cublas_as_cupy_14_does():
+    cp = S.cupy
+    x = cp.asarray(np.ones((2, 2)))
+    stream = cp.cuda.Stream(non_blocking=True)
+    for bad, error, words in [(lambda: float(x.sum()), RuntimeError, "D2H"),
+                              (lambda: cp.asarray(np.ones(2)), RuntimeError, "H2D"),
+                              (lambda: x @ x, NotImplementedError, "cuBLAS"),
+                              (lambda: cp.matmul(x, x), NotImplementedError, "cuBLAS"),
+                              (lambda: stream.synchronize(), S.CUDARuntimeError, "capturing")]:
+        with stream:
+            stream.begin_capture()
+            with pytest.raises(error, match=words):
+                bad()
+            stream.end_capture()
+    with pytest.raises(RuntimeError, match="legacy"):
+        cp.cuda.Stream.null.begin_capture()
+    other = cp.cuda.Stream(non_blocking=True)
+    other.begin_capture()
+    try:
+        with pytest.raises(S.CUDARuntimeError, match="another stream"):
+            x + 1                       # work on the current (legacy) stream meanwhile
+    finally:
+        other.end_capture()
+
+
+def test_graph_replay_writes_into_the_arrays_the_capture_made():
+    """An array replaced after capture is not the graph's: the graph keeps writing the one it
+    captured (the classic stale-buffer bug is reproduced, not hidden)."""
+    cp = S.cupy
+    src = cp.asarray(np.arange(3.0))
+    graph, out = _capture(lambda: src * 3.0)
+    src = cp.asarray(np.full(3, 7.0))   # a new buffer: the graph still reads the old one
+    graph.launch()
+    assert np.array_equal(S.host_arrays(out), np.arange(3.0) * 3.0)

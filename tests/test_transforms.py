@@ -475,3 +475,35 @@ def test_crop_standardize_is_crop_then_standardize(xp, shape, padding, size, vie
         want = T.standardize(T.crop(canvas, top, left, size, flip), mean, std, offset)
     assert got.dtype == want.dtype == xp.float32 and got.shape == (B, C) + size
     assert as_numpy(got).tobytes() == as_numpy(want).tobytes()
+
+
+def test_staged_buffers_give_the_pipelines_own_input(standin):
+    """What a step replayed as a CUDA graph copies in (``staged``: the crop table and the
+    lighting shift, drawn from the step's generator) and reads (``from_staged``) makes the
+    same input as ``__call__`` with the same generator, bit for bit, on the device."""
+    import kernel_references
+    kernel_references.register(standin)
+    xp = standin.cupy
+    rng = np.random.default_rng(3)
+    data = ArrayDataset(rng.integers(0, 256, (6, 3, 32, 32)).astype(np.uint8),
+                        rng.integers(0, 10, 6), [str(k) for k in range(10)])
+    images, _ = data.get_batch(np.arange(6))
+    for augment, lighting in ((False, False), (True, False), (True, True), (False, True)):
+        pipe = T.Pipeline.for_dataset(data, (3, 32, 32), augment=augment, lighting=lighting)
+        want = pipe(images, train=True, rng=np.random.default_rng([5, 1]), xp=xp)
+        staged = pipe.staged(images, True, np.random.default_rng([5, 1]))
+        assert set(staged) == {k for k, on in (("index", augment), ("shift", lighting)) if on}
+        got = pipe.from_staged(xp.asarray(images), {k: xp.asarray(v) for k, v in staged.items()})
+        assert np.array_equal(standin.host_arrays(got), standin.host_arrays(want))
+
+
+def test_staged_buffers_refuse_a_pipeline_that_resizes():
+    rng = np.random.default_rng(0)
+    data = ArrayDataset(rng.integers(0, 256, (4, 1, 16, 16)).astype(np.uint8),
+                        rng.integers(0, 10, 4), [str(k) for k in range(10)])
+    pipe = T.Pipeline.for_dataset(data, (1, 32, 32))
+    with pytest.raises(ShapeError, match="resizes"):
+        pipe.staged(data.get_batch(np.arange(4))[0], True, rng)
+    x = np.zeros((2, 1, 32, 32), dtype=np.uint8)          # NumPy: no kernel reads a table
+    with pytest.raises(ShapeError, match="crop table"):
+        T.crop_standardize(x, 0, (32, 32), pipe._constants(x), index=np.zeros((2, 64)))

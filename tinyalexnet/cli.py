@@ -111,6 +111,9 @@ def add_train_arguments(p):
                         "--out); --epochs, --lr, --backend and --data-dir may change")
     g.add_argument("--log-every", type=int,
                    help="steps between reads of the running loss on a GPU (default 50)")
+    g.add_argument("--cuda-graph", action="store_true", default=None,
+                   help="with --backend cupy: replay each training step as CUDA graphs "
+                        "(fewer launches from Python; falls back to eager steps, saying why)")
     g.add_argument("--ten-crop", action="store_true",
                    help="score the final test with ten crops per image")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,

@@ -69,6 +69,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 50          # steps between reads of the running numbers on a GPU
     eval_batch_size: int = 256
+    cuda_graph: bool = False     # replay each step as CUDA graphs (graph.py); off until measured
 
 
 def make_config(recipe=None, **options):
@@ -117,7 +118,7 @@ def check_config(c):
             bad(name, "a name", getattr(c, name))
     if c.data_dir is not None and not isinstance(c.data_dir, str):
         bad("data_dir", "a folder", c.data_dir)
-    for name in ("download", "augment", "lighting"):
+    for name in ("download", "augment", "lighting", "cuda_graph"):
         if not isinstance(getattr(c, name), bool):
             bad(name, "true or false", getattr(c, name))
     if c.model not in MODELS:

@@ -51,6 +51,16 @@ def below_true(scores, labels):
     return (scores < true[:, None]).sum(axis=1)
 
 
+def step_numbers(loss, logits, labels, thresholds, out):
+    """A step's row of the running numbers, into ``out`` (3,) on the device: the loss, and
+    how many rows have their true class in the top k for each k of ``RunningMeter.KS``
+    (``thresholds``: K - k each, on the device; rank <= k  <=>  below_true >= K - k).
+    Whole numbers <= the batch, exact in float32."""
+    out[0] = loss
+    out[1:] = (below_true(logits, labels)[:, None] >= thresholds).sum(axis=0)
+    return out
+
+
 class LossNotFinite(NonFiniteError):
     """The running loss was found NaN or infinite; ``step`` counts from 1 over the run."""
 
@@ -88,18 +98,38 @@ class RunningMeter:
         self._rows = None        # (capacity, 3) on the device: loss, top-1, top-5 of a step
         self._written = []       # (step, images) of each row written since the last read
         self._thresholds = None  # K - k for k in KS: rank <= k  <=>  below_true >= K - k
+        self._restart = None     # rows written at the device's own row number: see use_rows
 
     def add(self, loss, logits, labels_dev, step):
         xp, n = self.xp, int(labels_dev.shape[0])
         if self._rows is None or len(self._written) == self._rows.shape[0]:
+            if self._restart is not None:
+                raise TinyAlexNetError(f"RunningMeter: {len(self._written)} steps without a "
+                                       f"read, the graph's rows hold {self._rows.shape[0]}")
             self._grow(loss.dtype)
         if self._thresholds is None:             # copied in once an epoch, not every step
             K = logits.shape[1]
             self._thresholds = xp.asarray(np.array([K - k for k in self.KS]))
-        row = self._rows[len(self._written)]
-        row[0] = loss
-        # the top-k counts, both at once; whole numbers <= the batch, exact in the row
-        row[1:] = (below_true(logits, labels_dev)[:, None] >= self._thresholds).sum(axis=0)
+        step_numbers(loss, logits, labels_dev, self._thresholds,
+                     out=self._rows[len(self._written)])
+        self._written.append((step, n))
+        self.count += n
+
+    def use_rows(self, rows, restart):
+        """Keep the rows in ``rows`` (capacity, 3), which a replayed CUDA graph writes at a
+        row number of its own on the device (graph.py): the rows written so far are copied
+        there; ``restart()`` is called after each read (the graph's next row is row 0 again)."""
+        k = len(self._written)
+        if k:
+            rows[:k] = self._rows[:k]
+        self._rows, self._restart = rows, restart
+
+    def add_written(self, n, step):
+        """A step whose row the device wrote itself (a replayed CUDA graph), for ``n``
+        images: the host only notes it."""
+        if len(self._written) == self._rows.shape[0]:
+            raise TinyAlexNetError(f"RunningMeter: {len(self._written)} steps without a read, "
+                                   f"the graph's rows hold {self._rows.shape[0]}")
         self._written.append((step, n))
         self.count += n
 
@@ -123,6 +153,8 @@ class RunningMeter:
                 if self.first_bad is None and not math.isfinite(loss):
                     self.first_bad = step
             self._written = []
+            if self._restart is not None:
+                self._restart()
         n = max(self.count, 1)
         return {"loss_sum": self.loss_sum, "correct1": self.correct1,
                 "correct5": self.correct5, "count": self.count, "loss": self.loss_sum / n,

@@ -38,7 +38,13 @@ def _mix_int(v):
 def keys(seed, counter):
     """The two uint32 keys of draw number ``counter`` of stream ``seed`` (Python ints)."""
     key1 = _mix_int(seed * _GOLDEN + 1)
-    return key1, _mix_int(counter * _GOLDEN + key1)
+    return key1, keys_from(key1, counter)
+
+
+def keys_from(key1, counter):
+    """The second key of draw ``counter``, from the first (what a kernel that reads the
+    counter from device memory computes in uint32)."""
+    return _mix_int(counter * _GOLDEN + key1)
 
 
 def uniform(xp, shape, seed, counter, dtype="float32", offset=0):

@@ -54,6 +54,7 @@ import os
 from tqdm import tqdm
 
 from . import backend, checkpoint, history, plots
+from .graph import GraphStep
 from .backend import numpy as np
 from .checkpoint import RunState
 from .config import check_config
@@ -199,6 +200,9 @@ class Trainer:
         # CuPy compiles each kernel on its first use (cached on disk after): the first
         # epoch a process trains on a GPU is slower, and its log line says so.
         self.compiling = self.xp is not np
+        # cuda_graph: the device step replayed as CUDA graphs (graph.py), or eager steps
+        # with one line saying why not
+        self.graph = GraphStep(self) if c.cuda_graph else None
         self.stops = RunStops(self.state, self.model, self.optimizer, self.run_folder, c,
                               self.steps_per_epoch, save=lambda: self.save("last.npz", self.meter),
                               draw=self.plot_history, log=self.log,
@@ -306,7 +310,15 @@ class Trainer:
         backward, update, and the running sums.  It is only queued: nothing here reads a
         number back from the device, and the run's counters (``state``) move outside it.
         ``total``: the images of the whole step, of which these are this process's part
-        (all of them alone; see parallel/data.py)."""
+        (all of them alone; see parallel/data.py).  With ``cuda_graph`` the step is a
+        replay of the captured step (graph.py)."""
+        if self.graph is not None and self.graph.run(images, labels, rng, global_step):
+            return
+        self._eager_device_step(images, labels, rng, global_step, total)
+
+    def _eager_device_step(self, images, labels, rng, global_step, total=None):
+        """The step's work, one array operation after another."""
+        total = len(images) if total is None else total
         xp = self.xp
         part = self.parallel.begin_step(self.model, total)       # None alone
         extra = {} if part is None else {"part": part}   # alone, any pipeline(images, ...)

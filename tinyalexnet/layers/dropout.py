@@ -20,7 +20,7 @@ runs ``fast.py``'s version: on a GPU one kernel draws the mask and applies it
 (``kernels/dropout.py``), with the same bits; elsewhere the same array code.
 """
 from ..backend import get_array_module
-from ..errors import CheckpointError
+from ..errors import CheckpointError, StateError
 from .. import rng
 from . import fast, functional
 from .module import Module, check_setting
@@ -36,6 +36,9 @@ class Dropout(Module):
         # parallelism (parallel/data.py) a process holding images 64..127 of a batch of 128
         # draws, with 64, the mask bits one process holding all 128 draws for them.
         self.first_image = 0
+        # graph.py: a 1-element int64 device array holding ``calls``, which a replayed CUDA
+        # graph advances (the kernel reads it); None: the host's count
+        self.counter = None
         self.fast = True        # fast.py's version (one kernel on a GPU) or functional.py's
 
     def extra_repr(self):
@@ -57,8 +60,12 @@ class Dropout(Module):
             return x
         offset = self.first_image * (x.size // max(x.shape[0], 1))   # elements before ours
         if self.fast:
-            out, keep = fast.dropout_forward(x, self.p, self.seed, self.calls, offset)
+            counter = self.calls if self.counter is None else self.counter
+            out, keep = fast.dropout_forward(x, self.p, self.seed, counter, offset)
         else:
+            if self.counter is not None:
+                raise StateError(f"{self.label()}: the readable path (fast=False) draws its "
+                                 "mask from the host's counter, not the device's")
             xp = get_array_module(x)
             u = rng.uniform(xp, x.shape, self.seed, self.calls, dtype=x.dtype, offset=offset)
             keep = u >= self.p              # each unit survives with probability 1 - p

@@ -52,8 +52,12 @@ order).  What each one changes, and why:
    layer (on a GPU, two launches).  Conv2d's db sums dout over (n, oh, ow), as
    the readable function does: the same bits as its db (to rounding what the
    sum of dy's rows gave before).
+
+6. Every matrix product through ``graph.matmul``.  It is ``xp.matmul``; during a
+   CUDA graph's capture it cuts the capture there, because CuPy 14 refuses
+   cuBLAS calls inside one (graph.py says where in CuPy's source).
 """
-from .. import kernels, rng
+from .. import graph, kernels, rng
 from ..backend import get_array_module
 from . import functional
 from .im2col import conv_output_size
@@ -133,7 +137,7 @@ def conv_forward(x, W, b, stride=1, padding=0, groups=1, keep_cols=False):
     OW = conv_output_size(Wd, kw, stride, padding)
     G = groups
     cols = im2col_batch_last(x, kh, kw, stride, padding).reshape(G, -1, OH * OW * N)
-    y = xp.matmul(W.reshape(G, F // G, -1), cols)                       # (G, F/G, OH*OW*N)
+    y = graph.matmul(W.reshape(G, F // G, -1), cols)                    # (G, F/G, OH*OW*N)
     if not keep_cols:
         cols = None
     # y is (F, OH, OW, N); one pass moves the batch axis to the front and adds the bias.
@@ -169,7 +173,7 @@ def conv_backward(dout, W, x_shape, stride=1, padding=0, groups=1, x=None, cols=
         cols = im2col_batch_last(x, kh, kw, stride, padding).reshape(G, -1, OH * OW * N)
     dW_groups = dW.reshape(G, F // G, cols.shape[1])                      # a view: dW itself
     for g in range(G):
-        xp.matmul(dy[g], cols[g].T, out=dW_groups[g])                     # 2-D: cols[g] not copied
+        graph.matmul(dy[g], cols[g].T, out=dW_groups[g])                  # 2-D: cols[g] not copied
     del cols                # a rebuilt cols can go before dcols, as large, is made
     if not input_grad:
         return None, dW, db
@@ -178,7 +182,7 @@ def conv_backward(dout, W, x_shape, stride=1, padding=0, groups=1, x=None, cols=
     w = W.reshape(G, F // G, -1)
     dcols = xp.empty((G, w.shape[2], dy.shape[2]), dtype=dy.dtype)     # (G, Cg*kh*kw, OH*OW*N)
     for g in range(G):
-        xp.matmul(w[g].T, dy[g], out=dcols[g])
+        graph.matmul(w[g].T, dy[g], out=dcols[g])
     dx = col2im_batch_last(dcols, x_shape, kh, kw, stride, padding)
     return dx, dW, db
 
@@ -374,7 +378,14 @@ def linear_backward(dout, x, W, dW, db):
     views into the flat gradient buffer): dout (N, M), x (N, D), W (M, D) -> dx (N, D).
 
     The same products and the same sum as the readable function: the same numbers."""
-    xp = get_array_module(dout)
-    xp.matmul(dout.T, x, out=dW)            # dout^T is read transposed in place, as in dout.T @ x
+    graph.matmul(dout.T, x, out=dW)         # dout^T is read transposed in place, as in dout.T @ x
     dout.sum(axis=0, out=db)
-    return dout @ W
+    return graph.matmul(dout, W)
+
+
+def linear_forward(x, W, b):
+    """``functional.linear_forward``, x W^T + b: the same product and the same sum, the
+    product through ``graph.matmul`` (where a CUDA graph's capture is cut, graph.py)."""
+    out = graph.matmul(x, W.T)
+    out += b
+    return out

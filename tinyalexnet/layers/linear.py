@@ -10,7 +10,8 @@ Backward (``functional.linear_backward``)::
 
     dx = dout @ W          dW = dout^T @ x          db = sum of dout over the batch
 
-By default (``fast = True``) backward runs ``fast.linear_backward``: the same
+By default (``fast = True``) forward and backward run ``fast.linear_forward`` and
+``fast.linear_backward``: the same
 maths, writing dW and db straight into the layer's gradients.
 """
 from .. import init
@@ -55,6 +56,8 @@ class Linear(Module):
         self._check_input(x, 2, "(N, in_features)", channels=self.in_features,
                           what="input features")
         self._save((x.shape[0], self.out_features), x)
+        if self.fast:
+            return fast.linear_forward(x, self.params["weight"], self.params["bias"])
         return functional.linear_forward(x, self.params["weight"], self.params["bias"])
 
     def backward(self, dout):

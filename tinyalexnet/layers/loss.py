@@ -30,11 +30,15 @@ class SoftmaxCrossEntropy(Module):
         super().__init__()
         self.fast = True        # fast.py's version (kernels on a GPU) or functional.py's
 
-    def forward(self, logits, labels):
-        """Mean cross-entropy over the batch, as a 0-d array on the logits' device."""
+    def forward(self, logits, labels, labels_checked=False):
+        """Mean cross-entropy over the batch, as a 0-d array on the logits' device.
+
+        ``labels_checked``: their values were checked on the host already
+        (``check_label_values``; a replayed CUDA graph's labels, copied in after the
+        check): their range is not read back from the device again."""
         self._check_input(logits, 2, "(N, num_classes)")
         xp = get_array_module(logits)
-        self._check_labels(logits, labels)
+        self._check_labels(logits, labels, values=not labels_checked)
         labels = xp.asarray(labels)             # the one copy of host labels to the device
         if self.fast:
             loss, stats = fast.softmax_cross_entropy(logits, labels)
@@ -52,7 +56,7 @@ class SoftmaxCrossEntropy(Module):
             raise StateError(f"{self.label()}: labels asked for before forward()")
         return self._cache[3]
 
-    def _check_labels(self, logits, labels):
+    def _check_labels(self, logits, labels, values=True):
         N, K = logits.shape
         if not is_array(labels):
             raise ShapeError(f"{self.label()}: labels must be an integer array of shape ({N},), "
@@ -62,6 +66,11 @@ class SoftmaxCrossEntropy(Module):
         if tuple(labels.shape) != (N,):
             raise ShapeError(f"{self.label()}: expected labels of shape ({N},) to match logits "
                              f"{tuple(logits.shape)}, got {tuple(labels.shape)}")
+        if values:
+            self.check_label_values(labels, K)
+
+    def check_label_values(self, labels, K):
+        """Every label in [0, K): else a one-line ShapeError."""
         # On the GPU this reads two numbers back (a sync); the trainer passes
         # labels still on the host, where it is free.
         low, high = int(labels.min()), int(labels.max())

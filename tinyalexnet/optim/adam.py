@@ -41,7 +41,9 @@ class Adam(Optimizer):
         xp = get_array_module(p)
         m, v = state["m"], state["v"]
         if self.fused and fused_kernels.adam_update(      # the one call of the fused kernel
-                p, g, m, v, lr=self.lr, step=self.steps, beta1=self.beta1, beta2=self.beta2,
+                p, g, m, v, lr=self.lr if self.lr_device is None else self.lr_device,
+                step=self.steps if self.step_device is None else self.step_device,
+                beta1=self.beta1, beta2=self.beta2,
                 eps=self.eps, weight_decay=self.weight_decay):
             return
         if self.weight_decay:

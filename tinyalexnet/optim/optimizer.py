@@ -28,6 +28,9 @@ class Optimizer:
         self.model, self.lr = model, check_setting(type(self).__name__, "lr", lr)
         self.state = {slot: {} for slot in self.slots}   # slot -> {param name: array}
         self.steps = 0
+        # Device scalars a replayed CUDA graph reads (graph.py): the learning rate (float64)
+        # and the coming step's number (int64); None: the host's numbers above
+        self.lr_device = self.step_device = None
         self._flat_state = {}    # (slot, layout) -> (flat array, its views in self.state)
 
     def hyperparameters(self):

@@ -33,7 +33,8 @@ class SGD(Optimizer):
 
     def update(self, p, g, state):
         v = state["velocity"]
-        if self.fused and fused_kernels.sgd_update(p, g, v, lr=self.lr, momentum=self.momentum,
+        lr = self.lr if self.lr_device is None else self.lr_device    # graph.py: on the device
+        if self.fused and fused_kernels.sgd_update(p, g, v, lr=lr, momentum=self.momentum,
                                                    weight_decay=self.weight_decay):
             return
         v *= self.momentum

@@ -276,13 +276,15 @@ def standardize(x, mean, std, offset=None, constants=None):
     return normalize(x, None, None, constants)
 
 
-def crop_standardize(x, padding, size, constants, top=None, left=None, flip=None):
+def crop_standardize(x, padding, size, constants, top=None, left=None, flip=None, index=None):
     """The pipeline's last steps on a batch on its device: the crop of ``pad(x, padding)``
     then ``standardize`` with its ``constants`` (on x's device).
 
     ``top``, ``left``, ``flip`` given: ``crop`` (random crops, reflected where flip);
     else the centre view (``center_crop_padded``).  On a GPU, for uint8 images, one
     kernel does all of it (``kernels/crop.py``): the same numbers, no padded canvas.
+    ``index``: that kernel's crop table already on the device (``crop_index`` of the
+    crops, copied in by the caller: a replayed CUDA graph's input buffer, graph.py).
     """
     xp = get_array_module(x)
     if isinstance(padding, int):
@@ -290,12 +292,16 @@ def crop_standardize(x, padding, size, constants, top=None, left=None, flip=None
     (pad_top, pad_bottom), (pad_left, pad_right) = padding
     canvas = (x.shape[2] + pad_top + pad_bottom, x.shape[3] + pad_left + pad_right)
     if x.dtype == xp.uint8 and x.ndim == 4 and kernels.runs_on(*constants):
-        if top is None:
+        if top is None and index is None:
             ct, cl = center_offsets(canvas, size)
             return kernels.crop.crop_standardize(x, *constants, size, pad_top, pad_left,
                                                  top=ct, left=cl)
-        index = xp.asarray(crop_index(x.shape[:2] + canvas, top, left, size, flip))  # one copy
+        if index is None:
+            index = xp.asarray(crop_index(x.shape[:2] + canvas, top, left, size, flip))  # a copy
         return kernels.crop.crop_standardize(x, *constants, size, pad_top, pad_left, index)
+    if index is not None:
+        raise ShapeError("crop_standardize: a crop table on the device is read by the GPU's "
+                         f"kernel only (uint8 images on a GPU), got {x.dtype} images")
     if top is None:
         x = center_crop_padded(x, padding, size)
     else:

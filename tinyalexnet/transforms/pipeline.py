@@ -54,7 +54,8 @@ import numpy
 
 from ..backend import get_array_module
 from ..errors import ShapeError, TinyAlexNetError
-from .functional import (LIGHTING_STD, crop_standardize, lighting_alpha, lighting_offset, pad,
+from .functional import (LIGHTING_STD, crop_index, crop_standardize, lighting_alpha,
+                         lighting_offset, pad,
                          random_crop_params, resize, rgb_pca, standardize, standardize_constants,
                          ten_crop, to_float)
 
@@ -279,7 +280,15 @@ class Pipeline:
         colour noise it gets in one process.
         """
         x = self._to_device(images, xp)
-        B = x.shape[0]
+        top, left, flip, offset = self._draws(x.shape[0], train, rng, part)
+        # crop, then standardize (to_float, lighting, normalize): one kernel on a GPU
+        return crop_standardize(x, self.padding, self.crop_size, self._constants(x, offset),
+                                top, left, flip)
+
+    def _draws(self, B, train, rng, part=None):
+        """A batch's random draws, on the host from ``rng``: (top, left, flip) of the random
+        crops (None: the centre) and lighting's offset (B, C) (None: no lighting).  ``part``:
+        as in ``__call__``."""
         start, stop, total = part or (0, B, B)
         if stop - start != B:
             raise TinyAlexNetError(f"Pipeline: part {start}..{stop} of the batch is "
@@ -296,9 +305,38 @@ class Pipeline:
         offset = None
         if train and self.lighting:     # the shift lighting() would add, per image and channel
             offset = lighting_offset(self.eigval, self.eigvec, lighting_alpha(rng, total)[rows])
-        # crop, then standardize (to_float, lighting, normalize): one kernel on a GPU
-        return crop_standardize(x, self.padding, self.crop_size, self._constants(x, offset),
-                                top, left, flip)
+        return top, left, flip, offset
+
+    # ------------------------------------------------------------------ fixed input buffers
+    # A step replayed as a CUDA graph (graph.py) runs no Python: what ``__call__`` draws
+    # and copies in each step is made on the host (``staged``) and copied by the caller
+    # into device buffers of its own, which ``from_staged`` reads.  The same numbers as
+    # ``__call__`` on a GPU, one kernel; only without a resize (uint8 images to the kernel).
+
+    def staged(self, images, train, rng=None):
+        """The host arrays a batch needs besides its images: ``{"index": the crop table
+        (random crops), "shift": the normalisation shift with lighting (B, C, 1, 1)}``, each
+        present only when drawn."""
+        self._check(images)
+        if self.resize is not None:
+            raise ShapeError(f"Pipeline: {self.policy} resizes the images first; fixed input "
+                             "buffers take images that need no resize")
+        top, left, flip, offset = self._draws(images.shape[0], train, rng)
+        out = {}
+        if top is not None:
+            out["index"] = crop_index(images.shape[:2] + self.canvas, top, left, self.crop_size,
+                                      flip)
+        if offset is not None:
+            out["shift"] = standardize_constants(images, self.mean, self.std, offset)[0]
+        return out
+
+    def from_staged(self, x, staged):
+        """The model input from uint8 images ``x`` and ``staged``'s arrays, both already on
+        the device (``__call__``'s crop and standardize, on those buffers)."""
+        shift, scale = self._constants(x)
+        constants = [staged.get("shift", shift), scale]
+        return crop_standardize(x, self.padding, self.crop_size, constants,
+                                index=staged.get("index"))
 
     def ten_crop(self, images, xp=None):
         """The ten test views of every image: float32 (10, B, *input_shape) on ``xp``
