@@ -211,7 +211,7 @@ class GraphStep:
         xp = t.xp
         if getattr(getattr(xp, "cuda", None), "Stream", None) is None:
             return "CUDA graphs need the cupy backend"
-        if not isinstance(t.parallel, OneProcess):
+        if type(t.parallel) is not OneProcess:       # DataParallel and ModelParallel extend it
             return "a step on several processes (--data-parallel, --model-parallel) waits " \
                    "on the other processes inside the step"
         pipe = t.pipeline
