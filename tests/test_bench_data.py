@@ -41,3 +41,20 @@ def test_bench_says_what_limits_training(tmp_path, capsys):
         data["input_images_per_s"] < data["training_images_per_s"])
     assert bench_main(argv + ["--data", str(tmp_path / "src")]) == 0         # a folder
     assert "from folder" in capsys.readouterr().out
+
+
+def test_bench_prepare_gives_both_workers_chunks(tmp_path, monkeypatch, capsys):
+    """prepare's own chunks (about 32 MiB: 160 images at 256x256) would put a bench of a few
+    hundred images into one or two chunks, and the second worker would have nothing to do:
+    the 1 -> 2 worker scaling measured would be the chunking's, not the decoding's."""
+    from tinyalexnet.datasets import prepare as prepare_module
+    seen, run = [], prepare_module.SplitWriter.run
+
+    def recording_run(self, pool):
+        seen.append((self.rows, self.chunks))
+        return run(self, pool)
+
+    monkeypatch.setattr(prepare_module.SplitWriter, "run", recording_run)
+    assert bench_data.main(["--images", "8", "--rounds", "1", "--what", "prepare"]) == 0
+    assert seen and all(chunks >= 2 * 2 for rows, chunks in seen), seen    # 2 workers, 2 each
+    assert "chunks of" in capsys.readouterr().out

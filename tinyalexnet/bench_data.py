@@ -208,12 +208,15 @@ def bench_prepare(paths, rounds, size=256):
     decoder = resolve_decoder("auto")
     work = Path(tempfile.mkdtemp(prefix="tinyalexnet-bench-prepare-"))
     pools = {"1 worker": DecodePool(1), "2 workers": DecodePool(2)}
+    chunk = max(1, -(-len(files) // 16))        # 16 chunks: 8 for each of 2 workers
     try:
         def run(name):
             out = work / name.replace(" ", "-")
             shutil.rmtree(out, ignore_errors=True)
+            # Chunks of a few images: prepare's own ~32 MiB chunks hold 160 images at 256x256,
+            # so a bench of a few hundred would give the second worker little or nothing to do
             SplitWriter(out, source, "train", size, 3, decoder, False, pools[name].workers,
-                        log=lambda *a: None).run(pools[name])
+                        chunk_images=chunk, log=lambda *a: None).run(pools[name])
             return len(files)
         rates, per_cpu = _alternate(rounds, {name: (lambda name=name: run(name))
                                              for name in pools},
@@ -224,7 +227,8 @@ def bench_prepare(paths, rounds, size=256):
         shutil.rmtree(work, ignore_errors=True)
     med, cpu = _medians(rates), _medians(per_cpu)
     print(f"prepare: the same {len(files)} JPEGs into a store ({decoder}; decode, write, flush, "
-          f"read back), median of {rounds} rounds, {machine.cores_available()} cores here")
+          f"read back; chunks of {chunk}), median of {rounds} rounds, "
+          f"{machine.cores_available()} cores here")
     _lines(med, cpu)
     scaling = med["2 workers"] / med["1 worker"]
     result = {"rates": rates, "median": med, "per_cpu_second": cpu, "scaling_1_to_2": scaling,
