@@ -7,7 +7,8 @@ the work around the decoder: simplejpeg hands libjpeg-turbo the whole file at
 once and gets a NumPy array back, where Pillow feeds it in blocks through its
 plug-in machinery.  Measured on 500x375 photographs at quality 90 (the typical
 ImageNet size), an image read as ``ImageFolder`` reads it (decoded, resized,
-cropped) is about 1.2x faster (BENCHMARKS.md, "Preparing image data").
+cropped) was 1.16-1.20x faster on a busy machine and as fast (1.00x) on a quiet one
+(BENCHMARKS.md, "Preparing image data").
 
 libjpeg-turbo can also scale while decoding (it skips high frequencies of the
 DCT: a 1/2-size image costs about a third of a full one).  Pillow uses this
