@@ -18,6 +18,7 @@ import time
 import numpy as np
 import pytest
 
+import mpi_runs
 from tinyalexnet import checkpoint
 from tinyalexnet.errors import TinyAlexNetError
 from tinyalexnet.models import get_model
@@ -304,69 +305,14 @@ def test_a_batch_that_does_not_split_is_refused_by_the_command(tmp_path):
 
 # ----------------------------------------------------------------------------- failures
 
-def rank_pid(out, rank, timeout=120):
-    """The pid of rank ``rank`` of the run writing ``out`` (its command line names it)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmd = f.read().split(b"\0")
-                with open(f"/proc/{pid}/environ", "rb") as f:
-                    env = f.read().split(b"\0")
-            except OSError:
-                continue
-            if (os.fsencode(str(out)) in cmd and b"mpiexec" not in cmd[0]
-                    and f"OMPI_COMM_WORLD_RANK={rank}".encode() in env):
-                return int(pid)
-        time.sleep(0.2)
-    raise AssertionError(f"rank {rank} of the run in {out} never started")
-
-
-def long_run(tmp_path, name, timeout="8"):
-    """A run of many small steps on 2 ranks, started; (Popen, out folder, log file)."""
-    out = tmp_path / name
-    log = open(tmp_path / f"{name}.log", "w+")
-    proc = launch.start(2, ["train", "--data-parallel", "--rank-timeout", timeout, "--epochs",
-                            "3", "--out", out, "--limit", "3000", "--val-fraction", "0",
-                            "--batch-size", "8", "--no-progress"],
-                        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    return proc, out, log
-
-
-def wait_for_training(log, proc, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        log.seek(0)
-        if "training 'alexnet_small'" in log.read():
-            time.sleep(2.0)                  # some steps in
-            return
-        assert proc.poll() is None, "the run ended before it trained"
-        time.sleep(0.2)
-    raise AssertionError("the run did not start training")
-
-
-def finish(proc, log, limit):
-    try:
-        proc.wait(timeout=limit)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise AssertionError(f"the run did not end within {limit} s")
-    log.seek(0)
-    text = log.read()
-    assert "Traceback" not in text, text
-    return text
-
-
 @needs_mpi
 def test_a_rank_that_hangs_stops_the_run_within_the_timeout_naming_it(tmp_path):
-    proc, out, log = long_run(tmp_path, "hang", timeout="5")
-    wait_for_training(log, proc)
-    pid = rank_pid(out, 1)
+    proc, out, log = mpi_runs.start(tmp_path, "hang", ["--data-parallel"], timeout="5")
+    pid = mpi_runs.rank_pid(out, 1)
     os.kill(pid, signal.SIGSTOP)             # alive, never answers
     started = time.monotonic()
     try:
-        text = finish(proc, log, 60)
+        text = mpi_runs.finish(proc, log, 60)
     finally:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -379,11 +325,10 @@ def test_a_rank_that_hangs_stops_the_run_within_the_timeout_naming_it(tmp_path):
 
 @needs_mpi
 def test_a_killed_rank_ends_the_run_with_a_line_naming_it(tmp_path):
-    proc, out, log = long_run(tmp_path, "killed", timeout="5")
-    wait_for_training(log, proc)
-    os.kill(rank_pid(out, 1), signal.SIGKILL)
+    proc, out, log = mpi_runs.start(tmp_path, "killed", ["--data-parallel"], timeout="5")
+    os.kill(mpi_runs.rank_pid(out, 1), signal.SIGKILL)
     started = time.monotonic()
-    text = finish(proc, log, 60)
+    text = mpi_runs.finish(proc, log, 60)
     assert proc.returncode != 0
     assert time.monotonic() - started < 40
     assert ("rank 1" in text and "signal 9" in text) or "no answer from rank 1" in text, text
@@ -391,10 +336,9 @@ def test_a_killed_rank_ends_the_run_with_a_line_naming_it(tmp_path):
 
 @needs_mpi
 def test_sigterm_to_one_rank_stops_both_after_the_same_step_with_one_checkpoint(tmp_path):
-    proc, out, log = long_run(tmp_path, "term")
-    wait_for_training(log, proc)
-    os.kill(rank_pid(out, 1), signal.SIGTERM)        # rank 1 only
-    text = finish(proc, log, 60)
+    proc, out, log = mpi_runs.start(tmp_path, "term", ["--data-parallel"])
+    os.kill(mpi_runs.rank_pid(out, 1), signal.SIGTERM)        # rank 1 only
+    text = mpi_runs.finish(proc, log, 60)
     stops = [line for line in text.splitlines() if line.startswith("stopped by SIGTERM")]
     assert len(stops) == 1, text                      # rank 0 speaks for both
     assert "no answer" not in text                    # rank 0 did not wait for rank 1

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import mpi_runs
 from tinyalexnet.errors import ConfigError
 from tinyalexnet.layers import functional
 from tinyalexnet.models import get_model
@@ -250,68 +251,18 @@ def test_model_parallel_bench_runs_and_its_bytes_match(capsys):
 
 # ------------------------------------------------------------------ failures, for real
 
-def _rank_pid(out, rank, timeout=120):
-    """The pid of rank ``rank`` of the run writing ``out`` (its command line names ``out``)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmd = f.read().split(b"\0")
-                with open(f"/proc/{pid}/environ", "rb") as f:
-                    env = f.read().split(b"\0")
-            except OSError:
-                continue
-            if (os.fsencode(str(out)) in cmd and b"mpiexec" not in cmd[0]
-                    and f"OMPI_COMM_WORLD_RANK={rank}".encode() in env):
-                return int(pid)
-        time.sleep(0.2)
-    raise AssertionError(f"rank {rank} of the run in {out} never started")
-
-
-def _long_towers_run(tmp_path, name, timeout="8"):
-    """Two towers training many small steps, started: (Popen, out folder, log file)."""
-    pytest.importorskip("mpi4py")
-    out = tmp_path / name
-    log = open(tmp_path / f"{name}.log", "w+")
-    proc = launch.start(2, ["train", "--model-parallel", "2", "--rank-timeout", timeout,
-                            "--epochs", "3", "--out", out, "--limit", "3000", "--val-fraction",
-                            "0", "--batch-size", "8", "--no-progress"],
-                        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=log,
-                        stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        log.seek(0)
-        if "training 'alexnet_small'" in log.read():
-            time.sleep(2.0)                   # some steps in
-            return proc, out, log
-        assert proc.poll() is None, "the run ended before it trained"
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("the run did not start training")
-
-
-def _finish(proc, log, limit=60):
-    try:
-        proc.wait(timeout=limit)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise AssertionError(f"the run did not end within {limit} s")
-    log.seek(0)
-    text = log.read()
-    assert "Traceback" not in text, text
-    return text
+TOWERS_RUN = ["--model-parallel", "2"]
 
 
 def test_model_parallel_a_hung_tower_is_named_within_the_timeout(tmp_path):
     """Rank 1 stopped (alive, silent): rank 0, waiting in a crossing, gives up after
     --rank-timeout with one line naming rank 1, and the job ends."""
-    proc, out, log = _long_towers_run(tmp_path, "hang", timeout="5")
-    pid = _rank_pid(out, 1)
+    proc, out, log = mpi_runs.start(tmp_path, "hang", TOWERS_RUN, timeout="5")
+    pid = mpi_runs.rank_pid(out, 1)
     os.kill(pid, signal.SIGSTOP)
     started = time.monotonic()
     try:
-        text = _finish(proc, log)
+        text = mpi_runs.finish(proc, log)
     finally:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -325,9 +276,9 @@ def test_model_parallel_a_hung_tower_is_named_within_the_timeout(tmp_path):
 def test_model_parallel_sigterm_to_one_tower_stops_both_with_one_whole_checkpoint(tmp_path):
     """SIGTERM to rank 1 only: both towers stop after the same step, rank 0 says so once and
     writes one checkpoint of the whole model, which resumes in one process."""
-    proc, out, log = _long_towers_run(tmp_path, "term")
-    os.kill(_rank_pid(out, 1), signal.SIGTERM)
-    text = _finish(proc, log)
+    proc, out, log = mpi_runs.start(tmp_path, "term", TOWERS_RUN)
+    os.kill(mpi_runs.rank_pid(out, 1), signal.SIGTERM)
+    text = mpi_runs.finish(proc, log)
     stops = [line for line in text.splitlines() if line.startswith("stopped by SIGTERM")]
     assert len(stops) == 1, text
     assert "no answer" not in text

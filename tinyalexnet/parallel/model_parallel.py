@@ -80,7 +80,6 @@ from ..errors import ConfigError
 from ..layers import Conv2d, Dropout, Linear, LocalResponseNorm, Module, Sequential
 from ..layers import fast, functional
 from .data import DataParallel
-from .mpi import RankTimeout
 from .towers import TOWERS, check_towers, join_state, split_state, tower_rows
 
 
@@ -114,26 +113,10 @@ class Peer:
         comm = self.world.comm
         recv = comm.Irecv(received, source=self.other, tag=SWAP_TAG)
         send = comm.Isend(host, dest=self.other, tag=SWAP_TAG)
-        self._wait((recv, send), what)
+        # both requests wait on the other rank alone; 1 ms between polls after the first
+        # second (a swap happens many times a step: it must not sleep long)
+        self.world._wait([recv, send], what, {self.other: (recv, send)}, pause=0.001)
         return backend.to_backend(received, device)
-
-    def _wait(self, requests, what):
-        """Poll the swap's two requests until both are complete, or raise RankTimeout naming
-        the other rank (all a swap of two waits for) after the World's ``timeout``.  The
-        first second polls without pause (MPI moves a large message only while it is being
-        tested), then 1 ms apart."""
-        start = time.monotonic()
-        deadline = start + self.world.timeout
-        pending = list(requests)
-        while True:
-            pending = [request for request in pending if not request.Test()]
-            if not pending:
-                return
-            now = time.monotonic()
-            if now > deadline:
-                raise RankTimeout(self.world._late(what, [self.other]), [self.other])
-            if now - start > 1.0:
-                time.sleep(0.001)
 
 
 class Exchange(Module):

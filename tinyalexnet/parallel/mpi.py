@@ -144,12 +144,13 @@ class World:
             raise failure
 
     # ---------------------------------------------------------------- waiting
-    def _wait(self, requests, what, heard):
+    def _wait(self, requests, what, heard, pause=0.01):
         """Poll ``requests`` until all are complete, or raise RankTimeout after ``timeout``
-        seconds naming the ranks whose note (in ``heard``: rank -> request) did not come.
-        The first second polls without pause (MPI progresses a large sum only while it is
-        being tested); after that 10 ms apart, a rank waiting for a checkpoint to be written
-        need not take a core."""
+        seconds naming the ranks whose requests (in ``heard``: rank -> a request, or a tuple
+        of the requests that wait on that rank) are not complete.  The first second polls
+        without pause (MPI progresses a large sum only while it is being tested); after that
+        ``pause`` seconds apart: a rank waiting for a checkpoint to be written need not take
+        a core."""
         start = time.monotonic()
         deadline = start + self.timeout
         pending = list(requests)
@@ -160,10 +161,12 @@ class World:
             now = time.monotonic()
             if now > deadline:
                 waiting = {id(request) for request in pending}
-                missing = [q for q, request in heard.items() if id(request) in waiting]
+                missing = [q for q, mine in heard.items()
+                           if any(id(r) in waiting for r in (mine if isinstance(mine, tuple)
+                                                              else (mine,)))]
                 raise RankTimeout(self._late(what, missing), missing)
             if now - start > 1.0:
-                time.sleep(0.01)
+                time.sleep(pause)
 
     def _late(self, what, missing):
         whom = (f"rank{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))}"
