@@ -2,10 +2,11 @@
 
 ``start(tmp_path, name, mode, timeout)`` launches a long run of small steps (``mode``:
 ``["--data-parallel"]`` or ``["--model-parallel", "2"]``) and returns once it trains;
-``rank_pid`` finds one rank's process; ``finish`` waits for the run to end and returns its
+``rank_pid`` finds one rank's process; ``hang_rank_1`` stops rank 1; ``finish`` waits for the run to end and returns its
 output, which must hold no traceback.
 """
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -70,3 +71,19 @@ def finish(proc, log, limit=60):
     text = log.read()
     assert "Traceback" not in text, text
     return text
+
+
+def hang_rank_1(proc, out, log, limit=60):
+    """Stop rank 1 (SIGSTOP: alive, never answers) and wait for the run to end without it:
+    (its output, seconds from the stop to the end).  Rank 1 is killed afterwards."""
+    pid = rank_pid(out, 1)
+    os.kill(pid, signal.SIGSTOP)
+    started = time.monotonic()
+    try:
+        text = finish(proc, log, limit)
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return text, time.monotonic() - started
