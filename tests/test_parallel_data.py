@@ -8,6 +8,7 @@ stopped (it hangs), SIGTERM to one rank.  The NCCL engine cannot run here: its
 calls are checked against a stand-in.  Tests that need mpiexec are skipped where
 mpi4py or mpiexec is missing (`pip install -e ".[mpi]"`).
 """
+import contextlib
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from tinyalexnet.errors import TinyAlexNetError
 from tinyalexnet.models import get_model
 from tinyalexnet.parallel import allreduce, data, launch, mpi, speed
 from tinyalexnet.parallel.mpi import RankTimeout, World
+from tinyalexnet.runfolder import RunFolder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "parallel_worker.py")
@@ -301,6 +303,53 @@ def test_a_batch_that_does_not_split_is_refused_by_the_command(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert lines == ["error: --batch-size 15 does not split evenly over 2 processes: give a "
                      "multiple of 2 (e.g. 14 or 16)"]
+
+
+@needs_mpi
+def test_sharded_evaluate_into_a_busy_folder_ends_both_ranks_with_one_line(tmp_path):
+    """The plot's folder held by a run in progress: rank 0 alone looks (two ranks probing the
+    folder's lock at once saw each other's probe and one of them refused alone, leaving the
+    other waiting in the evaluation until --rank-timeout), and the refusal ends both ranks at
+    once, said once."""
+    ok(plain(["train", "--epochs", "1", "--out", tmp_path / "run", *QUICK]))
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    owner = RunFolder.claim(busy)
+    try:
+        started = time.monotonic()
+        result = two(["evaluate", tmp_path / "run" / "last.npz", "--limit", "40", "--plot",
+                      busy / "c.png", "--no-progress", "--data-parallel", "--rank-timeout", "60"])
+        seconds = time.monotonic() - started
+    finally:
+        owner.unlock()
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode != 0 and len(errors) == 1, result.stderr
+    assert "run in progress" in errors[0] and "Traceback" not in result.stderr
+    assert seconds < 50, f"the ranks took {seconds:.0f} s to stop"
+    assert not (busy / "c.png").exists()
+
+
+def test_only_rank_0_looks_whether_the_plot_folder_is_busy(tmp_path, monkeypatch):
+    """The look takes the folder's lock for a moment: on two ranks at once, each could see
+    the other's look as a run in progress and refuse alone (CI saw rank 1 do it, and rank 0
+    wait in the evaluation until --rank-timeout).  Rank 1, in one process here, never looks."""
+    ok(plain(["train", "--epochs", "1", "--out", tmp_path / "run", *QUICK]))
+    from tinyalexnet import cli
+
+    class Rank1:
+        first, world = False, None
+
+        def together(self, what):
+            return contextlib.nullcontext()
+
+    def look(folder):
+        raise AssertionError("rank 1 looked at the plot's folder")
+
+    monkeypatch.setattr(cli, "start_parallel", lambda args, backend_name="numpy": Rank1())
+    monkeypatch.setattr(cli.runfolder, "owner_elsewhere", look)
+    assert cli.main(["evaluate", str(tmp_path / "run" / "last.npz"), "--limit", "20",
+                     "--no-progress", "--plot", str(tmp_path / "c.png")]) == 0
+    assert not (tmp_path / "c.png").exists()                 # rank 0 draws
 
 
 # ----------------------------------------------------------------------------- failures

@@ -19,6 +19,7 @@ output that stops taking lines (``| head``, a full disk) never stops a command
 (see ``streams``).  Anything else is a bug and keeps its traceback.
 """
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -259,32 +260,39 @@ def run_evaluate(args):
     if args.plot:
         plots.check_figure_path(args.plot)     # before the evaluation, not after it
     parallel = start_parallel(args, args.backend)
-    ck = checkpoint.load(args.checkpoint)
-    model, pipeline = _model_and_pipeline(ck, args.backend)
-    if args.ten_crop and not ck["pipeline"].get("augment"):
-        _warn_ten_crop_without_crops(f"{ck.path} was trained")
-    config = ck.get("config") or {}
-    name = args.dataset or config.get("dataset")
-    if name is None:
-        raise TinyAlexNetError(f"{ck.path}: does not say which data set it was trained on; "
-                               "give --dataset")
-    data_dir = args.data_dir if args.data_dir or args.dataset else config.get("data_dir")
-    dataset = load_dataset(name, args.split, data_dir=data_dir, download=args.download,
-                           **dataset_options(name, ck["input_shape"][1]))
-    if args.limit is not None:
-        if args.limit < 1:
-            raise TinyAlexNetError(f"invalid --limit {args.limit}: expected a positive integer")
-        dataset = limit_dataset(dataset, args.limit, seed=0)
-    if len(dataset.classes) != ck["num_classes"] or dataset.channels != ck["in_channels"]:
-        raise TinyAlexNetError(f"{name}: {len(dataset.classes)} classes of {dataset.channels}-"
-                               f"channel images, but {ck.describe()} expects {ck['num_classes']} "
-                               f"classes of {ck['in_channels']}-channel images")
-    checkpoint.check_classes(ck, dataset.classes, data_dir or name)
-    stem = os.path.splitext(os.path.basename(ck.path))[0]
-    plot = args.plot or os.path.join(os.path.dirname(ck.path) or ".",
-                                     f"{stem}-{name}-{args.split}-confusion.png")
-    _refuse_a_busy_run_folder(plot, args.plot)        # before the evaluation, not after it
     first = parallel is None or parallel.first
+    # On several processes, a setup error on one (a busy folder, a bad option) ends all of
+    # them here, at once, instead of leaving the others waiting in the evaluation
+    together = parallel.together if parallel is not None else _alone
+    with together("opening the checkpoint and the data"):
+        ck = checkpoint.load(args.checkpoint)
+        model, pipeline = _model_and_pipeline(ck, args.backend)
+        if args.ten_crop and not ck["pipeline"].get("augment") and first:
+            _warn_ten_crop_without_crops(f"{ck.path} was trained")
+        config = ck.get("config") or {}
+        name = args.dataset or config.get("dataset")
+        if name is None:
+            raise TinyAlexNetError(f"{ck.path}: does not say which data set it was trained on; "
+                                   "give --dataset")
+        data_dir = args.data_dir if args.data_dir or args.dataset else config.get("data_dir")
+        dataset = load_dataset(name, args.split, data_dir=data_dir, download=args.download,
+                               **dataset_options(name, ck["input_shape"][1]))
+        if args.limit is not None:
+            if args.limit < 1:
+                raise TinyAlexNetError(f"invalid --limit {args.limit}: expected a positive "
+                                       "integer")
+            dataset = limit_dataset(dataset, args.limit, seed=0)
+        if len(dataset.classes) != ck["num_classes"] or dataset.channels != ck["in_channels"]:
+            raise TinyAlexNetError(f"{name}: {len(dataset.classes)} classes of "
+                                   f"{dataset.channels}-channel images, but {ck.describe()} "
+                                   f"expects {ck['num_classes']} classes of "
+                                   f"{ck['in_channels']}-channel images")
+        checkpoint.check_classes(ck, dataset.classes, data_dir or name)
+        stem = os.path.splitext(os.path.basename(ck.path))[0]
+        plot = args.plot or os.path.join(os.path.dirname(ck.path) or ".",
+                                         f"{stem}-{name}-{args.split}-confusion.png")
+        if first:     # one process looks (two probing the folder's lock would see each other)
+            _refuse_a_busy_run_folder(plot, args.plot)    # before the evaluation, not after it
     result = evaluate(model, dataset, pipeline, args.batch_size, ten_crop=args.ten_crop,
                       progress=args.progress if first else False,
                       world=parallel and parallel.world)      # each process a share
@@ -316,6 +324,11 @@ def run_evaluate(args):
                                "(--plot PATH writes it elsewhere)") from None
     print(_shown(f"confusion matrix: {plot}"))
     return 0
+
+
+def _alone(what):
+    """``together`` for a command run in one process: the block, as it is."""
+    return contextlib.nullcontext()
 
 
 def _refuse_a_busy_run_folder(plot, given, after=False):
