@@ -118,26 +118,28 @@ def on_paper(batch=128, counts=(2, 4, 8, 16, 64), flops=ASSUMED_FLOPS):
     print(f"training: 3 x 2 x 724,406,816 = {per_image / 1e9:.2f} GFLOP per image; at an assumed "
           f"{flops / 1e12:.0f} TFLOP/s per GPU a step of {batch} images takes {1e3 * step:.1f} ms")
     print(f"ring all-reduce: each GPU sends (and receives) 2(N-1)/N x {grad / 1e6:.1f} MB a step")
+    def ring(n):                  # bytes one GPU sends in a ring all-reduce of the gradient
+        return 2 * (n - 1) / n * grad
+
+    def per_link(title, value):   # one row per GPU count, one column per link
+        print(title)
+        print(f"{'N GPUs':>8}" + "".join(f"{name:>22}" for name, _ in LINKS))
+        for n in counts:
+            print(f"{n:>8}" + "".join(f"{value(n, ring(n) / bw):>22.2f}" for _, bw in LINKS))
+
     print(f"{'N GPUs':>8}{'MB sent':>9}" + "".join(f"{name + ' ms':>22}" for name, _ in LINKS))
     for n in counts:
-        sent = 2 * (n - 1) / n * grad
-        print(f"{n:>8}{sent / 1e6:>9.1f}" + "".join(f"{1e3 * sent / bw:>22.2f}" for _, bw in LINKS))
-    print(f"weak scaling ({batch} images per GPU, no overlap): step time / compute alone")
-    print(f"{'N GPUs':>8}" + "".join(f"{name:>22}" for name, _ in LINKS))
-    for n in counts:
-        sent = 2 * (n - 1) / n * grad
-        print(f"{n:>8}" + "".join(f"{(step + sent / bw) / step:>22.2f}" for _, bw in LINKS))
-    print(f"strong scaling (the paper's global batch of {batch}, {batch}/N per GPU, no overlap): "
-          f"speed-up over one GPU")
-    print(f"{'N GPUs':>8}" + "".join(f"{name:>22}" for name, _ in LINKS))
-    for n in counts:
-        sent = 2 * (n - 1) / n * grad
-        print(f"{n:>8}" + "".join(f"{step / (step / n + sent / bw):>22.2f}" for _, bw in LINKS))
+        print(f"{n:>8}{ring(n) / 1e6:>9.1f}"
+              + "".join(f"{1e3 * ring(n) / bw:>22.2f}" for _, bw in LINKS))
+    per_link(f"weak scaling ({batch} images per GPU, no overlap): step time / compute alone",
+             lambda n, send: (step + send) / step)
+    per_link(f"strong scaling (the paper's global batch of {batch}, {batch}/N per GPU, no "
+             f"overlap): speed-up over one GPU", lambda n, send: step / (step / n + send))
     print(f"hybrid (Krizhevsky 2014): conv gradients all-reduced, fc6-fc8 split by neuron, their "
           f"inputs ({fc_inputs:,} floats per image) gathered and their gradients scattered back")
     print(f"{'N GPUs':>8}{'data parallel MB':>18}{'hybrid MB':>11}{'of which fc':>13}")
     for n in counts:
-        dp = 2 * (n - 1) / n * grad
+        dp = ring(n)
         acts = 2 * (n - 1) * batch * fc_inputs * 4
         hybrid = 2 * (n - 1) / n * 4 * conv + acts
         print(f"{n:>8}{dp / 1e6:>18.1f}{hybrid / 1e6:>11.1f}{acts / 1e6:>13.1f}")
