@@ -19,7 +19,6 @@ output that stops taking lines (``| head``, a full disk) never stops a command
 (see ``streams``).  Anything else is a bug and keeps its traceback.
 """
 import argparse
-import contextlib
 import dataclasses
 import json
 import math
@@ -38,6 +37,7 @@ from .errors import NonFiniteError, TinyAlexNetError
 from .metrics import evaluate, log_softmax
 from .models import MODELS, get_model, model_name
 from .parallel.mpi import DEFAULT_TIMEOUT, ParallelError, RankTimeout
+from .parallel.strategy import OneProcess
 from .runfolder import write_text_atomic
 from .stopping import Interrupted, interrupted_during_test
 from .train import Trainer, dataset_options
@@ -263,8 +263,7 @@ def run_evaluate(args):
     first = parallel is None or parallel.first
     # On several processes, a setup error on one (a busy folder, a bad option) ends all of
     # them here, at once, instead of leaving the others waiting in the evaluation
-    together = parallel.together if parallel is not None else _alone
-    with together("opening the checkpoint and the data"):
+    with (parallel or OneProcess()).together("opening the checkpoint and the data"):
         ck = checkpoint.load(args.checkpoint)
         model, pipeline = _model_and_pipeline(ck, args.backend)
         if args.ten_crop and not ck["pipeline"].get("augment") and first:
@@ -324,11 +323,6 @@ def run_evaluate(args):
                                "(--plot PATH writes it elsewhere)") from None
     print(_shown(f"confusion matrix: {plot}"))
     return 0
-
-
-def _alone(what):
-    """``together`` for a command run in one process: the block, as it is."""
-    return contextlib.nullcontext()
 
 
 def _refuse_a_busy_run_folder(plot, given, after=False):
